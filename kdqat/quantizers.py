@@ -1,0 +1,164 @@
+"""Fake quantizers with straight-through gradients.
+
+Weights: TWN ternary (2 bits) or symmetric uniform (4/8 bits), one scale per tensor or per row.
+Activations: 8-bit symmetric with a clip, the scale found per batch ("dynamic") or from a running
+max kept during QAT ("static"). Definitions follow REFERENCE.md section 1 (Kim et al. 2022).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from kdqat.config import QuantConfig
+from kdqat.errors import KdqatError
+
+TWN_THRESHOLD = 0.7  # delta = 0.7 * mean|W| (Li et al., Ternary Weight Networks)
+
+
+def _reduce_dims(w: torch.Tensor, per_row: bool) -> tuple[int, ...]:
+    """Dimensions a scale is shared over: all (per tensor) or all but the first (per row)."""
+    return tuple(range(1, w.dim())) if per_row else tuple(range(w.dim()))
+
+
+def ternary_codes_and_scale(w: torch.Tensor, per_row: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """TWN ternarization of an already clipped tensor: codes in {-1, 0, 1} and the scale alpha.
+
+    delta = 0.7 * mean|w|; codes = sign(w) * [|w| > delta]; alpha = mean(|w| where |w| > delta).
+    With per_row the statistics are taken over each row (dim 0 indexes rows) and alpha has shape [rows, 1].
+    """
+    dims = _reduce_dims(w, per_row)
+    absw = w.abs()
+    delta = TWN_THRESHOLD * absw.mean(dim=dims, keepdim=True)
+    kept = (absw > delta).to(w.dtype)
+    alpha = (absw * kept).sum(dim=dims, keepdim=True) / kept.sum(dim=dims, keepdim=True).clamp_min(1.0)
+    return torch.sign(w) * kept, alpha
+
+
+def uniform_codes_and_scale(w: torch.Tensor, bits: int, per_row: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric uniform quantization: integer codes in [-(2^(b-1)-1), 2^(b-1)-1] and the step size."""
+    qmax = 2 ** (bits - 1) - 1
+    amax = w.abs().amax(dim=_reduce_dims(w, per_row), keepdim=True).clamp_min(1e-8)
+    step = amax / qmax
+    return torch.round(w / step), step
+
+
+class _ClippedSTE(torch.autograd.Function):
+    """Forward: fn(clip(x)). Backward: identity inside [-clip, clip], zero outside (straight-through)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, clip: float, quantized: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.clip = clip
+        return quantized
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        inside = (x.abs() <= ctx.clip).to(grad.dtype)
+        return grad * inside, None, None
+
+
+def straight_through(x: torch.Tensor, clip: float, quantized: torch.Tensor) -> torch.Tensor:
+    """Return `quantized` in the forward pass with the clipped straight-through gradient w.r.t. `x`."""
+    return _ClippedSTE.apply(x, clip, quantized.detach())
+
+
+class WeightQuantizer(nn.Module):
+    """Fake-quantizes a weight tensor on every call; per_row gives one scale per row (embeddings)."""
+
+    def __init__(self, config: QuantConfig, per_row: bool = False) -> None:
+        super().__init__()
+        self.scheme = config.weight_scheme
+        self.bits = config.weight_bits
+        self.clip = config.clip
+        self.per_row = per_row
+
+    @property
+    def enabled(self) -> bool:
+        return self.scheme != "none"
+
+    def codes_and_scale(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integer codes and scale of `w` (what an exporter stores); codes * scale is the forward value."""
+        wc = w.detach().clamp(-self.clip, self.clip)
+        if self.scheme == "ternary":
+            return ternary_codes_and_scale(wc, self.per_row)
+        if self.scheme == "uniform":
+            return uniform_codes_and_scale(wc, self.bits, self.per_row)
+        raise KdqatError("codes_and_scale() called on a weight quantizer that is off (weight_bits=32)")
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return w
+        codes, scale = self.codes_and_scale(w)
+        return straight_through(w, self.clip, codes * scale)
+
+    def extra_repr(self) -> str:
+        return f"scheme={self.scheme}, bits={self.bits}, clip={self.clip}, per_row={self.per_row}"
+
+
+class ActQuantizer(nn.Module):
+    """8-bit symmetric activation fake quantizer: x_q = round(clip(x) * s) / s, s = 127 / amax.
+
+    dynamic: amax = max|clip(x)| of the current batch (the paper's code).
+    static: while training, amax is an exponential moving average of the batch max (synchronised across
+    data-parallel ranks, so every rank keeps the same scale); in eval mode the stored amax is used as is.
+    The running max is capped at `clip` because x is clipped first.
+    """
+
+    def __init__(self, config: QuantConfig) -> None:
+        super().__init__()
+        self.bits = config.act_bits
+        self.clip = config.clip
+        self.mode = config.act_scale
+        self.momentum = config.ema_momentum
+        self.register_buffer("amax", torch.zeros(()))
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def enabled(self) -> bool:
+        return self.bits < 32
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+    def _observe(self, xc: torch.Tensor) -> None:
+        batch_max = xc.detach().abs().amax().float()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(batch_max, op=dist.ReduceOp.MAX)
+        if bool(self.calibrated):
+            self.amax.mul_(self.momentum).add_(batch_max * (1.0 - self.momentum))
+        else:
+            self.amax.copy_(batch_max)
+            self.calibrated.fill_(True)
+
+    def scale(self, xc: torch.Tensor | None = None) -> torch.Tensor:
+        """The multiplier s = qmax / amax used for the current call (static: from the stored amax)."""
+        if self.mode == "dynamic":
+            if xc is None:
+                raise KdqatError("a dynamic activation quantizer has no fixed scale; train with act_scale='static'")
+            amax = xc.detach().abs().amax()
+        else:
+            if not bool(self.calibrated):
+                raise KdqatError(
+                    "static activation scales are not calibrated yet: run QAT (or a few training batches) first"
+                )
+            amax = self.amax
+        return self.qmax / amax.clamp_min(1e-8).to(torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        xc = x.clamp(-self.clip, self.clip)
+        if self.mode == "static" and self.training:
+            self._observe(xc)
+        s = self.scale(xc).to(x.dtype)
+        q = torch.round(xc * s).clamp(-self.qmax, self.qmax) / s  # saturates like QuantizeLinear
+        # gradients pass where the value is representable: |x| <= clip, and <= amax for a fixed scale
+        limit = self.clip if self.mode == "dynamic" else min(self.clip, float(self.amax))
+        return straight_through(x, limit, q)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, mode={self.mode}, clip={self.clip}"

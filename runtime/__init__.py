@@ -1,0 +1,1 @@
+"""Inference runtimes (onnxruntime, TensorRT) for exported students. Filled by the runtime issues."""

@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny BERT with the default model's real tokenizer, and the real GLUE folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertModel
+
+REPO = Path(__file__).resolve().parents[1]
+GLUE_DIR = Path(os.environ.get("GLUE_DIR", REPO.parent / "shared" / "glue"))
+
+
+def tiny_config(**overrides) -> BertConfig:
+    cfg = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    cfg.update(overrides)
+    return BertConfig(**cfg)
+
+
+def tiny_classifier(seed: int = 0, **overrides) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(tiny_config(**overrides)).eval()
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    if not (GLUE_DIR / "RTE" / "train.tsv").is_file():
+        pytest.skip(f"GLUE data not found at {GLUE_DIR} (set GLUE_DIR)")
+    return GLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT saved as a Hugging Face folder with the default model's tokenizer."""
+    from kdqat.models import resolve_model
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("default"))
+    torch.manual_seed(0)
+    BertModel(tiny_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def batch(seed: int = 0, batch_size: int = 3, length: int = 9, vocab: int = 120, pad_last: int = 4):
+    """Random ids with the last sentence padded by `pad_last` tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (batch_size, length), generator=g)
+    mask = torch.ones(batch_size, length, dtype=torch.long)
+    if pad_last:
+        mask[-1, -pad_last:] = 0
+        ids[-1, -pad_last:] = 0
+    return ids, mask
