@@ -56,6 +56,8 @@ class DistillationTrainer(Trainer):
 
     def __init__(self, *args, teacher: nn.Module, loss_weights: dict[str, float], regression: bool, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # the loss is already a per-sentence mean: Trainer must not rescale it by token counts or world size
+        self.model_accepts_loss_kwargs = False
         use_kdqat_attention(teacher)
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
         self.loss_weights = dict(loss_weights)

@@ -1,0 +1,82 @@
+"""QAT step time over plain fine-tuning step time, default model, batch 32, sequence 128 (issue 2).
+
+QAT step = teacher forward (no grad) + W2/A8 student forward/backward with the map+output losses +
+optimizer step; plain step = float forward/backward + optimizer step. Prints both and their ratio.
+Run: python benchmarks/qat_step.py [--batch-size 32] [--seq-len 128] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+
+from eval.tasks import get_task
+from kdqat import QuantConfig, prepare
+from kdqat.attention import use_kdqat_attention
+from kdqat.distill import distillation_losses, run_captured
+from kdqat.losses import loss_weights
+from kdqat.models import DEFAULT_MODEL, load_classifier
+
+
+def timed(step, steps: int) -> float:
+    step()  # warm-up
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--kd", default="map+output")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    task = get_task("rte")
+    teacher = load_classifier(args.model, task).train()
+    ids = torch.randint(1000, 20000, (args.batch_size, args.seq_len))
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    labels = torch.randint(0, 2, (args.batch_size,))
+
+    plain = copy.deepcopy(teacher)
+    plain_opt = torch.optim.AdamW(plain.parameters(), lr=2e-5)
+
+    def plain_step():
+        plain_opt.zero_grad()
+        plain(**inputs, labels=labels).loss.backward()
+        plain_opt.step()
+
+    student = prepare(copy.deepcopy(teacher), QuantConfig()).train()
+    use_kdqat_attention(teacher)
+    teacher.eval().requires_grad_(False)
+    weights = loss_weights(args.kd)
+    opt = torch.optim.AdamW(student.parameters(), lr=2e-5)
+
+    def qat_step():
+        opt.zero_grad()
+        with torch.no_grad():
+            t = run_captured(teacher, inputs)
+        s = run_captured(student, inputs)
+        terms = distillation_losses(s, t, inputs["attention_mask"], weights, regression=False)
+        sum(weights[k] * v for k, v in terms.items()).backward()
+        opt.step()
+
+    t_plain = timed(plain_step, args.steps)
+    t_qat = timed(qat_step, args.steps)
+    print(f"model={args.model} batch={args.batch_size} seq={args.seq_len} threads={torch.get_num_threads()} kd={args.kd}")
+    print(f"plain fine-tuning step: {t_plain * 1000:8.1f} ms")
+    print(f"QAT + KD step:          {t_qat * 1000:8.1f} ms")
+    print(f"ratio:                  {t_qat / t_plain:8.2f}x (target <= 1.8x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""End-to-end training on a tiny BERT and real GLUE rows: outputs, resume, NaN stop, bad teachers."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+import kdqat.distill
+from conftest import tiny_config
+from kdqat import KdqatError, load_student
+from kdqat.train import TrainOptions, train
+
+
+def options(tmp_path, tiny_model_dir, glue_dir, name="run", **overrides):
+    base = dict(task="rte", output_dir=str(tmp_path / name), model=str(tiny_model_dir), data_dir=str(glue_dir),
+                max_train_samples=32, max_eval_samples=16, batch_size=8, max_steps=4, eval_steps=2,
+                logging_steps=1, progress=False)
+    base.update(overrides)
+    return TrainOptions(**base)
+
+
+def weights(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_train_writes_teacher_student_metrics_config_and_log(tmp_path, tiny_model_dir, glue_dir):
+    result = train(options(tmp_path, tiny_model_dir, glue_dir))
+    out = tmp_path / "run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result))
+    assert metrics["metric"] == "dev_accuracy"
+    assert set(metrics["student"]["last"]) == {"static", "dynamic"}
+    assert [r["step"] for r in metrics["student"]["history"]] == [2, 4]
+    assert metrics["student"]["best"]["step"] in (2, 4)
+    assert json.loads((out / "config.json").read_text())["options"]["loss_weights"] == {"pred": 1, "rep": 1, "map": 1, "output": 1}
+    log = [json.loads(line) for line in (out / "logs" / "student.jsonl").read_text().splitlines()]
+    assert {"loss_pred", "loss_rep", "loss_map", "loss_output"} <= set(log[0])
+    student = load_student(out / "student")
+    assert student.kdqat_quant_config.act_scale == "static"
+    assert (out / "teacher" / "config.json").is_file()
+    assert not list(out.glob(".*"))  # no temporary folders left
+
+
+def test_resume_after_interruption_gives_the_same_student(tmp_path, tiny_model_dir, glue_dir):
+    straight = options(tmp_path, tiny_model_dir, glue_dir, name="straight")
+    train(straight)
+    teacher = str(tmp_path / "straight" / "teacher")
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    resumed = options(tmp_path, tiny_model_dir, glue_dir, name="resumed", teacher=teacher)
+    with pytest.raises(KeyboardInterrupt):
+        train(resumed, callbacks=[Interrupt()])
+    assert not (tmp_path / "resumed" / "student").exists()  # nothing half-written
+    train(resumed)
+    a, b = weights(tmp_path / "straight" / "student"), weights(tmp_path / "resumed" / "student")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, tiny_model_dir, glue_dir, monkeypatch):
+    calls = {"n": 0}
+    real = kdqat.distill.pred_loss
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        return torch.tensor(float("nan")) if calls["n"] == 3 else real(*args, **kwargs)
+
+    monkeypatch.setattr(kdqat.distill, "pred_loss", flaky)
+    with pytest.raises(KdqatError, match=r"became nan at step 3 .*last good checkpoint"):
+        train(options(tmp_path, tiny_model_dir, glue_dir))
+    assert (tmp_path / "run" / "checkpoints" / "student" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "run" / "student").exists()
+
+
+def test_teacher_with_other_labels_is_refused(tmp_path, tiny_model_dir, glue_dir):
+    from transformers import BertForSequenceClassification
+
+    three = tmp_path / "mnli-teacher"
+    BertForSequenceClassification(tiny_config(num_labels=3, vocab_size=30522, max_position_embeddings=128)).save_pretrained(three)
+    with pytest.raises(KdqatError, match=r"has 3 labels .*task rte needs 2 labels \(entailment, not_entailment\)"):
+        train(options(tmp_path, tiny_model_dir, glue_dir, teacher=str(three)))
+
+
+def test_rerun_with_other_settings_is_refused(tmp_path, tiny_model_dir, glue_dir):
+    train(options(tmp_path, tiny_model_dir, glue_dir, max_steps=2))
+    with pytest.raises(KdqatError, match=r"other settings \(kd: 'map\+output' -> 'ternarybert'"):
+        train(options(tmp_path, tiny_model_dir, glue_dir, max_steps=2, kd="ternarybert"))
+
+
+def test_bad_options_are_refused(tmp_path, tiny_model_dir, glue_dir):
+    with pytest.raises(KdqatError, match="--weight-bits 3"):
+        train(options(tmp_path, tiny_model_dir, glue_dir, weight_bits=3))
+    with pytest.raises(KdqatError, match="--batch-size must be positive"):
+        train(options(tmp_path, tiny_model_dir, glue_dir, batch_size=-1))
