@@ -67,8 +67,19 @@ def train(
 
     opts = TrainOptions(**{k: v for k, v in locals().items() if k in TrainOptions.__dataclass_fields__})
     result = run_train(opts)
-    if result:
+    if int(os.environ.get("RANK", "0")) == 0:  # one table under torchrun, not one per process
         print_metrics(result)
+
+
+@app.command()
+def report(
+    runs: list[str] = typer.Argument(..., help="Output folders of kdqat train runs."),
+    which: str = typer.Option("last", help="last (end of training, static scales) or best (best dev evaluation)."),
+) -> None:
+    """Print a Markdown table: teacher and each student, one column per task, and the average."""
+    from eval.report import results_table
+
+    print(results_table(runs, which))
 
 
 def print_metrics(result: dict) -> None:

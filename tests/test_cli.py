@@ -30,3 +30,31 @@ def test_bad_input_is_one_line(tmp_path, args, message):
 def test_help_lists_the_train_command(tmp_path):
     done = kdqat("--help", cwd=tmp_path)
     assert done.returncode == 0 and "train" in done.stdout
+
+
+def test_report_builds_a_table_from_metrics(tmp_path):
+    import json
+
+    def run(name, task, metric, teacher, kd, last, best):
+        folder = tmp_path / name
+        folder.mkdir()
+        rec = lambda v: {"step": 10, "dev": {metric: v}}  # noqa: E731
+        (folder / "metrics.json").write_text(json.dumps({
+            "task": task, "metric": metric, "teacher": {"dev": {metric: teacher}},
+            "student": {"kd": kd, "act_scale": "static", "best": rec(best), "last": {"static": rec(last)}}}))
+        return str(folder)
+
+    runs = [run("a", "rte", "dev_accuracy", 60.0, "ternarybert", 55.0, 56.0),
+            run("b", "rte", "dev_accuracy", 60.0, "map+output", 57.0, 58.0),
+            run("c", "cola", "dev_mcc", 40.0, "map+output", 30.0, 31.0)]
+    done = kdqat("report", *runs, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == "| model | cola (mcc) | rte (accuracy) | avg |"
+    assert lines[2] == "| teacher (fp32) | 40.00 | 60.00 | 50.00 |"
+    assert lines[3] == "| ternarybert (W2/A8, static) | - | 55.00 | - |"
+    assert lines[4] == "| map+output (W2/A8, static) | 30.00 | 57.00 | 43.50 |"
+    best = kdqat("report", "--which", "best", *runs, cwd=tmp_path).stdout
+    assert "| map+output (W2/A8, static) | 31.00 | 58.00 | 44.50 |" in best
+    missing = kdqat("report", str(tmp_path / "nope"), cwd=tmp_path)
+    assert missing.returncode == 2 and "metrics.json: not found" in missing.stderr

@@ -1,0 +1,47 @@
+"""Results tables from the metrics.json files that `kdqat train` writes."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from kdqat.errors import KdqatError
+
+
+def read_metrics(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "metrics.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise KdqatError(f"{path}: not found (is {run_dir} a finished kdqat train folder?)") from None
+    except json.JSONDecodeError as e:
+        raise KdqatError(f"{path}: not valid JSON ({e})") from None
+
+
+def results_table(run_dirs: list[str | Path], which: str = "last") -> str:
+    """Markdown: one row per model (teacher, then each distillation preset), one column per task.
+
+    which: "last" (static-scale score at the end of training) or "best" (best dev evaluation).
+    Teachers shared by several runs of a task are listed once.
+    """
+    if which not in ("last", "best"):
+        raise KdqatError(f"which={which!r} is not 'last' or 'best'")
+    rows: dict[str, dict[str, float]] = defaultdict(dict)
+    metric_of: dict[str, str] = {}
+    for run in run_dirs:
+        m = read_metrics(run)
+        task, metric = m["task"], m["metric"]
+        metric_of[task] = metric
+        rows["teacher (fp32)"][task] = m["teacher"]["dev"][metric]
+        student = m["student"]
+        record = student["best"] if which == "best" else student["last"].get("static") or student["last"]["dynamic"]
+        rows[f"{student['kd']} (W2/A8, {student['act_scale']})"][task] = record["dev"][metric]
+    tasks = sorted(metric_of)
+    header = "| model | " + " | ".join(f"{t} ({metric_of[t].split('_', 1)[1]})" for t in tasks) + " | avg |"
+    lines = [header, "|---" * (len(tasks) + 2) + "|"]
+    for name, scores in rows.items():
+        cells = [f"{scores[t]:.2f}" if t in scores else "-" for t in tasks]
+        avg = f"{sum(scores[t] for t in tasks) / len(tasks):.2f}" if all(t in scores for t in tasks) else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} |")
+    return "\n".join(lines)
