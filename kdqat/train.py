@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+from transformers import DataCollatorWithPadding, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from eval.data import load_split
@@ -245,6 +245,7 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
     task = get_task(opts.task)
     out = Path(opts.output_dir)
     check_resumable(out, opts)
+    set_seed(opts.seed)  # the teacher's new classifier head is drawn before any Trainer exists
     write_json(out / "config.json", {"kdqat_version": __version__, "torch": torch.__version__, "options": dataclasses.asdict(opts)})
 
     tokenizer = load_tokenizer(opts.teacher or opts.model)
@@ -268,7 +269,28 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
     )
     _train(trainer)
 
-    teacher_trainer = Trainer(
+    result = summarize(opts, task, trainer, teacher, dev, tokenizer)
+    if trainer.is_world_process_zero():
+        with atomic_dir(out / "student") as tmp:
+            save_student(student, tmp)
+            tokenizer.save_pretrained(tmp)
+        write_json(out / "metrics.json", result)
+    return result
+
+
+def summarize(opts: TrainOptions, task: GlueTask, trainer: Trainer, teacher: PreTrainedModel,
+              dev: dict[str, Dataset], tokenizer) -> dict:
+    """What metrics.json holds: teacher scores, the student's best evaluation and its last scores
+    (with static scales also re-scored with dynamic ones), and the whole dev history."""
+    student = trainer.model
+    history = eval_history(trainer, task)
+    primary = f"{task.dev_splits[0]}_{task.metric}"
+    last = {opts.act_scale: evaluate(trainer, dev)}
+    if opts.act_scale == "static" and opts.act_bits < 32:
+        set_act_scale_mode(student, "dynamic")
+        last["dynamic"] = evaluate(trainer, dev)
+        set_act_scale_mode(student, "static")
+    teacher_eval = Trainer(
         model=teacher,
         args=TrainingArguments(
             output_dir=trainer.args.output_dir,
@@ -280,34 +302,20 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=metrics_fn(task),
     )
-    history = eval_history(trainer, task)
-    primary = f"{task.dev_splits[0]}_{task.metric}"
-    best = max(history, key=lambda r: r["dev"][primary]) if history else None
-    last = {"static" if opts.act_scale == "static" else "dynamic": evaluate(trainer, dev)}
-    if opts.act_scale == "static" and opts.act_bits < 32:
-        set_act_scale_mode(student, "dynamic")
-        last["dynamic"] = evaluate(trainer, dev)
-        set_act_scale_mode(student, "static")
-    result = {
+    return {
         "task": task.name,
         "metric": primary,
-        "metric_names": sorted(next(iter(last.values()))),
-        "teacher": {"dev": evaluate(teacher_trainer, dev)},
+        "metric_names": sorted(last[opts.act_scale]),
+        "teacher": {"dev": evaluate(teacher_eval, dev)},
         "student": {
             "kd": opts.kd if opts.gamma is None else f"gamma={opts.gamma} on {opts.gamma_on}",
             "loss_weights": opts.loss_weights,
             "act_scale": opts.act_scale,
-            "best": best,
+            "best": max(history, key=lambda r: r["dev"][primary]) if history else None,
             "last": {mode: {"step": trainer.state.global_step, "dev": m} for mode, m in last.items()},
             "history": history,
         },
     }
-    if trainer.is_world_process_zero():
-        with atomic_dir(out / "student") as tmp:
-            save_student(student, tmp)
-            tokenizer.save_pretrained(tmp)
-        write_json(out / "metrics.json", result)
-    return result
 
 
 def load_teacher_copy(teacher: PreTrainedModel) -> PreTrainedModel:
