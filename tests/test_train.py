@@ -98,3 +98,24 @@ def test_bad_options_are_refused(tmp_path, tiny_model_dir, glue_dir):
         train(options(tmp_path, tiny_model_dir, glue_dir, weight_bits=3))
     with pytest.raises(KdqatError, match="--batch-size must be positive"):
         train(options(tmp_path, tiny_model_dir, glue_dir, batch_size=-1))
+
+
+@pytest.mark.parametrize("task, metric", [("stsb", "dev_pearson"), ("cola", "dev_mcc")])
+def test_regression_and_headerless_tasks_train(tmp_path, tiny_model_dir, glue_dir, task, metric):
+    result = train(options(tmp_path, tiny_model_dir, glue_dir, task=task, max_steps=2, eval_steps=2))
+    assert result["metric"] == metric
+    assert metric in result["student"]["last"]["static"]["dev"]
+    if task == "stsb":
+        assert load_student(tmp_path / "run" / "student").config.problem_type == "regression"
+
+
+def test_mnli_scores_both_dev_sets(tmp_path, tiny_model_dir):
+    header = "index\tpromptID\tpairID\tgenre\tsentence1\tsentence2\tgold_label\n"
+    rows = "".join(f"{i}\t0\t0\tfiction\tpremise {i}\thypothesis {i}\t{lab}\n"
+                   for i, lab in enumerate(["entailment", "neutral", "contradiction"] * 4))
+    for split in ("train", "dev_matched", "dev_mismatched"):
+        (tmp_path / "glue" / "MNLI").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "glue" / "MNLI" / f"{split}.tsv").write_text(header + rows)
+    result = train(options(tmp_path, tiny_model_dir, tmp_path / "glue", task="mnli", max_steps=2, eval_steps=2))
+    assert result["metric"] == "dev_matched_accuracy"
+    assert {"dev_matched_accuracy", "dev_mismatched_accuracy"} <= set(result["student"]["last"]["static"]["dev"])
