@@ -40,7 +40,7 @@ def _token_mse(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Te
 def rep_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
     """L_rep: sum over the L+1 hidden states (embedding output first) of their MSE. Each [B, S, D]."""
     _check_layers(student_hidden, teacher_hidden, "hidden states")
-    return sum(_token_mse(s, t, mask) for s, t in zip(student_hidden, teacher_hidden))
+    return sum(_token_mse(s, t, mask) for s, t in zip(student_hidden, teacher_hidden, strict=True))
 
 
 def _pair_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -59,7 +59,7 @@ def att_loss(student_scores: Sequence[torch.Tensor], teacher_scores: Sequence[to
     pairs = _pair_mask(mask)
     n_pairs = pairs.sum((-1, -2)).clamp_min(1)  # [B, 1]
     total = 0.0
-    for s, t in zip(student_scores, teacher_scores):
+    for s, t in zip(student_scores, teacher_scores, strict=True):
         sq = (s.float() - t.float()).pow(2) * pairs
         total = total + (sq.sum((-1, -2)) / n_pairs).mean()
     return total
@@ -76,7 +76,7 @@ def map_loss(student_probs: Sequence[torch.Tensor], teacher_probs: Sequence[torc
     pairs = _pair_mask(mask)
     lengths = mask.float().sum(-1).clamp_min(1)[:, None]  # [B, 1]
     total = 0.0
-    for s, t in zip(student_probs, teacher_probs):
+    for s, t in zip(student_probs, teacher_probs, strict=True):
         t32, s32 = t.float(), s.float()
         kl = torch.xlogy(t32, t32) - t32 * torch.log(s32.clamp_min(1e-12))
         total = total + ((kl * pairs).sum((-1, -2)) / lengths).mean()
@@ -87,7 +87,7 @@ def output_loss(student_outputs: Sequence[torch.Tensor], teacher_outputs: Sequen
     """L_output (Kim et al. 2022, attention-output loss): sum over layers of the MSE of the attention
     sub-layer outputs taken after the output projection, residual add and LayerNorm. Each [B, S, D]."""
     _check_layers(student_outputs, teacher_outputs, "attention outputs")
-    return sum(_token_mse(s, t, mask) for s, t in zip(student_outputs, teacher_outputs))
+    return sum(_token_mse(s, t, mask) for s, t in zip(student_outputs, teacher_outputs, strict=True))
 
 
 def _check_layers(student: Sequence, teacher: Sequence, what: str) -> None:
