@@ -56,7 +56,8 @@ class DistillationTrainer(Trainer):
 
     def __init__(self, *args, teacher: nn.Module, loss_weights: dict[str, float], regression: bool, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        # the loss is already a per-sentence mean: Trainer must not rescale it by token counts or world size
+        # Our loss is a per-sentence mean that ignores num_items_in_batch: with this False, Trainer divides it
+        # by the gradient-accumulation steps itself (it would not for a model that normalises by token count).
         self.model_accepts_loss_kwargs = False
         use_kdqat_attention(teacher)
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
