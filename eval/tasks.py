@@ -33,6 +33,11 @@ class GlueTask:
         return self.labels is None
 
     @property
+    def primary_metric(self) -> str:
+        """The key of the task's own metric on its first dev split, e.g. "dev_accuracy", "dev_matched_accuracy"."""
+        return f"{self.dev_splits[0]}_{self.metric}"
+
+    @property
     def num_labels(self) -> int:
         return 1 if self.labels is None else len(self.labels)
 

@@ -63,7 +63,7 @@ class DistillationTrainer(Trainer):
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
         self.loss_weights = dict(loss_weights)
         self.regression = regression
-        self._loss_sums: dict[str, float] = defaultdict(float)
+        self._loss_sums: dict[str, torch.Tensor] = defaultdict(float)  # read once per logging step
         self._loss_count = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -83,13 +83,13 @@ class DistillationTrainer(Trainer):
                 f"{self.args.output_dir}: rerun to resume from it, or lower --learning-rate"
             )
         for name, value in terms.items():
-            self._loss_sums[name] += value.item()
+            self._loss_sums[name] = self._loss_sums[name] + value.detach()
         self._loss_count += 1
         return (loss, student_view) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if self._loss_count and "loss" in logs:
-            logs.update({f"loss_{k}": round(v / self._loss_count, 6) for k, v in self._loss_sums.items()})
+            logs.update({f"loss_{k}": round(float(v) / self._loss_count, 6) for k, v in self._loss_sums.items()})
             self._loss_sums.clear()
             self._loss_count = 0
         super().log(logs, *args, **kwargs)

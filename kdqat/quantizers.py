@@ -45,10 +45,13 @@ def uniform_codes_and_scale(w: torch.Tensor, bits: int, per_row: bool = False) -
 
 
 class _ClippedSTE(torch.autograd.Function):
-    """Forward: fn(clip(x)). Backward: identity inside [-clip, clip], zero outside (straight-through)."""
+    """Forward: the quantized value. Backward: identity inside [-clip, clip], zero outside (straight-through).
+
+    `clip` may be a 0-d tensor (a learned range), so no device-to-host copy is needed.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, clip: float, quantized: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, clip: float | torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.clip = clip
         return quantized
@@ -60,7 +63,7 @@ class _ClippedSTE(torch.autograd.Function):
         return grad * inside, None, None
 
 
-def straight_through(x: torch.Tensor, clip: float, quantized: torch.Tensor) -> torch.Tensor:
+def straight_through(x: torch.Tensor, clip: float | torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
     """Return `quantized` in the forward pass with the clipped straight-through gradient w.r.t. `x`."""
     return _ClippedSTE.apply(x, clip, quantized.detach())
 
@@ -115,6 +118,11 @@ class ActQuantizer(nn.Module):
         self.momentum = config.ema_momentum
         self.register_buffer("amax", torch.zeros(()))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+        self._checked_calibrated = False  # host-side cache of `calibrated`, to read the buffer once
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._checked_calibrated = False
+        super()._load_from_state_dict(*args, **kwargs)
 
     @property
     def enabled(self) -> bool:
@@ -128,11 +136,10 @@ class ActQuantizer(nn.Module):
         batch_max = xc.detach().abs().amax().float()
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(batch_max, op=dist.ReduceOp.MAX)
-        if bool(self.calibrated):
-            self.amax.mul_(self.momentum).add_(batch_max * (1.0 - self.momentum))
-        else:
-            self.amax.copy_(batch_max)
-            self.calibrated.fill_(True)
+        ema = self.amax * self.momentum + batch_max * (1.0 - self.momentum)
+        self.amax.copy_(torch.where(self.calibrated, ema, batch_max))  # the first batch initialises
+        self.calibrated.fill_(True)
+        self._checked_calibrated = True
 
     def scale(self, xc: torch.Tensor | None = None) -> torch.Tensor:
         """The multiplier s = qmax / amax used for the current call (static: from the stored amax)."""
@@ -141,10 +148,12 @@ class ActQuantizer(nn.Module):
                 raise KdqatError("a dynamic activation quantizer has no fixed scale; train with act_scale='static'")
             amax = xc.detach().abs().amax()
         else:
-            if not bool(self.calibrated):
-                raise KdqatError(
-                    "static activation scales are not calibrated yet: run QAT (or a few training batches) first"
-                )
+            if not self._checked_calibrated:
+                if not bool(self.calibrated):
+                    raise KdqatError(
+                        "static activation scales are not calibrated yet: run QAT (or a few training batches) first"
+                    )
+                self._checked_calibrated = True
             amax = self.amax
         return self.qmax / amax.clamp_min(1e-8).to(torch.float32)
 
@@ -156,8 +165,9 @@ class ActQuantizer(nn.Module):
             self._observe(xc)
         s = self.scale(xc).to(x.dtype)
         q = torch.round(xc * s).clamp(-self.qmax, self.qmax) / s  # saturates like QuantizeLinear
-        # gradients pass where the value is representable: |x| <= clip, and <= amax for a fixed scale
-        limit = self.clip if self.mode == "dynamic" else min(self.clip, float(self.amax))
+        # gradients pass where the value is representable: |x| <= clip, and <= amax (itself <= clip) for a
+        # fixed scale; a copy, since the running max moves in place before this backward may run
+        limit = self.clip if self.mode == "dynamic" else self.amax.clone()
         return straight_through(x, limit, q)
 
     def extra_repr(self) -> str:

@@ -199,7 +199,7 @@ def _dev_metrics(record: dict) -> dict[str, float]:
 
 def eval_history(trainer: Trainer, task: GlueTask) -> list[dict]:
     """Step and metrics of every dev evaluation so far, from the Trainer's log (survives resumption)."""
-    key = f"eval_{task.dev_splits[0]}_{task.metric}"
+    key = f"eval_{task.primary_metric}"
     return [{"step": rec["step"], "dev": _dev_metrics(rec)} for rec in trainer.state.log_history if key in rec]
 
 
@@ -254,7 +254,7 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
 
     teacher = load_teacher(opts.teacher, task) if opts.teacher else train_teacher(opts, task, out, train_set, dev, tokenizer)
 
-    student = prepare(load_teacher_copy(teacher), TrainOptions.quant_config_of(opts))
+    student = prepare(copy_of(teacher), TrainOptions.quant_config_of(opts))
     trainer = DistillationTrainer(
         model=student,
         teacher=teacher,
@@ -284,7 +284,7 @@ def summarize(opts: TrainOptions, task: GlueTask, trainer: Trainer, teacher: Pre
     (with static scales also re-scored with dynamic ones), and the whole dev history."""
     student = trainer.model
     history = eval_history(trainer, task)
-    primary = f"{task.dev_splits[0]}_{task.metric}"
+    primary = task.primary_metric
     last = {opts.act_scale: evaluate(trainer, dev)}
     if opts.act_scale == "static" and opts.act_bits < 32:
         set_act_scale_mode(student, "dynamic")
@@ -318,8 +318,8 @@ def summarize(opts: TrainOptions, task: GlueTask, trainer: Trainer, teacher: Pre
     }
 
 
-def load_teacher_copy(teacher: PreTrainedModel) -> PreTrainedModel:
-    """A fresh copy of the teacher's weights for the student to start from (the teacher stays untouched)."""
+def copy_of(teacher: PreTrainedModel) -> PreTrainedModel:
+    """A fresh model with the teacher's config and weights, for the student to start from."""
     student = type(teacher)(copy.deepcopy(teacher.config))
     student.load_state_dict(teacher.state_dict())
     return student
