@@ -114,3 +114,10 @@ def load_split(task: GlueTask, split: str, data_dir: str | Path | None = None, m
     if max_samples is not None and max_samples < len(ds):
         ds = ds.select(range(max_samples))
     return ds
+
+
+def encode(ds: Dataset, tokenizer, max_length: int) -> dict[str, list[list[int]]]:
+    """Token ids, attention masks and token types of a split, unpadded (one list per example)."""
+    pair = "text_b" in ds.column_names
+    enc = tokenizer(list(ds["text_a"]), list(ds["text_b"]) if pair else None, truncation=True, max_length=max_length)
+    return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}

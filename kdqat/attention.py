@@ -36,7 +36,9 @@ def kdqat_attention(
     """Eager attention with fake quantization. Shapes: q/k/v [B, H, S, D]; returns ([B, S, H, D], probs)."""
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(_maybe(module, "q_bmm", query), _maybe(module, "k_bmm", key).transpose(2, 3)) * scaling
+    # K is quantized after the transpose (the same numbers: one scale per tensor) so that an exported
+    # DequantizeLinear feeds the MatMul directly, the pattern integer kernels are matched on
+    scores = torch.matmul(_maybe(module, "q_bmm", query), _maybe(module, "k_bmm", key.transpose(2, 3))) * scaling
     masked = scores if attention_mask is None else scores + attention_mask
     probs = torch.softmax(masked, dim=-1)
     recorder = getattr(module, "kdqat_recorder", None)

@@ -82,6 +82,89 @@ def report(
     print(results_table(runs, which))
 
 
+@app.command()
+def export(
+    run_dir: str = typer.Argument(..., help="Output folder of kdqat train (holding student/)."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Write the ONNX graphs (the only format so far)."),
+    output_dir: Optional[str] = typer.Option(None, help="Where to write (default RUN_DIR/onnx)."),
+    data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout folder for the parity sample (default: the run's, else GLUE_DIR, else random token ids)."),
+    samples: int = typer.Option(256, help="Dev examples on which onnxruntime is compared with PyTorch."),
+    min_agreement: float = typer.Option(0.99, help="Fail below this fraction of equal predictions."),
+    batch_size: int = typer.Option(32, help="Batch size of the parity runs."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Export the student as a QDQ ONNX deploy graph, a packed INT2 storage graph and a float baseline."""
+    if not onnx:
+        raise KdqatError("nothing to do: --onnx is the only export format")
+    if samples <= 0 or batch_size <= 0:
+        raise KdqatError("--samples and --batch-size must be positive")
+    if not 0.0 <= min_agreement <= 1.0:
+        raise KdqatError("--min-agreement must be between 0 and 1")
+    _quiet_libraries()
+    from export.pipeline import ExportOptions, export_student
+
+    report = export_student(ExportOptions(run_dir, output_dir, data_dir, samples, batch_size=batch_size,
+                                          min_agreement=min_agreement, progress=progress))
+    print_export(report)
+
+
+def print_export(report: dict) -> None:
+    sizes = report["sizes"]
+    table = Table(title=f"{report['task']}: exported graphs")
+    for col in ("graph", "file", "MB", "x smaller than float"):
+        table.add_column(col, justify="left" if col in ("graph", "file") else "right")
+    for name, g in report["graphs"].items():
+        table.add_row(name, g["file"], f"{g['bytes'] / 1e6:.2f}", f"{sizes['float_parameters_bytes'] / g['bytes']:.2f}")
+    table.add_row("ideal (bit allocation)", "", f"{sizes['ideal_bytes'] / 1e6:.2f}", f"{sizes['float_parameters_bytes'] / sizes['ideal_bytes']:.2f}")
+    Console().print(table)
+    parity = Table(title=f"parity on {report['parity']['inputs']}")
+    for col in ("check", "examples", "agreement", "max |diff|"):
+        parity.add_column(col, justify="left" if col == "check" else "right")
+    for name, p in report["parity"].items():
+        if isinstance(p, dict):
+            parity.add_row(name, str(p["examples"]), f"{p['agreement']:.2%}", f"{p['max_abs_diff']:.2e}")
+    Console().print(parity)
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: str = typer.Argument(..., help="Output folder of kdqat train (holding student/, and onnx/ after export)."),
+    engine: str = typer.Option("ort", help="Engine for the student beside PyTorch: torch (PyTorch only), ort, trt."),
+    onnx: Optional[str] = typer.Option(None, help="Deploy graph to run (default RUN_DIR/onnx/model.onnx)."),
+    provider: str = typer.Option("cpu", help="onnxruntime execution provider: cpu, cuda, tensorrt."),
+    data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout data folder (default: the run's, else GLUE_DIR, else the hub)."),
+    batch_size: int = typer.Option(32, help="Examples per batch (padded to the batch's longest)."),
+    max_samples: Optional[int] = typer.Option(None, help="Score only the first N dev examples."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Score the GLUE dev set: teacher, PyTorch student, the student on ENGINE, and their agreement."""
+    from runtime.registry import ENGINES
+
+    if engine not in ENGINES:
+        raise KdqatError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    if batch_size <= 0 or (max_samples is not None and max_samples <= 0):
+        raise KdqatError("--batch-size and --max-samples must be positive")
+    _quiet_libraries()
+    from eval.evaluate import EvalOptions, evaluate_run
+
+    print_eval(evaluate_run(EvalOptions(run_dir, engine, onnx, provider, data_dir, batch_size, max_samples, progress)))
+
+
+def print_eval(result: dict) -> None:
+    for split, record in result["splits"].items():
+        metrics = list(next(iter(record["scores"].values())))
+        table = Table(title=f"{result['task']} {split} ({record['examples']} examples)")
+        table.add_column("model")
+        for m in metrics:
+            table.add_column(m, justify="right")
+        for name, scores in record["scores"].items():
+            table.add_row(name, *(f"{scores[m]:.2f}" for m in metrics))
+        Console().print(table)
+        if "agreement" in record:
+            a = record["agreement"]
+            Console().print(f"students agree on {a['agreement']:.2%} of predictions; max |logit diff| {a['max_abs_diff']:.2e}")
+
+
 def print_metrics(result: dict) -> None:
     metric = result["metric"]
     table = Table(title=f"{result['task']} dev ({metric})")

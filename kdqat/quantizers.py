@@ -102,12 +102,14 @@ class WeightQuantizer(nn.Module):
 
 
 class ActQuantizer(nn.Module):
-    """8-bit symmetric activation fake quantizer: x_q = round(clip(x) * s) / s, s = 127 / amax.
+    """8-bit symmetric activation fake quantizer.
 
-    dynamic: amax = max|clip(x)| of the current batch (the paper's code).
-    static: while training, amax is an exponential moving average of the batch max (synchronised across
-    data-parallel ranks, so every rank keeps the same scale); in eval mode the stored amax is used as is.
-    The running max is capped at `clip` because x is clipped first.
+    dynamic (the paper's code): x_q = round(clip(x) * s) / s with s = 127 / max|clip(x)| of the batch.
+    static (deployment): amax is an exponential moving average of max|clip(x)| while training
+    (synchronised across data-parallel ranks, so every rank keeps the same scale), frozen in eval mode,
+    and the forward pass is exactly ONNX QuantizeLinear -> DequantizeLinear with step = amax / 127 and
+    zero point 0: x_q = clamp(round(x / step), -128, 127) * step. The running max is capped at `clip`, so
+    saturation does the clipping; what TensorRT and onnxruntime compute is what QAT simulated.
     """
 
     def __init__(self, config: QuantConfig) -> None:
@@ -141,34 +143,32 @@ class ActQuantizer(nn.Module):
         self.calibrated.fill_(True)
         self._checked_calibrated = True
 
-    def scale(self, xc: torch.Tensor | None = None) -> torch.Tensor:
-        """The multiplier s = qmax / amax used for the current call (static: from the stored amax)."""
-        if self.mode == "dynamic":
-            if xc is None:
-                raise KdqatError("a dynamic activation quantizer has no fixed scale; train with act_scale='static'")
-            amax = xc.detach().abs().amax()
-        else:
-            if not self._checked_calibrated:
-                if not bool(self.calibrated):
-                    raise KdqatError(
-                        "static activation scales are not calibrated yet: run QAT (or a few training batches) first"
-                    )
-                self._checked_calibrated = True
-            amax = self.amax
-        return self.qmax / amax.clamp_min(1e-8).to(torch.float32)
+    def step(self) -> torch.Tensor:
+        """The static quantization step amax / qmax (ONNX QuantizeLinear's y_scale), as float32."""
+        if self.mode != "static":
+            raise KdqatError("a dynamic activation quantizer has no fixed scale; train with act_scale='static'")
+        if not self._checked_calibrated:
+            if not bool(self.calibrated):
+                raise KdqatError(
+                    "static activation scales are not calibrated yet: run QAT (or a few training batches) first"
+                )
+            self._checked_calibrated = True
+        return self.amax.clamp_min(1e-8).to(torch.float32) / self.qmax
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
-        xc = x.clamp(-self.clip, self.clip)
-        if self.mode == "static" and self.training:
-            self._observe(xc)
-        s = self.scale(xc).to(x.dtype)
-        q = torch.round(xc * s).clamp(-self.qmax, self.qmax) / s  # saturates like QuantizeLinear
-        # gradients pass where the value is representable: |x| <= clip, and <= amax (itself <= clip) for a
-        # fixed scale; a copy, since the running max moves in place before this backward may run
-        limit = self.clip if self.mode == "dynamic" else self.amax.clone()
-        return straight_through(x, limit, q)
+        if self.mode == "dynamic":
+            xc = x.clamp(-self.clip, self.clip)
+            s = self.qmax / xc.detach().abs().amax().clamp_min(1e-8)
+            return straight_through(x, self.clip, torch.round(xc * s) / s)
+        if self.training:
+            self._observe(x.clamp(-self.clip, self.clip))
+        step = self.step().to(x.dtype)
+        q = torch.round(x / step).clamp(-self.qmax - 1, self.qmax) * step
+        # gradients pass where the value is representable (|x| <= amax <= clip); a copy, since the running
+        # max moves in place before this backward may run
+        return straight_through(x, self.amax.clone(), q)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, mode={self.mode}, clip={self.clip}"

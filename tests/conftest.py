@@ -54,3 +54,29 @@ def batch(seed: int = 0, batch_size: int = 3, length: int = 9, vocab: int = 120,
         mask[-1, -pad_last:] = 0
         ids[-1, -pad_last:] = 0
     return ids, mask
+
+
+def make_student_run(path: Path, model_dir: Path, config, task: str = "rte", max_seq_length: int = 32,
+                     calibrate: bool = True, seed: int = 0) -> Path:
+    """A `kdqat train`-shaped output folder holding a tiny student whose static scales were calibrated on
+    a few random batches (no distillation: export and eval only need a consistent student)."""
+    import json
+
+    from kdqat import prepare, save_student
+
+    torch.manual_seed(seed)
+    num_labels = 1 if task == "stsb" else 2
+    model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels)
+    prepare(model, config)
+    if calibrate:
+        model.train()
+        with torch.no_grad():
+            for i in range(4):
+                ids, mask = batch(seed=i, batch_size=8, length=max_seq_length, vocab=model.config.vocab_size)
+                model(input_ids=ids, attention_mask=mask)
+    model.eval()
+    save_student(model, path / "student")
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(path / "student")
+    options = {"task": task, "max_seq_length": max_seq_length, "data_dir": None, "teacher": None}
+    (path / "config.json").write_text(json.dumps({"options": options}))
+    return path

@@ -76,8 +76,9 @@ def test_activation_static_scale_is_learned_then_frozen():
     q.eval()
     q(torch.tensor([2.4]))  # eval does not move the scale
     assert q.amax.item() == pytest.approx(1.5)
-    s = 127 / 1.5
-    torch.testing.assert_close(q(torch.tensor([0.7, 2.0])), torch.round(torch.tensor([0.7, 2.0]) * s).clamp(-127, 127) / s)
+    step = 1.5 / 127  # QuantizeLinear -> DequantizeLinear, zero point 0
+    x = torch.tensor([0.7, 2.0, -2.0])
+    torch.testing.assert_close(q(x), torch.tensor([round(0.7 / step), 127, -128]) * step)
 
 
 def test_static_scale_saturates_and_stops_gradient_beyond_amax():
@@ -85,7 +86,7 @@ def test_static_scale_saturates_and_stops_gradient_beyond_amax():
     q.train()(torch.tensor([1.0]))
     x = torch.tensor([0.5, 2.0], requires_grad=True)
     out = q.eval()(x)
-    assert out[1].item() == pytest.approx(1.0)  # 2.0 saturates at code 127 = amax
+    assert out[1].item() == pytest.approx(1.0)  # 2.0 saturates at code 127 (= amax), like QuantizeLinear
     out.sum().backward()
     torch.testing.assert_close(x.grad, torch.tensor([1.0, 0.0]))
 

@@ -1,0 +1,64 @@
+"""`kdqat eval`: GLUE dev scores of the teacher, the PyTorch student and the student on another engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from eval.data import encode, load_split
+from eval.metrics import glue_metrics
+from eval.tasks import get_task
+from export.verify import compare
+from kdqat.models import load_tokenizer
+from kdqat.run_dir import open_run
+from runtime.batching import predict
+from runtime.registry import ENGINES, open_student_engine
+from runtime.torch_engine import TorchEngine
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    run_dir: str
+    engine: str = "ort"
+    onnx: str | None = None  # default RUN_DIR/onnx/model.onnx
+    provider: str = "cpu"
+    data_dir: str | None = None
+    batch_size: int = 32
+    max_samples: int | None = None
+    progress: bool = True
+
+
+def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
+    """Scores per dev split for each model, and how often the engine's student agrees with PyTorch's."""
+    run = open_run(opts.run_dir)
+    task = get_task(run.task)
+    tokenizer = load_tokenizer(str(run.student))
+    data_dir = opts.data_dir or (run.data_dir if run.data_dir and Path(run.data_dir).is_dir() else None)
+    models = {}
+    if run.teacher is not None:
+        models["teacher (fp32, PyTorch)"] = TorchEngine.teacher(run.teacher)
+    models["student (PyTorch)"] = TorchEngine.student(run.student)
+    if opts.engine != "torch":
+        onnx_path = Path(opts.onnx) if opts.onnx else run.root / "onnx" / "model.onnx"
+        models[f"student ({ENGINES[opts.engine]})"] = open_student_engine(opts.engine, onnx_path, opts.provider)
+    result = {"task": task.name, "metric": task.metric, "engine": opts.engine, "splits": {},
+              "teacher": str(run.teacher) if run.teacher else None}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console or Console(stderr=True), disable=not opts.progress) as bar:
+        for split in task.dev_splits:
+            ds = load_split(task, split, data_dir, opts.max_samples)
+            features, labels = encode(ds, tokenizer, run.max_seq_length), np.asarray(ds["label"])
+            logits = {}
+            for name, engine in models.items():
+                job = bar.add_task(f"{split}: {name}", total=len(labels))
+                logits[name] = predict(engine.run, features, opts.batch_size, lambda n, j=job: bar.advance(j, n))
+            record = {"examples": len(labels), "scores": {n: glue_metrics(task, lg, labels) for n, lg in logits.items()}}
+            names = [n for n in logits if n.startswith("student")]
+            if len(names) == 2:
+                record["agreement"] = compare(logits[names[0]], logits[names[1]], task.is_regression).to_dict()
+            result["splits"][split] = record
+    return result

@@ -1,0 +1,169 @@
+"""`kdqat export DIR --onnx`: the deploy, storage and float graphs of a trained student, verified.
+
+Writes into DIR/onnx (atomically: all or nothing):
+  model.onnx         deploy graph: int8 weight codes + 8-bit activation Q/DQ, zero point 0, opset 17
+  model.packed.onnx  storage graph: the same with weights packed as INT2 (INT4 for 4-bit), opset 25
+  model.float.onnx   the student's float weights without quantization, the size and speed baseline
+  tokenizer files, export.json (task, labels, sizes, compression, parity)
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from eval.data import encode, load_split, resolve_data_dir
+from eval.tasks import GlueTask, get_task
+from export.onnx_graph import to_onnx
+from export.passes import compact_names, pack_weights, strip_doc_strings
+from export.qdq_modules import check_exportable, to_qdq
+from export.sizes import float_bytes, ideal_bytes
+from export.verify import Parity, compare, reference_logits
+from kdqat import __version__
+from kdqat.errors import KdqatError
+from kdqat.io import atomic_dir, write_json
+from kdqat.models import load_tokenizer
+from kdqat.prepare import load_student, quant_config_of, set_act_scale_mode
+from kdqat.run_dir import TrainedRun, open_run
+from runtime.batching import Features, pad_batch, predict
+from runtime.ort_engine import OrtEngine
+from runtime.torch_engine import TorchEngine
+
+DEPLOY, PACKED, FLOAT = "model.onnx", "model.packed.onnx", "model.float.onnx"
+REPORT = "export.json"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    run_dir: str
+    output_dir: str | None = None
+    data_dir: str | None = None  # default: the run's data dir, else GLUE_DIR, else random token ids
+    samples: int = 256  # dev examples compared between onnxruntime and PyTorch
+    reference_examples: int = 4  # of those, run through onnx.reference too
+    batch_size: int = 32
+    min_agreement: float = 0.99  # export fails below this fraction of equal predictions
+    seed: int = 0
+    progress: bool = True
+
+
+def sample_features(task: GlueTask, run: TrainedRun, tokenizer, opts: ExportOptions) -> tuple[Features, str]:
+    """A seeded sample of the task's dev set, or random token ids when no data folder is known."""
+    data_dir = opts.data_dir or run.data_dir
+    if data_dir is not None and not Path(data_dir).is_dir() and opts.data_dir is None:
+        data_dir = None  # the run's folder moved; fall through to GLUE_DIR / random ids
+    if data_dir is not None or resolve_data_dir(None) is not None:
+        dev = load_split(task, task.dev_splits[0], data_dir)
+        dev = dev.shuffle(seed=opts.seed).select(range(min(opts.samples, len(dev))))
+        return encode(dev, tokenizer, run.max_seq_length), f"{task.name} {task.dev_splits[0]} ({len(dev)} examples)"
+    rng = np.random.default_rng(opts.seed)
+    ids = []
+    for _ in range(opts.samples):
+        n = int(rng.integers(8, run.max_seq_length + 1))
+        body = rng.integers(1000, tokenizer.vocab_size, n - 2).tolist()
+        ids.append([tokenizer.cls_token_id, *body, tokenizer.sep_token_id])
+    return {"input_ids": ids}, f"random token ids ({opts.samples} sequences, no GLUE data given)"
+
+
+def _graph_record(model: onnx.ModelProto, path: Path) -> dict:
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return {"file": path.name, "bytes": path.stat().st_size, "opset": opset, "ir_version": model.ir_version}
+
+
+def _save_checked(model: onnx.ModelProto, path: Path) -> dict:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise KdqatError(f"{path.name}: onnx.checker refused the graph ({str(e).splitlines()[0]})") from None
+    onnx.save(model, str(path))
+    return _graph_record(model, path)
+
+
+def _check(name: str, parity: Parity, minimum: float, what: str) -> None:
+    if parity.agreement < minimum:
+        raise KdqatError(f"{name}: {what} agree on only {parity.agreement:.1%} of {parity.examples} examples "
+                         f"(max |diff| {parity.max_abs_diff:.3g}); required {minimum:.1%}. Nothing was written.")
+
+
+def export_student(opts: ExportOptions, console: Console | None = None) -> dict:
+    """Export, check and verify; returns the report also written to export.json."""
+    console = console or Console(stderr=True)
+    run = open_run(opts.run_dir)
+    task = get_task(run.task)
+    student = load_student(run.student)
+    check_exportable(student)
+    set_act_scale_mode(student, "static")
+    config = quant_config_of(student)
+    tokenizer = load_tokenizer(str(run.student))
+    features, source = sample_features(task, run, tokenizer, opts)
+    out = Path(opts.output_dir) if opts.output_dir else run.root / "onnx"
+    regression = task.is_regression
+
+    with atomic_dir(out) as tmp, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                          TimeElapsedColumn(), console=console, disable=not opts.progress) as bar:
+        step = bar.add_task("export graphs", total=3)
+        deploy = strip_doc_strings(to_onnx(to_qdq(student)))
+        graphs = {"deploy": _save_checked(deploy, tmp / DEPLOY)}
+        bar.advance(step)
+        if config.weight_scheme != "none":
+            graphs["packed"] = _save_checked(compact_names(pack_weights(deploy, config.weight_bits)), tmp / PACKED)
+        bar.advance(step)
+        float_model = TorchEngine.teacher(run.student).model  # the student's own float weights, unquantized
+        graphs["float"] = _save_checked(strip_doc_strings(to_onnx(float_model)), tmp / FLOAT)
+        bar.advance(step)
+
+        def logits(engine, label: str) -> np.ndarray:
+            task_id = bar.add_task(label, total=len(features["input_ids"]))
+            return predict(engine.run, features, opts.batch_size, lambda n: bar.advance(task_id, n))
+
+        torch_logits = logits(TorchEngine(student), "PyTorch student")
+        parity = {"ort_deploy_vs_torch": compare(torch_logits, logits(OrtEngine(tmp / DEPLOY), "onnxruntime deploy"), regression)}
+        if "packed" in graphs:
+            packed = logits(OrtEngine(tmp / PACKED), "onnxruntime packed")
+            parity["ort_packed_vs_torch"] = compare(torch_logits, packed, regression)
+        rows = list(range(min(opts.reference_examples, len(features["input_ids"]))))
+        batch = pad_batch(features, rows)
+        parity["onnx_reference_vs_torch"] = compare(TorchEngine(student).run(batch), reference_logits(deploy, batch), regression)
+        for name, p in parity.items():
+            _check(name, p, opts.min_agreement if name != "onnx_reference_vs_torch" else 1.0, "predictions")
+
+        tokenizer.save_pretrained(tmp)
+        ideal = ideal_bytes(student)
+        float_size = float_bytes(float_model)
+        report = {
+            "task": task.name,
+            "labels": list(task.labels) if task.labels else None,
+            "problem_type": "regression" if regression else "single_label_classification",
+            "max_seq_length": run.max_seq_length,
+            "inputs": ["input_ids", "attention_mask", "token_type_ids"],
+            "output": "logits",
+            "quant_config": config.to_dict(),
+            "graphs": graphs,
+            "sizes": {
+                "float_parameters_bytes": float_size,
+                "ideal_bytes": ideal,
+                "deploy_compression": float_size / graphs["deploy"]["bytes"],
+                **({"packed_compression": float_size / graphs["packed"]["bytes"],
+                    "packed_over_ideal": graphs["packed"]["bytes"] / ideal,
+                    "ideal_compression": float_size / ideal} if "packed" in graphs else {}),
+            },
+            "parity": {"inputs": source, "min_agreement": opts.min_agreement,
+                       **{k: v.to_dict() for k, v in parity.items()}},
+            "options": asdict(opts),
+            "versions": {"kdqat": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                         "onnxruntime": _ort_version(), "python": platform.python_version()},
+        }
+        write_json(tmp / REPORT, report)
+    return report
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__

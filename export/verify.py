@@ -1,0 +1,41 @@
+"""How close an exported graph's outputs are to the PyTorch student's."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+
+REGRESSION_TOLERANCE = 0.05  # STS-B scores run 0..5: agreement means within 1% of the range
+
+
+@dataclass(frozen=True)
+class Parity:
+    examples: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    agreement: float  # fraction of equal predictions (regression: |difference| <= REGRESSION_TOLERANCE)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(reference: np.ndarray, candidate: np.ndarray, regression: bool) -> Parity:
+    """Parity of `candidate` logits against `reference` logits, both [examples, labels]."""
+    if reference.shape != candidate.shape:
+        raise ValueError(f"logits shapes differ: {reference.shape} vs {candidate.shape}")
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    if regression:
+        agree = (diff.reshape(len(diff), -1) <= REGRESSION_TOLERANCE).all(axis=1)
+    else:
+        agree = reference.argmax(-1) == candidate.argmax(-1)
+    return Parity(len(reference), float(diff.max()), float(diff.mean()), float(agree.mean()))
+
+
+def reference_logits(model: onnx.ModelProto, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The graph run by onnx.reference, the specification's own (slow, independent) implementation."""
+    from onnx.reference import ReferenceEvaluator
+
+    names = [i.name for i in model.graph.input]
+    return ReferenceEvaluator(model).run(None, {k: batch[k] for k in names})[0]

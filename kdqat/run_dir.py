@@ -1,0 +1,51 @@
+"""The output folder of `kdqat train`, read back by the later stages (export, eval, bench)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdqat.errors import KdqatError
+from kdqat.prepare import QUANT_CONFIG_FILE
+
+RUN_CONFIG = "config.json"
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    root: Path
+    student: Path
+    teacher: Path | None  # None when the run's teacher folder cannot be found any more
+    task: str
+    max_seq_length: int
+    data_dir: str | None
+
+
+def _teacher_folder(root: Path, given: str | None) -> Path | None:
+    """The run's own teacher/, else the --teacher it was trained with (relative to where it ran, or to the
+    folder holding the run)."""
+    candidates = [root / "teacher"]
+    if given:
+        candidates += [Path(given), root.parent / given]  # the latter: a relative path, run from the parent
+    return next((c for c in candidates if (c / "config.json").is_file()), None)
+
+
+def open_run(path: str | Path) -> TrainedRun:
+    """A `kdqat train` output folder (DIR with DIR/student), or its student folder itself."""
+    path = Path(path)
+    if not path.is_dir():
+        raise KdqatError(f"{path}: no such folder (pass the --output-dir of kdqat train)")
+    root = path.parent if (path / QUANT_CONFIG_FILE).is_file() else path
+    student = root / "student" if (root / "student").is_dir() else path
+    if not (student / QUANT_CONFIG_FILE).is_file():
+        raise KdqatError(f"{path}: not a kdqat run (no student/{QUANT_CONFIG_FILE}); pass the --output-dir of a finished kdqat train")
+    config_file = root / RUN_CONFIG
+    try:
+        options = json.loads(config_file.read_text())["options"]
+        task, length = options["task"], int(options["max_seq_length"])
+    except FileNotFoundError:
+        raise KdqatError(f"{config_file}: missing (the run's settings: task, sequence length)") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise KdqatError(f"{config_file}: unreadable or not written by kdqat train") from None
+    return TrainedRun(root, student, _teacher_folder(root, options.get("teacher")), task, length, options.get("data_dir"))

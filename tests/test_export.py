@@ -1,0 +1,162 @@
+"""Export: the Q/DQ stand-ins, the deploy / packed graphs' structure, parity, sizes and the error paths."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, numpy_helper
+
+from conftest import batch, make_student_run
+from export.onnx_graph import to_onnx
+from export.pipeline import DEPLOY, FLOAT, PACKED, REPORT, ExportOptions, export_student
+from export.qdq_modules import to_qdq
+from kdqat import KdqatError, QuantConfig, load_student
+from kdqat.prepare import act_quantizers
+
+onnxruntime = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def student_run(tmp_path_factory, tiny_model_dir):
+    return make_student_run(tmp_path_factory.mktemp("run"), tiny_model_dir, QuantConfig())
+
+
+@pytest.fixture(scope="module")
+def exported(student_run):
+    report = export_student(ExportOptions(str(student_run), samples=64, progress=False))
+    return student_run / "onnx", report
+
+
+def _initializer(model, name):
+    return next((t for t in model.graph.initializer if t.name == name), None)
+
+
+def _producer(model):
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def test_standins_are_bit_identical_to_the_student(student_run):
+    student = load_student(student_run / "student")
+    ids, mask = batch(batch_size=3, length=12, vocab=student.config.vocab_size)
+    with torch.no_grad():
+        expected = student(input_ids=ids, attention_mask=mask).logits
+        got = to_qdq(student)(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(got, expected)
+
+
+def test_deploy_graph_quantizes_every_matmul_input(exported, student_run):
+    model = onnx.load(exported[0] / DEPLOY)
+    producer = _producer(model)
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    assert len(matmuls) == 2 * (6 + 2) + 1  # per layer 6 linears + 2 attention products; the pooler
+    for node in matmuls:
+        assert [producer[i].op_type for i in node.input] == ["DequantizeLinear", "DequantizeLinear"], node.name
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert len(quantize) == len(act_quantizers(load_student(student_run / "student")))
+    for node in quantize:
+        zero = producer[node.input[2]].attribute[0].t
+        assert zero.data_type == TensorProto.INT8 and numpy_helper.to_array(zero) == 0  # symmetric, for TensorRT
+        scale = numpy_helper.to_array(producer[node.input[1]].attribute[0].t)
+        assert scale.shape == () and scale > 0  # per tensor
+
+
+def test_weights_are_ternary_codes_with_their_scales(exported):
+    model = onnx.load(exported[0] / DEPLOY)
+    weight_dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and _initializer(model, n.input[0])]
+    assert len(weight_dq) == 2 * 6 + 1 + 1  # linears, pooler, word embeddings
+    for node in weight_dq:
+        codes = numpy_helper.to_array(_initializer(model, node.input[0]))
+        assert codes.dtype == np.int8 and set(np.unique(codes)) <= {-1, 0, 1}
+        assert len(node.input) == 2  # no zero point: 0
+    embedding = next(n for n in weight_dq if "word_embeddings" in n.input[0])
+    assert next(a.i for a in embedding.attribute if a.name == "axis") == 0
+    scale = numpy_helper.to_array(_initializer(model, embedding.input[1]))
+    assert scale.shape == (numpy_helper.to_array(_initializer(model, embedding.input[0])).shape[0],)  # per row
+    assert _producer(model)[next(n for n in model.graph.node if n.op_type == "Gather" and n.input[0] == embedding.output[0]).input[0]] is embedding
+    float_weights = [t.name for t in model.graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) == 2]
+    assert all("position" in n or "token_type" in n or "classifier" in n for n in float_weights), float_weights
+
+
+def test_packed_graph_holds_int2_weights_and_runs(exported):
+    folder, report = exported
+    packed = onnx.load(folder / PACKED)
+    assert packed.ir_version == 13 and packed.opset_import[0].version == 25
+    codes = [t for t in packed.graph.initializer if t.data_type == TensorProto.INT2]
+    assert len(codes) == 2 * 6 + 2
+    for t in codes:
+        assert len(t.raw_data) == (int(np.prod(t.dims)) + 3) // 4  # four values per byte
+    ids, mask = batch(batch_size=2, length=10, vocab=1000)
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": np.zeros_like(ids.numpy())}
+    deploy_out = onnxruntime.InferenceSession(str(folder / DEPLOY)).run(None, feeds)[0]
+    packed_out = onnxruntime.InferenceSession(str(folder / PACKED)).run(None, feeds)[0]
+    np.testing.assert_allclose(packed_out, deploy_out, atol=1e-5)
+
+
+def test_export_report_records_sizes_and_parity(exported):
+    folder, report = exported
+    assert json.loads((folder / REPORT).read_text()) == report
+    for name in (DEPLOY, PACKED, FLOAT, "tokenizer.json"):
+        assert (folder / name).is_file()
+    sizes = report["sizes"]
+    assert report["graphs"]["packed"]["bytes"] < report["graphs"]["deploy"]["bytes"] < report["graphs"]["float"]["bytes"]
+    assert sizes["packed_over_ideal"] < 1.05
+    assert report["parity"]["inputs"].startswith("random token ids")
+    for check in ("ort_deploy_vs_torch", "ort_packed_vs_torch", "onnx_reference_vs_torch"):
+        assert report["parity"][check]["agreement"] >= 0.99
+        assert report["parity"][check]["max_abs_diff"] < 0.05
+    for graph in report["graphs"].values():
+        onnx.checker.check_model(onnx.load(folder / graph["file"]), full_check=True)
+
+
+def test_four_bit_student_packs_int4(tmp_path, tiny_model_dir):
+    run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig.for_bits(4, 8))
+    report = export_student(ExportOptions(str(run), samples=16, progress=False))
+    packed = onnx.load(run / "onnx" / PACKED)
+    assert {t.data_type for t in packed.graph.initializer if "codes" in t.name} == {TensorProto.INT4}
+    deploy = onnx.load(run / "onnx" / DEPLOY)
+    codes = numpy_helper.to_array(next(t for t in deploy.graph.initializer if t.name.endswith("query.codes")))
+    assert codes.dtype == np.int8 and codes.min() >= -7 and codes.max() <= 7 and len(np.unique(codes)) > 3
+    assert report["parity"]["ort_deploy_vs_torch"]["agreement"] >= 0.99
+
+
+def test_exports_from_dev_data(tmp_path, tiny_model_dir, glue_dir):
+    run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
+    report = export_student(ExportOptions(str(run), data_dir=str(glue_dir), samples=24, progress=False))
+    assert report["parity"]["inputs"] == "rte dev (24 examples)"
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("dynamic", "dynamic activation scales"),
+    ("uncalibrated", "has no learned scale"),
+    ("not_a_run", "not a kdqat run"),
+    ("corrupt", "not valid JSON"),
+    ("missing", "no such folder"),
+])
+def test_bad_students_are_refused_and_nothing_is_written(tmp_path, tiny_model_dir, problem, message):
+    run = tmp_path / "run"
+    if problem == "dynamic":
+        make_student_run(run, tiny_model_dir, QuantConfig(act_scale="dynamic"))
+    elif problem == "uncalibrated":
+        make_student_run(run, tiny_model_dir, QuantConfig(), calibrate=False)
+    elif problem == "not_a_run":
+        (run / "student").mkdir(parents=True)
+        (run / "student" / "config.json").write_text("{}")
+    elif problem == "corrupt":
+        make_student_run(run, tiny_model_dir, QuantConfig())
+        (run / "student" / "quant_config.json").write_text("{ not json")
+    with pytest.raises(KdqatError, match=message):
+        export_student(ExportOptions(str(run), samples=8, progress=False))
+    assert not (run / "onnx").exists()
+    assert not list(tmp_path.glob("**/.onnx.*"))  # no temporary folder left behind
+
+
+def test_float_model_exports_without_quantization(tiny_model_dir):
+    from transformers import BertForSequenceClassification
+
+    model = to_onnx(BertForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2))
+    ops = {n.op_type for n in model.graph.node}
+    assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops and "MatMul" in ops

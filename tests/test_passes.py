@@ -1,0 +1,85 @@
+"""Graph passes, each on a small hand-built graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from export.passes import activations_to_uint8, compact_names, pack_weights
+from kdqat import KdqatError
+
+onnxruntime = pytest.importorskip("onnxruntime")
+
+
+def weight_graph(codes: np.ndarray) -> onnx.ModelProto:
+    """y = x @ DequantizeLinear(codes, 0.5)."""
+    k, n = codes.shape
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["w", "s"], ["wf"]), helper.make_node("MatMul", ["x", "wf"], ["y"])],
+        "w", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+        [numpy_helper.from_array(codes.astype(np.int8), "w"), numpy_helper.from_array(np.array(0.5, np.float32), "s")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+
+
+def activation_graph() -> onnx.ModelProto:
+    """y = DequantizeLinear(QuantizeLinear(x, 0.1, int8 0), 0.1, int8 0)."""
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+        "a", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])],
+        [numpy_helper.from_array(np.array(0.1, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+
+
+def test_int2_packing_matches_a_hand_packed_byte():
+    # four values per byte, least significant first, two's complement: [-1, 0, 1, 1] ->
+    # 0b11 | 0b00 << 2 | 0b01 << 4 | 0b01 << 6 = 0x53; [-1, 1] (padded with 0) -> 0b11 | 0b01 << 2 = 0x07
+    packed = pack_weights(weight_graph(np.array([[-1, 0, 1], [1, -1, 1]])), 2)
+    w = packed.graph.initializer[0]
+    assert w.data_type == TensorProto.INT2 and list(w.dims) == [2, 3]
+    assert w.raw_data == bytes([0x53, 0x07])
+    assert packed.ir_version == 13 and packed.opset_import[0].version == 25
+
+
+def test_packed_graph_computes_the_same_as_int8_codes():
+    codes = np.random.default_rng(0).integers(-1, 2, (16, 8))
+    x = np.random.default_rng(1).standard_normal((1, 16)).astype(np.float32)
+    plain = onnxruntime.SessionOptions()
+    plain.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # the ops as specified
+
+    def run(model):
+        return onnxruntime.InferenceSession(model.SerializeToString(), plain).run(None, {"x": x})[0]
+
+    int8, int2 = run(weight_graph(codes)), run(pack_weights(weight_graph(codes), 2))
+    np.testing.assert_array_equal(int2, int8)
+    np.testing.assert_allclose(int8, x @ (codes * 0.5), rtol=1e-5, atol=1e-6)
+
+
+def test_packing_refuses_codes_that_do_not_fit():
+    with pytest.raises(KdqatError, match=r"codes in \[-3, 1\] do not fit 2 bits"):
+        pack_weights(weight_graph(np.array([[-3, 1]])), 2)
+    with pytest.raises(KdqatError, match="cannot pack 3-bit"):
+        pack_weights(weight_graph(np.array([[1]])), 3)
+
+
+def test_uint8_activations_are_bit_identical():
+    model = activation_graph()
+    rewritten = activations_to_uint8(model)
+    zero = numpy_helper.to_array(next(t for t in rewritten.graph.initializer if t.name == rewritten.graph.node[0].input[2]))
+    assert zero.dtype == np.uint8 and zero == 128
+    assert rewritten.graph.node[1].input[2] == rewritten.graph.node[0].input[2]
+    x = np.concatenate([np.linspace(-14, 14, 2001), [-12.8, -12.85, 12.7, 12.75]]).astype(np.float32)
+    a = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    b = onnxruntime.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(a, b)
+    assert a.min() == np.float32(-12.8) and a.max() == np.float32(12.7)  # int8 saturates at -128 / 127
+
+
+def test_compact_names_keeps_inputs_outputs_and_initializers():
+    model = compact_names(weight_graph(np.array([[1, 0], [0, -1]])))
+    assert [n.output[0] for n in model.graph.node] == ["v0", "y"]
+    assert list(model.graph.node[1].input) == ["x", "v0"]
+    onnx.checker.check_model(model, full_check=True)
