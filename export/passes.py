@@ -124,3 +124,52 @@ def compact_names(model: ModelProto) -> ModelProto:
             node.input[i] = renamed.get(name, name)
     del out.graph.value_info[:]
     return out
+
+
+GATHERABLE = (TensorProto.INT8, TensorProto.UINT8)
+
+
+def gather_before_dequantize(model: ModelProto) -> ModelProto:
+    """Gather(DequantizeLinear(codes, per-row scale, axis 0), ids) -> Gather(codes, ids) * Gather(scale, ids).
+
+    The same products, computed only for the looked-up rows: onnxruntime keeps a DequantizeLinear of a
+    constant in the graph (for Q/DQ fusion), so without this it dequantizes the whole embedding table
+    (vocabulary x hidden) on every call. TensorRT wants the Q/DQ form, so this is for onnxruntime sessions.
+    """
+    out = ModelProto()
+    out.CopyFrom(model)
+    inits = _initializers(out)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in out.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    nodes = []
+    for node in out.graph.node:
+        users = consumers.get(node.output[0], []) if node.output else []
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if (node.op_type != "DequantizeLinear" or node.input[0] not in inits or len(node.input) > 2 or axis != 0
+                or inits[node.input[0]].data_type not in GATHERABLE  # Gather takes no INT2 / INT4
+                or not users or any(u.op_type != "Gather" or u.input[0] != node.output[0]
+                                    or any(a.name == "axis" and a.i != 0 for a in u.attribute) for u in users)):
+            nodes.append(node)
+            continue
+        codes, scale = node.input[0], node.input[1]
+        for gather in users:  # rewritten in place below; each keeps its output name
+            ids, result = gather.input[1], gather.output[0]
+            prefix = f"{result}_kdqat"
+            gather.CopyFrom(helper.make_node("Mul", [f"{prefix}_codes_f", f"{prefix}_scale_col"], [result]))
+            nodes += [
+                helper.make_node("Gather", [codes, ids], [f"{prefix}_codes"]),
+                helper.make_node("Cast", [f"{prefix}_codes"], [f"{prefix}_codes_f"], to=TensorProto.FLOAT),
+                helper.make_node("Gather", [scale, ids], [f"{prefix}_scale"]),
+                helper.make_node("Unsqueeze", [f"{prefix}_scale", f"{prefix}_last_axis"], [f"{prefix}_scale_col"]),
+            ]
+            out.graph.initializer.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{prefix}_last_axis"))
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out
+
+
+def onnxruntime_cpu(model: ModelProto) -> ModelProto:
+    """The in-memory rewrites for onnxruntime's CPU provider, all value-preserving."""
+    return gather_before_dequantize(activations_to_uint8(model))

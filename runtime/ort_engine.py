@@ -22,15 +22,16 @@ def _import_ort():
 class OrtEngine:
     """An InferenceSession on one provider; refuses to start rather than fall back silently to the CPU.
 
-    uint8_activations (default: on for the CPU provider) rewrites the graph's int8 zero-point-0 activations
-    to uint8 zero-point-128 in memory: the same numbers, and the form onnxruntime's CPU integer kernels take.
+    cpu_rewrites (default: on for the CPU provider) applies export.passes.onnxruntime_cpu in memory: uint8
+    activations with zero point 128 instead of int8 with 0 (the form onnxruntime's integer kernels take) and
+    the embedding rows dequantized after the lookup. The same numbers; the file on disk stays portable.
     """
 
     def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None,
-                 uint8_activations: bool | None = None, name: str = "ort") -> None:
+                 cpu_rewrites: bool | None = None, name: str = "ort") -> None:
         import onnx
 
-        from export.passes import activations_to_uint8
+        from export.passes import onnxruntime_cpu
 
         ort = _import_ort()
         if provider not in PROVIDERS:
@@ -47,8 +48,8 @@ class OrtEngine:
             model = onnx.load(str(path))
         except Exception as e:  # onnx raises DecodeError and others from protobuf
             raise KdqatError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
-        if uint8_activations if uint8_activations is not None else provider == "cpu":
-            model = activations_to_uint8(model)
+        if cpu_rewrites if cpu_rewrites is not None else provider == "cpu":
+            model = onnxruntime_cpu(model)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # no warnings about initializers the optimizer drops
         if threads:

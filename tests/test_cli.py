@@ -58,3 +58,31 @@ def test_report_builds_a_table_from_metrics(tmp_path):
     assert "| map+output (W2/A8, static) | 31.00 | 58.00 | 44.50 |" in best
     missing = kdqat("report", str(tmp_path / "nope"), cwd=tmp_path)
     assert missing.returncode == 2 and "metrics.json: not found" in missing.stderr
+
+
+def test_export_then_eval_from_the_command_line(tmp_path, tiny_model_dir, glue_dir):
+    from conftest import make_student_run
+    from kdqat import QuantConfig
+
+    run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
+    done = kdqat("export", str(run), "--onnx", "--samples", "16", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "model.packed.onnx" in done.stdout and "ort_deploy_vs_torch" in done.stdout
+    done = kdqat("eval", str(run), "--engine", "ort", "--data-dir", str(glue_dir), "--max-samples", "20", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "student (PyTorch)" in done.stdout and "student (onnxruntime)" in done.stdout
+    assert "students agree on" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export", "nowhere"], "error: nowhere: no such folder"),
+    (["export", ".", "--no-onnx"], "error: nothing to do"),
+    (["export", ".", "--samples", "0"], "error: --samples and --batch-size must be positive"),
+    (["eval", ".", "--engine", "tvm"], "error: --engine 'tvm' is not one of torch, ort, trt"),
+    (["eval", "."], "error: .: not a kdqat run"),
+])
+def test_export_and_eval_bad_input_is_one_line(tmp_path, args, message):
+    done = kdqat(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(message), done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -160,3 +160,14 @@ def test_float_model_exports_without_quantization(tiny_model_dir):
     model = to_onnx(BertForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2))
     ops = {n.op_type for n in model.graph.node}
     assert "QuantizeLinear" not in ops and "DequantizeLinear" not in ops and "MatMul" in ops
+
+
+def test_onnxruntime_cpu_rewrites_keep_the_predictions(exported):
+    from runtime.ort_engine import OrtEngine
+
+    ids, mask = batch(batch_size=4, length=16, vocab=1000)
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": np.zeros_like(ids.numpy())}
+    plain = OrtEngine(exported[0] / DEPLOY, cpu_rewrites=False).run(feeds)
+    fast = OrtEngine(exported[0] / DEPLOY).run(feeds)
+    np.testing.assert_array_equal(plain.argmax(-1), fast.argmax(-1))
+    np.testing.assert_allclose(fast, plain, atol=0.05)  # integer kernels vs float Q/DQ arithmetic

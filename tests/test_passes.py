@@ -83,3 +83,25 @@ def test_compact_names_keeps_inputs_outputs_and_initializers():
     assert [n.output[0] for n in model.graph.node] == ["v0", "y"]
     assert list(model.graph.node[1].input) == ["x", "v0"]
     onnx.checker.check_model(model, full_check=True)
+
+
+def test_gather_before_dequantize_gives_the_same_rows():
+    rng = np.random.default_rng(0)
+    codes, scale = rng.integers(-1, 2, (50, 6)).astype(np.int8), rng.random(50).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["codes", "scale"], ["table"], axis=0),
+         helper.make_node("Gather", ["table", "ids"], ["rows"])],
+        "e", [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, None])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [None, None, 6])],
+        [numpy_helper.from_array(codes, "codes"), numpy_helper.from_array(scale, "scale")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    from export.passes import gather_before_dequantize
+
+    rewritten = gather_before_dequantize(model)
+    assert "DequantizeLinear" not in {n.op_type for n in rewritten.graph.node}
+    onnx.checker.check_model(rewritten, full_check=True)
+    ids = rng.integers(0, 50, (3, 7))
+    a = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"ids": ids})[0]
+    b = onnxruntime.InferenceSession(rewritten.SerializeToString()).run(None, {"ids": ids})[0]
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(b, codes[ids] * scale[ids][..., None])
