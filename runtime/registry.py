@@ -16,7 +16,6 @@ def open_student_engine(kind: str, onnx_path: str | Path, provider: str = "cpu")
 
         return OrtEngine(onnx_path, provider)
     if kind == "trt":
-        from runtime.trt_engine import TrtEngine
-
-        return TrtEngine.from_onnx(onnx_path)
+        raise KdqatError("--engine trt (native TensorRT engines) is not built yet; "
+                         "run the graph through TensorRT with --engine ort --provider tensorrt")
     raise KdqatError(f"--engine {kind!r} is not one of {', '.join(ENGINES)}")
