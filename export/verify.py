@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 
 REGRESSION_TOLERANCE = 0.05  # STS-B scores run 0..5: agreement means within 1% of the range
+DECIDED_MARGIN = 0.05  # logits: an example whose top-two reference logits are closer than this is undecided
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,8 @@ class Parity:
     max_abs_diff: float
     mean_abs_diff: float
     agreement: float  # fraction of equal predictions (regression: |difference| <= REGRESSION_TOLERANCE)
+    decided: int  # examples whose reference margin (top-1 minus top-2 logit) exceeds DECIDED_MARGIN
+    decided_agreement: float  # agreement on those: what a rounding-level difference cannot flip
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -28,9 +31,14 @@ def compare(reference: np.ndarray, candidate: np.ndarray, regression: bool) -> P
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
     if regression:
         agree = (diff.reshape(len(diff), -1) <= REGRESSION_TOLERANCE).all(axis=1)
+        decided = np.ones(len(agree), dtype=bool)
     else:
         agree = reference.argmax(-1) == candidate.argmax(-1)
-    return Parity(len(reference), float(diff.max()), float(diff.mean()), float(agree.mean()))
+        top2 = np.sort(reference, axis=-1)[:, -2:]
+        decided = (top2[:, 1] - top2[:, 0]) > DECIDED_MARGIN
+    decided_agreement = float(agree[decided].mean()) if decided.any() else 1.0
+    return Parity(len(reference), float(diff.max()), float(diff.mean()), float(agree.mean()), int(decided.sum()),
+                  decided_agreement)
 
 
 def reference_logits(model: onnx.ModelProto, batch: dict[str, np.ndarray]) -> np.ndarray:

@@ -89,7 +89,7 @@ def export(
     output_dir: Optional[str] = typer.Option(None, help="Where to write (default RUN_DIR/onnx)."),
     data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout folder for the parity sample (default: the run's, else GLUE_DIR, else random token ids)."),
     samples: int = typer.Option(256, help="Dev examples on which onnxruntime is compared with PyTorch."),
-    min_agreement: float = typer.Option(0.99, help="Fail below this fraction of equal predictions."),
+    min_agreement: float = typer.Option(0.99, help="Fail below this fraction of equal predictions among examples the PyTorch student is decided on (logit margin > 0.05)."),
     batch_size: int = typer.Option(32, help="Batch size of the parity runs."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
@@ -118,11 +118,12 @@ def print_export(report: dict) -> None:
     table.add_row("ideal (bit allocation)", "", f"{sizes['ideal_bytes'] / 1e6:.2f}", f"{sizes['float_parameters_bytes'] / sizes['ideal_bytes']:.2f}")
     Console().print(table)
     parity = Table(title=f"parity on {report['parity']['inputs']}")
-    for col in ("check", "examples", "agreement", "max |diff|"):
+    for col in ("check", "examples", "agreement", "decided (margin > 0.05)", "agreement there", "max |diff|"):
         parity.add_column(col, justify="left" if col == "check" else "right")
     for name, p in report["parity"].items():
         if isinstance(p, dict):
-            parity.add_row(name, str(p["examples"]), f"{p['agreement']:.2%}", f"{p['max_abs_diff']:.2e}")
+            parity.add_row(name, str(p["examples"]), f"{p['agreement']:.2%}", str(p["decided"]),
+                           f"{p['decided_agreement']:.2%}", f"{p['max_abs_diff']:.2e}")
     Console().print(parity)
 
 
@@ -162,7 +163,8 @@ def print_eval(result: dict) -> None:
         Console().print(table)
         if "agreement" in record:
             a = record["agreement"]
-            Console().print(f"students agree on {a['agreement']:.2%} of predictions; max |logit diff| {a['max_abs_diff']:.2e}")
+            Console().print(f"students agree on {a['agreement']:.2%} of predictions ({a['decided_agreement']:.2%} of the "
+                            f"{a['decided']} the PyTorch student is decided on); max |logit diff| {a['max_abs_diff']:.2e}")
 
 
 def print_metrics(result: dict) -> None:

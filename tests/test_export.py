@@ -27,7 +27,9 @@ def student_run(tmp_path_factory, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def exported(student_run):
-    report = export_student(ExportOptions(str(student_run), samples=64, progress=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("GLUE_DIR", raising=False)  # no data known: the parity sample is random token ids
+        report = export_student(ExportOptions(str(student_run), samples=64, progress=False))
     return student_run / "onnx", report
 
 
@@ -171,3 +173,18 @@ def test_onnxruntime_cpu_rewrites_keep_the_predictions(exported):
     fast = OrtEngine(exported[0] / DEPLOY).run(feeds)
     np.testing.assert_array_equal(plain.argmax(-1), fast.argmax(-1))
     np.testing.assert_allclose(fast, plain, atol=0.05)  # integer kernels vs float Q/DQ arithmetic
+
+
+def test_parity_counts_flips_and_separates_near_ties():
+    from export.verify import compare
+
+    reference = np.array([[1.0, 0.98], [2.0, 0.0], [0.0, 1.0]])  # the first is a near tie (margin 0.02)
+    candidate = np.array([[0.97, 0.99], [2.0, 0.1], [0.0, 1.0]])
+    p = compare(reference, candidate, regression=False)
+    assert (p.examples, p.decided) == (3, 2)
+    assert p.agreement == pytest.approx(2 / 3) and p.decided_agreement == 1.0
+    assert p.max_abs_diff == pytest.approx(0.1)
+    flipped = compare(reference, candidate[[0, 2, 1]], regression=False)  # both decided examples flip
+    assert flipped.decided_agreement == 0.0 and flipped.agreement == 0.0
+    scores = compare(np.array([[1.0], [3.0]]), np.array([[1.04], [3.2]]), regression=True)
+    assert scores.agreement == 0.5 and scores.decided == 2  # within 0.05 counts as agreeing
