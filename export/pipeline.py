@@ -25,6 +25,7 @@ from export.onnx_graph import to_onnx
 from export.passes import compact_names, pack_weights, strip_doc_strings
 from export.qdq_modules import check_exportable, to_qdq
 from export.sizes import float_bytes, ideal_bytes
+from export.trt_check import check_trt
 from export.verify import Parity, compare, reference_logits
 from kdqat import __version__
 from kdqat.errors import KdqatError
@@ -113,6 +114,9 @@ def export_student(opts: ExportOptions, console: Console | None = None) -> dict:
         step = bar.add_task("export graphs", total=3)
         deploy = strip_doc_strings(to_onnx(to_qdq(student)))
         graphs = {"deploy": _save_checked(deploy, tmp / DEPLOY)}
+        violations = check_trt(deploy)  # our own graph: a violation is a bug in export, not user input
+        if violations:
+            raise KdqatError(f"{DEPLOY} breaks a TensorRT rule: {violations[0]} ({len(violations)} in all)")
         bar.advance(step)
         if config.weight_scheme != "none":
             graphs["packed"] = _save_checked(compact_names(pack_weights(deploy, config.weight_bits)), tmp / PACKED)
@@ -148,6 +152,7 @@ def export_student(opts: ExportOptions, console: Console | None = None) -> dict:
             "output": "logits",
             "quant_config": config.to_dict(),
             "graphs": graphs,
+            "tensorrt_rules": "deploy graph checked: no violations (export.trt_check)",
             "sizes": {
                 "float_parameters_bytes": float_size,
                 "ideal_bytes": ideal,

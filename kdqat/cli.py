@@ -167,6 +167,40 @@ def print_eval(result: dict) -> None:
                             f"{a['decided']} the PyTorch student is decided on); max |logit diff| {a['max_abs_diff']:.2e}")
 
 
+@app.command()
+def check(
+    model: str = typer.Argument(..., help="An ONNX graph, e.g. RUN_DIR/onnx/model.onnx."),
+    target: str = typer.Option("trt", help="Runtime whose quantization rules to check: trt (TensorRT)."),
+) -> None:
+    """Check a Q/DQ graph against TensorRT's explicit-quantization rules (no GPU needed); exit 1 if broken."""
+    from pathlib import Path
+
+    import onnx as onnx_lib
+
+    from export.trt_check import check_trt
+
+    if target != "trt":
+        raise KdqatError(f"--target {target!r} is not supported; use trt")
+    path = Path(model)
+    if not path.is_file():
+        raise KdqatError(f"{path}: no such ONNX file")
+    try:
+        graph = onnx_lib.load(str(path))
+    except Exception as e:  # protobuf decode errors have no common base class
+        raise KdqatError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+    violations = check_trt(graph)
+    if not violations:
+        Console().print(f"{path}: follows TensorRT's explicit-quantization rules ({len(graph.graph.node)} nodes checked)")
+        return
+    table = Table(title=f"{path}: {len(violations)} TensorRT rule violations")
+    for col in ("rule", "node", "problem"):
+        table.add_column(col)
+    for v in violations:
+        table.add_row(v.rule, v.node, v.message)
+    Console().print(table)
+    raise typer.Exit(1)
+
+
 def print_metrics(result: dict) -> None:
     metric = result["metric"]
     table = Table(title=f"{result['task']} dev ({metric})")

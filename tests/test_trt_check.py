@@ -1,0 +1,99 @@
+"""The TensorRT rule check: clean on the exported deploy graph, and each rule caught when broken on purpose."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import make_student_run
+from export.passes import activations_to_uint8, pack_weights
+from export.pipeline import DEPLOY, PACKED, ExportOptions, export_student
+from export.trt_check import check_trt
+from kdqat import QuantConfig
+
+
+@pytest.fixture(scope="module")
+def deploy(tmp_path_factory, tiny_model_dir):
+    run = make_student_run(tmp_path_factory.mktemp("run"), tiny_model_dir, QuantConfig())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("GLUE_DIR", raising=False)
+        export_student(ExportOptions(str(run), samples=8, progress=False))
+    return onnx.load(run / "onnx" / DEPLOY), onnx.load(run / "onnx" / PACKED)
+
+
+def copy(model):
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def first(model, op):
+    return next(n for n in model.graph.node if n.op_type == op)
+
+
+def constant_node(model, name):
+    return next(n for n in model.graph.node if n.op_type == "Constant" and n.output[0] == name)
+
+
+def rules(model):
+    return {v.rule for v in check_trt(model)}
+
+
+def test_the_exported_deploy_graph_is_clean(deploy):
+    assert check_trt(deploy[0]) == []
+
+
+def test_nonzero_zero_point_is_caught(deploy):
+    model = copy(deploy[0])
+    q = first(model, "QuantizeLinear")
+    constant_node(model, q.input[2]).attribute[0].t.CopyFrom(numpy_helper.from_array(np.array(3, np.int8)))
+    found = check_trt(model)
+    assert {v.rule for v in found} == {"zero-point"} and q.name in {v.node for v in found}
+
+
+def test_uint8_activations_are_caught(deploy):
+    assert rules(activations_to_uint8(deploy[0])) == {"zero-point", "dtype"}
+
+
+def test_per_channel_activation_scale_is_caught(deploy):
+    model = copy(deploy[0])
+    q = first(model, "QuantizeLinear")
+    constant_node(model, q.input[1]).attribute[0].t.CopyFrom(numpy_helper.from_array(np.full(32, 0.01, np.float32)))
+    q.attribute.append(helper.make_attribute("axis", -1))
+    assert "act-scale" in rules(model)
+
+
+def test_int2_weights_are_caught(deploy):
+    found = check_trt(deploy[1])
+    assert {v.rule for v in found} == {"dtype"} and all("INT2" in v.message for v in found)
+
+
+def test_int4_weights_with_quantized_activations_are_caught(deploy):
+    model = pack_weights(deploy[0], 4)
+    assert "int4-weights" in rules(model)
+
+
+def test_half_quantized_matmul_is_caught(deploy):
+    model = copy(deploy[0])
+    matmul = first(model, "MatMul")
+    dq = next(n for n in model.graph.node if n.output[0] == matmul.input[0])
+    q = next(n for n in model.graph.node if n.output[0] == dq.input[0])
+    matmul.input[0] = q.input[0]  # bypass the activation's Q/DQ
+    found = [v for v in check_trt(model) if v.rule == "both-inputs"]
+    assert [v.node for v in found] == [matmul.name] and "first is float" in found[0].message
+
+
+def test_check_command_exit_codes(tmp_path, deploy):
+    import subprocess
+    import sys
+
+    onnx.save(deploy[0], tmp_path / "ok.onnx")
+    onnx.save(deploy[1], tmp_path / "packed.onnx")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "kdqat.cli", "check", *a], capture_output=True, text=True, cwd=tmp_path)
+    assert run("ok.onnx", "--target", "trt").returncode == 0
+    done = run("packed.onnx")
+    assert done.returncode == 1 and "dtype" in done.stdout and "INT2" in done.stdout
+    done = run("missing.onnx")
+    assert done.returncode == 2 and done.stderr.strip() == "error: missing.onnx: no such ONNX file"
