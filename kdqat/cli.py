@@ -15,6 +15,8 @@ from kdqat.errors import KdqatError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ternary-weight / 8-bit-activation QAT with distillation for BERT-style encoders.")
 console = Console(stderr=True)
+# tables go to stdout; when it is not a terminal (a log, a pipe) do not wrap them at 80 columns
+stdout = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @app.callback()
@@ -116,7 +118,7 @@ def print_export(report: dict) -> None:
     for name, g in report["graphs"].items():
         table.add_row(name, g["file"], f"{g['bytes'] / 1e6:.2f}", f"{sizes['float_parameters_bytes'] / g['bytes']:.2f}")
     table.add_row("ideal (bit allocation)", "", f"{sizes['ideal_bytes'] / 1e6:.2f}", f"{sizes['float_parameters_bytes'] / sizes['ideal_bytes']:.2f}")
-    Console().print(table)
+    stdout.print(table)
     parity = Table(title=f"parity on {report['parity']['inputs']}")
     for col in ("check", "examples", "agreement", "decided (margin > 0.05)", "agreement there", "max |diff|"):
         parity.add_column(col, justify="left" if col == "check" else "right")
@@ -124,7 +126,7 @@ def print_export(report: dict) -> None:
         if isinstance(p, dict):
             parity.add_row(name, str(p["examples"]), f"{p['agreement']:.2%}", str(p["decided"]),
                            f"{p['decided_agreement']:.2%}", f"{p['max_abs_diff']:.2e}")
-    Console().print(parity)
+    stdout.print(parity)
 
 
 @app.command("eval")
@@ -160,10 +162,10 @@ def print_eval(result: dict) -> None:
             table.add_column(m, justify="right")
         for name, scores in record["scores"].items():
             table.add_row(name, *(f"{scores[m]:.2f}" for m in metrics))
-        Console().print(table)
+        stdout.print(table)
         if "agreement" in record:
             a = record["agreement"]
-            Console().print(f"students agree on {a['agreement']:.2%} of predictions ({a['decided_agreement']:.2%} of the "
+            stdout.print(f"students agree on {a['agreement']:.2%} of predictions ({a['decided_agreement']:.2%} of the "
                             f"{a['decided']} the PyTorch student is decided on); max |logit diff| {a['max_abs_diff']:.2e}")
 
 
@@ -190,15 +192,51 @@ def check(
         raise KdqatError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
     violations = check_trt(graph)
     if not violations:
-        Console().print(f"{path}: follows TensorRT's explicit-quantization rules ({len(graph.graph.node)} nodes checked)")
+        stdout.print(f"{path}: follows TensorRT's explicit-quantization rules ({len(graph.graph.node)} nodes checked)")
         return
     table = Table(title=f"{path}: {len(violations)} TensorRT rule violations")
     for col in ("rule", "node", "problem"):
         table.add_column(col)
     for v in violations:
         table.add_row(v.rule, v.node, v.message)
-    Console().print(table)
+    stdout.print(table)
     raise typer.Exit(1)
+
+
+@app.command("bench")
+def bench_command(
+    run_dir: str = typer.Argument(..., help="Output folder of kdqat train, after kdqat export."),
+    engine: list[str] = typer.Option(["ort"], help="Engine(s) for the student: torch, ort, trt (repeat the option for several)."),
+    batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes."),
+    seq_lengths: str = typer.Option("128", help="Comma-separated sequence lengths."),
+    warmup: int = typer.Option(3, help="Untimed calls before measuring."),
+    iterations: int = typer.Option(20, help="Timed calls per grid point."),
+    provider: str = typer.Option("cpu", help="onnxruntime execution provider for --engine ort: cpu, cuda, tensorrt."),
+    device: str = typer.Option("cpu", help="PyTorch device for the teacher and --engine torch: cpu, cuda."),
+    onnx: Optional[str] = typer.Option(None, help="Deploy graph (default RUN_DIR/onnx/model.onnx)."),
+    output_dir: Optional[str] = typer.Option(None, help="Where bench.json and latency.png go (default RUN_DIR/bench)."),
+    plot: bool = typer.Option(True, help="Write latency.png."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Latency (p50/p90/p99) and throughput of each engine and of the float teacher, over a grid."""
+    from runtime.bench import BASELINE, BenchOptions, bench
+
+    def ints(text: str, option: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise KdqatError(f"{option} {text!r}: give comma-separated integers, e.g. 1,8,32") from None
+
+    _quiet_libraries()
+    record = bench(BenchOptions(run_dir, tuple(engine), ints(batch_sizes, "--batch-sizes"), ints(seq_lengths, "--seq-lengths"),
+                                warmup, iterations, provider, device, onnx, output_dir, plot, progress))
+    table = Table(title=f"{record['task']}: latency ({iterations} calls after {warmup} warm-up)")
+    for col in ("engine", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "seq/s", f"vs {BASELINE}"):
+        table.add_column(col, justify="left" if col == "engine" else "right")
+    for r in record["results"]:
+        table.add_row(r["engine"], str(r["batch"]), str(r["seq"]), f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}",
+                      f"{r['p99_ms']:.1f}", f"{r['sequences_per_s']:.1f}", f"{r['speedup_vs_teacher']:.2f}x")
+    stdout.print(table)
 
 
 def print_metrics(result: dict) -> None:
@@ -212,7 +250,7 @@ def print_metrics(result: dict) -> None:
         table.add_row(f"student best (step {student['best']['step']})", f"{student['best']['dev'][metric]:.2f}")
     for mode, rec in student["last"].items():
         table.add_row(f"student last, {mode} scales", f"{rec['dev'][metric]:.2f}")
-    Console().print(table)
+    stdout.print(table)
 
 
 def main() -> None:

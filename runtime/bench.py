@@ -1,0 +1,155 @@
+"""`kdqat bench`: latency percentiles and throughput of each engine over a grid of batch sizes and sequence
+lengths, with the float teacher measured in the same run as the baseline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kdqat.errors import KdqatError
+from kdqat.io import write_json
+from kdqat.run_dir import open_run
+from runtime.registry import ENGINES, open_student_engine
+from runtime.torch_engine import TorchEngine
+
+BASELINE = "teacher fp32 (torch)"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    run_dir: str
+    engines: tuple[str, ...] = ("ort",)
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    seq_lengths: tuple[int, ...] = (128,)
+    warmup: int = 3
+    iterations: int = 20
+    provider: str = "cpu"  # onnxruntime execution provider
+    device: str = "cpu"  # PyTorch device
+    onnx: str | None = None
+    output_dir: str | None = None  # default RUN_DIR/bench
+    plot: bool = True
+    progress: bool = True
+    seed: int = 0
+    vocab_low: int = field(default=1000, repr=False)  # random ids above the special tokens
+
+
+def random_batch(batch: int, seq: int, vocab: int, seed: int, low: int = 1000) -> dict[str, np.ndarray]:
+    ids = np.random.default_rng(seed).integers(low, vocab, (batch, seq)).astype(np.int64)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def measure(run, batch: dict[str, np.ndarray], warmup: int, iterations: int) -> dict[str, float]:
+    """Latency percentiles (ms) over `iterations` calls after `warmup`, and sequences per second."""
+    for _ in range(warmup):
+        run(batch)
+    times = np.empty(iterations)
+    for i in range(iterations):
+        start = time.perf_counter()
+        run(batch)
+        times[i] = time.perf_counter() - start
+    ms = times * 1000
+    n = len(batch["input_ids"])
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
+            "sequences_per_s": float(n / times.mean())}
+
+
+def _validate(opts: BenchOptions) -> None:
+    unknown = [e for e in opts.engines if e not in ENGINES]
+    if unknown or not opts.engines:
+        raise KdqatError(f"--engine {', '.join(unknown) or '(none)'}: use one or more of {', '.join(ENGINES)}")
+    if min(opts.batch_sizes, default=0) <= 0 or min(opts.seq_lengths, default=0) <= 0:
+        raise KdqatError("--batch-sizes and --seq-lengths must be positive integers")
+    if opts.iterations <= 0 or opts.warmup < 0:
+        raise KdqatError("--iterations must be positive and --warmup not negative")
+
+
+def open_engines(opts: BenchOptions) -> dict[str, object]:
+    run = open_run(opts.run_dir)
+    engines = {BASELINE: TorchEngine.teacher(run.teacher or run.student, opts.device)}
+    onnx_path = Path(opts.onnx) if opts.onnx else run.root / "onnx" / "model.onnx"
+    for kind in opts.engines:
+        if kind == "torch":
+            engines["student (torch, fake-quant)"] = TorchEngine.student(run.student, opts.device)
+        else:
+            engines[f"student ({kind})"] = open_student_engine(kind, onnx_path, opts.provider)
+    return engines
+
+
+def bench(opts: BenchOptions, console: Console | None = None) -> dict:
+    """Run the grid; write RUN_DIR/bench/bench.json (and latency.png); return the record."""
+    _validate(opts)
+    run = open_run(opts.run_dir)
+    engines = open_engines(opts)
+    vocab = engines[BASELINE].model.config.vocab_size
+    max_pos = engines[BASELINE].model.config.max_position_embeddings
+    if max(opts.seq_lengths) > max_pos:
+        raise KdqatError(f"--seq-lengths {max(opts.seq_lengths)} exceeds the model's {max_pos} positions")
+    results = []
+    grid = [(b, s) for s in opts.seq_lengths for b in opts.batch_sizes]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console or Console(stderr=True), disable=not opts.progress) as bar:
+        job = bar.add_task("bench", total=len(grid) * len(engines))
+        for b, s in grid:
+            batch = random_batch(b, s, vocab, opts.seed, opts.vocab_low)
+            for name, engine in engines.items():
+                bar.update(job, description=f"{name} batch {b} seq {s}")
+                results.append({"engine": name, "batch": b, "seq": s, **measure(engine.run, batch, opts.warmup, opts.iterations)})
+                bar.advance(job)
+    for r in results:
+        base = next(x for x in results if x["engine"] == BASELINE and x["batch"] == r["batch"] and x["seq"] == r["seq"])
+        r["speedup_vs_teacher"] = base["p50_ms"] / r["p50_ms"]
+    out = Path(opts.output_dir) if opts.output_dir else run.root / "bench"
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items()}  # as JSON reads back
+    record = {"task": run.task, "trained_max_seq_length": run.max_seq_length, "options": options,
+              "environment": environment(opts), "results": results}
+    write_json(out / "bench.json", record)
+    if opts.plot:
+        plot(record, out / "latency.png")
+    return record
+
+
+def environment(opts: BenchOptions) -> dict:
+    import platform
+
+    import onnxruntime
+    import torch
+
+    env = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "onnxruntime": onnxruntime.__version__,
+           "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+    if opts.device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name()
+    return env
+
+
+def plot(record: dict, path: Path) -> None:
+    """p50 latency against batch size, one line per engine, one panel per sequence length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seqs = sorted({r["seq"] for r in record["results"]})
+    fig, axes = plt.subplots(1, len(seqs), figsize=(5.5 * len(seqs), 4), squeeze=False)
+    for ax, seq in zip(axes[0], seqs):
+        for engine in dict.fromkeys(r["engine"] for r in record["results"]):
+            rows = sorted((r for r in record["results"] if r["engine"] == engine and r["seq"] == seq), key=lambda r: r["batch"])
+            ax.plot([r["batch"] for r in rows], [r["p50_ms"] for r in rows], marker="o", label=engine)
+        batches = sorted({r["batch"] for r in record["results"]})
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set(xlabel="batch size", ylabel="p50 latency (ms)", title=f"{record['task']}, sequence {seq}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
