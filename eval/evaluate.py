@@ -44,7 +44,12 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
     models["student (PyTorch)"] = TorchEngine.student(run.student)
     if opts.engine != "torch":
         onnx_path = Path(opts.onnx) if opts.onnx else run.root / "onnx" / "model.onnx"
-        models[f"student ({ENGINES[opts.engine]})"] = open_student_engine(opts.engine, onnx_path, opts.provider)
+        profile = None
+        if opts.engine == "trt":  # the engine must take every batch this evaluation sends
+            from runtime.trt_engine import ShapeProfile
+
+            profile = ShapeProfile(1, opts.batch_size, opts.batch_size, 1, run.max_seq_length, run.max_seq_length)
+        models[f"student ({ENGINES[opts.engine]})"] = open_student_engine(opts.engine, onnx_path, opts.provider, profile)
     result = {"task": task.name, "metric": task.metric, "engine": opts.engine, "splits": {},
               "teacher": str(run.teacher) if run.teacher else None}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

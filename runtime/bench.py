@@ -76,6 +76,12 @@ def open_engines(opts: BenchOptions) -> dict[str, object]:
     for kind in opts.engines:
         if kind == "torch":
             engines["student (torch, fake-quant)"] = TorchEngine.student(run.student, opts.device)
+        elif kind == "trt":
+            from runtime.trt_engine import ShapeProfile
+
+            b, s = sorted(opts.batch_sizes), sorted(opts.seq_lengths)
+            profile = ShapeProfile(b[0], b[-1], b[-1], s[0], s[-1], s[-1])
+            engines["student (trt)"] = open_student_engine(kind, onnx_path, profile=profile)
         else:
             engines[f"student ({kind})"] = open_student_engine(kind, onnx_path, opts.provider)
     return engines

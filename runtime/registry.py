@@ -9,13 +9,14 @@ from kdqat.errors import KdqatError
 ENGINES = {"torch": "PyTorch", "ort": "onnxruntime", "trt": "TensorRT"}
 
 
-def open_student_engine(kind: str, onnx_path: str | Path, provider: str = "cpu"):
-    """An engine running the exported deploy graph (`ort`, `trt`)."""
+def open_student_engine(kind: str, onnx_path: str | Path, provider: str = "cpu", profile=None):
+    """An engine running the exported deploy graph (`ort`, or `trt` with an optional ShapeProfile)."""
     if kind == "ort":
         from runtime.ort_engine import OrtEngine
 
         return OrtEngine(onnx_path, provider)
     if kind == "trt":
-        raise KdqatError("--engine trt (native TensorRT engines) is not built yet; "
-                         "run the graph through TensorRT with --engine ort --provider tensorrt")
+        from runtime.trt_engine import TrtEngine
+
+        return TrtEngine.open(onnx_path, profile)
     raise KdqatError(f"--engine {kind!r} is not one of {', '.join(ENGINES)}")

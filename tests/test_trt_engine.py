@@ -1,0 +1,91 @@
+"""TensorRT engine logic that needs no GPU: profiles, staleness, the layer report, the errors; the build
+itself runs only where TensorRT and a GPU are (marked gpu, skipped otherwise)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kdqat import KdqatError
+from runtime.trt_engine import ShapeProfile, engine_record, layer_report, stale_reason
+
+
+def test_profile_parsing_and_shape_checks():
+    p = ShapeProfile.parse("1,8,32", "16,128,128")
+    assert p.shapes() == ((1, 16), (8, 128), (32, 128))
+    p.check((32, 128))
+    p.check((1, 16))
+    with pytest.raises(KdqatError, match=r"\[batch 33, sequence 64\] is outside the engine's profile"):
+        p.check((33, 64))
+    with pytest.raises(KdqatError, match="outside"):
+        p.check((4, 8))
+    with pytest.raises(KdqatError, match="min <= opt <= max"):
+        ShapeProfile(4, 2, 8)
+    with pytest.raises(KdqatError, match="MIN,OPT,MAX"):
+        ShapeProfile.parse("1,8", "16,128,128")
+
+
+def test_engine_record_and_staleness(tmp_path):
+    graph = tmp_path / "model.onnx"
+    graph.write_bytes(b"graph v1")
+    built = engine_record(graph, ShapeProfile(), "10.9.0", "NVIDIA H100", "9.0")
+    assert stale_reason(built, dict(built)) is None
+    assert stale_reason(None, built) == "no engine record"
+    assert "TensorRT version" in stale_reason(built, {**built, "tensorrt": "10.10.0"})
+    assert "GPU" in stale_reason(built, {**built, "gpu": "NVIDIA A100"})
+    graph.write_bytes(b"graph v2")  # re-exported: the same file name, other content
+    assert "ONNX graph" in stale_reason(built, engine_record(graph, ShapeProfile(), "10.9.0", "NVIDIA H100", "9.0"))
+    assert "profile" in stale_reason(built, {**built, "profile": {**built["profile"], "max_batch": 64}})
+
+
+def test_layer_report_counts_precisions_and_flags_float_matmuls():
+    info = {"Layers": [
+        {"Name": "qkv", "LayerType": "MatrixMultiply", "Outputs": [{"Format/Datatype": "Int8 NC/32HW32"}]},
+        {"Name": "ln", "LayerType": "Normalization", "Outputs": [{"Format/Datatype": "Half Row major linear FP16"}]},
+        {"Name": "ffn", "LayerType": "MatrixMultiply", "Outputs": [{"Format/Datatype": "Row major linear FP32"}]},
+        "a layer printed without details",
+    ]}
+    report = layer_report(info)
+    assert report["layers_by_precision"] == {"INT8": 1, "FP16": 1, "FP32": 1}
+    assert report["matmul_like_layers_not_int8"] == [{"name": "ffn", "type": "MatrixMultiply", "precision": "FP32"}]
+
+
+def test_without_tensorrt_or_gpu_the_error_says_what_is_missing(tmp_path):
+    from runtime.trt_engine import TrtEngine
+
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("TensorRT and a GPU are present")
+    except ImportError:
+        pass
+    with pytest.raises(KdqatError, match="TensorRT is not installed|TensorRT needs a CUDA GPU"):
+        TrtEngine.open(tmp_path / "model.onnx")
+
+
+@pytest.mark.gpu
+def test_engine_matches_onnxruntime_on_gpu(tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (GPU image only)")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    import numpy as np
+
+    from conftest import make_student_run
+    from export.pipeline import ExportOptions, export_student
+    from kdqat import QuantConfig
+    from kdqat.models import resolve_model
+    from runtime.ort_engine import OrtEngine
+    from runtime.trt_engine import TrtEngine
+
+    run = make_student_run(tmp_path / "run", resolve_model("default"), QuantConfig())
+    export_student(ExportOptions(str(run), samples=8, progress=False))
+    onnx_path = run / "onnx" / "model.onnx"
+    engine = TrtEngine.open(onnx_path, ShapeProfile(1, 4, 8, 1, 32, 32))
+    ids = np.random.default_rng(0).integers(1000, 20000, (4, 32))
+    batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    np.testing.assert_allclose(engine.run(batch), OrtEngine(onnx_path).run(batch), atol=0.1)
+    assert engine.layers["layers_by_precision"].get("INT8", 0) > 0
+    again = TrtEngine.open(onnx_path, ShapeProfile(1, 4, 8, 1, 32, 32))  # loaded from the saved plan
+    np.testing.assert_array_equal(again.run(batch), engine.run(batch))
