@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from eval.data import encode, load_split, resolve_data_dir
 from eval.tasks import GlueTask, get_task
 from export.onnx_graph import to_onnx
-from export.passes import compact_names, pack_weights, strip_doc_strings
+from export.passes import compact_names, onnxruntime_cpu, pack_weights, strip_doc_strings
 from export.qdq_modules import check_exportable, to_qdq
 from export.sizes import float_bytes, ideal_bytes
 from export.trt_check import check_trt
@@ -38,6 +38,7 @@ from runtime.ort_engine import OrtEngine
 from runtime.torch_engine import TorchEngine
 
 DEPLOY, PACKED, FLOAT = "model.onnx", "model.packed.onnx", "model.float.onnx"
+ORT_CPU = "model.ort_cpu.onnx"  # optional: the deploy graph in onnxruntime's CPU form, for plain onnxruntime users
 REPORT = "export.json"
 
 
@@ -52,6 +53,7 @@ class ExportOptions:
     min_agreement: float = 0.99  # export fails below this fraction of equal decided predictions (export.verify)
     seed: int = 0
     progress: bool = True
+    ort_cpu_graph: bool = False  # also write ORT_CPU (kdqat's own runtime rewrites in memory instead)
 
 
 def sample_features(task: GlueTask, run: TrainedRun, tokenizer, opts: ExportOptions) -> tuple[Features, str]:
@@ -123,6 +125,8 @@ def export_student(opts: ExportOptions, console: Console | None = None) -> dict:
         bar.advance(step)
         float_model = TorchEngine.teacher(run.student).model  # the student's own float weights, unquantized
         graphs["float"] = _save_checked(strip_doc_strings(to_onnx(float_model)), tmp / FLOAT)
+        if opts.ort_cpu_graph:
+            graphs["ort_cpu"] = _save_checked(onnxruntime_cpu(deploy), tmp / ORT_CPU)
         bar.advance(step)
 
         def logits(engine, label: str) -> np.ndarray:
@@ -131,6 +135,9 @@ def export_student(opts: ExportOptions, console: Console | None = None) -> dict:
 
         torch_logits = logits(TorchEngine(student), "PyTorch student")
         parity = {"ort_deploy_vs_torch": compare(torch_logits, logits(OrtEngine(tmp / DEPLOY), "onnxruntime deploy"), regression)}
+        if opts.ort_cpu_graph:
+            ort_cpu = OrtEngine(tmp / ORT_CPU, cpu_rewrites=False)
+            parity["ort_cpu_graph_vs_torch"] = compare(torch_logits, logits(ort_cpu, "onnxruntime CPU form"), regression)
         if "packed" in graphs:
             packed = logits(OrtEngine(tmp / PACKED), "onnxruntime packed")
             parity["ort_packed_vs_torch"] = compare(torch_logits, packed, regression)

@@ -93,6 +93,7 @@ def export(
     samples: int = typer.Option(256, help="Dev examples on which onnxruntime is compared with PyTorch."),
     min_agreement: float = typer.Option(0.99, help="Fail below this fraction of equal predictions among examples the PyTorch student is decided on (logit margin > 0.05)."),
     batch_size: int = typer.Option(32, help="Batch size of the parity runs."),
+    ort_cpu_graph: bool = typer.Option(False, help="Also write model.ort_cpu.onnx: uint8 activations (zero point 128) and embedding rows dequantized after the lookup, for plain onnxruntime CPU users (kdqat's runtime does this in memory)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Export the student as a QDQ ONNX deploy graph, a packed INT2 storage graph and a float baseline."""
@@ -106,7 +107,7 @@ def export(
     from export.pipeline import ExportOptions, export_student
 
     report = export_student(ExportOptions(run_dir, output_dir, data_dir, samples, batch_size=batch_size,
-                                          min_agreement=min_agreement, progress=progress))
+                                          min_agreement=min_agreement, progress=progress, ort_cpu_graph=ort_cpu_graph))
     print_export(report)
 
 

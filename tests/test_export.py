@@ -125,10 +125,17 @@ def test_four_bit_student_packs_int4(tmp_path, tiny_model_dir):
     assert report["parity"]["ort_deploy_vs_torch"]["agreement"] >= 0.99
 
 
-def test_exports_from_dev_data(tmp_path, tiny_model_dir, glue_dir):
+def test_exports_from_dev_data_and_the_onnxruntime_cpu_form(tmp_path, tiny_model_dir, glue_dir):
+    from export.pipeline import ORT_CPU
+
     run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
-    report = export_student(ExportOptions(str(run), data_dir=str(glue_dir), samples=24, progress=False))
+    report = export_student(ExportOptions(str(run), data_dir=str(glue_dir), samples=24, progress=False, ort_cpu_graph=True))
     assert report["parity"]["inputs"] == "rte dev (24 examples)"
+    assert report["parity"]["ort_cpu_graph_vs_torch"]["decided_agreement"] >= 0.99
+    ops = {n.op_type for n in onnx.load(run / "onnx" / ORT_CPU).graph.node}
+    assert "QuantizeLinear" in ops
+    zero_points = [t for t in onnx.load(run / "onnx" / ORT_CPU).graph.initializer if t.data_type == TensorProto.UINT8]
+    assert zero_points and all(numpy_helper.to_array(t) == 128 for t in zero_points)
 
 
 @pytest.mark.parametrize("problem, message", [
