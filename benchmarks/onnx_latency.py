@@ -43,8 +43,9 @@ def median_ms(run, feeds, repeats: int, warmup: int = 2) -> float:
 
 def profile(path: Path, feeds: dict[str, np.ndarray], runs: int = 3) -> list[tuple[str, float]]:
     """onnxruntime's own per-operator kernel time (ms per run) for the deploy graph, as optimized."""
-    from export.passes import onnxruntime_cpu
     import onnx
+
+    from export.passes import onnxruntime_cpu
 
     options = ort.SessionOptions()
     options.enable_profiling = True
@@ -84,7 +85,7 @@ def main() -> None:
         feeds = inputs(batch, args.seq_len)
         results[batch] = {name: median_ms(e.run, feeds, args.repeats) for name, e in engines.items()}
     base = "PyTorch float (eager)"
-    print(f"| engine | " + " | ".join(f"batch {b} ms | vs PyTorch" for b in args.batch_sizes) + " |")
+    print("| engine | " + " | ".join(f"batch {b} ms | vs PyTorch" for b in args.batch_sizes) + " |")
     print("|---|" + "---|---|" * len(args.batch_sizes))
     for name in engines:
         cells = [f"{results[b][name]:.1f} | {results[b][base] / results[b][name]:.2f}x" for b in args.batch_sizes]

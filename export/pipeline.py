@@ -17,12 +17,23 @@ import numpy as np
 import onnx
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from eval.data import encode, load_split, resolve_data_dir
 from eval.tasks import GlueTask, get_task
 from export.onnx_graph import to_onnx
-from export.passes import compact_names, onnxruntime_cpu, pack_weights, strip_doc_strings
+from export.passes import (
+    compact_names,
+    onnxruntime_cpu,
+    pack_weights,
+    strip_doc_strings,
+)
 from export.qdq_modules import check_exportable, to_qdq
 from export.sizes import float_bytes, ideal_bytes
 from export.trt_check import check_trt

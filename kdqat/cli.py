@@ -240,6 +240,130 @@ def bench_command(
     stdout.print(table)
 
 
+def _csv(text: str, option: str, kind=str) -> list:
+    try:
+        return [kind(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise KdqatError(f"{option} {text!r}: give a comma-separated list") from None
+
+
+@app.command()
+def sweep(
+    output_dir: str = typer.Option(..., help="Root folder: OUTPUT_DIR/<task>/<preset>/seed<S>/ per cell, and the tables."),
+    tasks: str = typer.Option("rte,stsb,cola", help="Comma-separated GLUE tasks."),
+    presets: str = typer.Option("ternarybert,map,output,map+output", help="Comma-separated distillation presets (may be empty with --gammas)."),
+    seeds: str = typer.Option("42", help="Comma-separated seeds, e.g. 42,52,62."),
+    gammas: str = typer.Option("", help="Unified form: comma-separated gamma values, e.g. 0.1,0.5,0.9."),
+    gamma_on: Optional[str] = typer.Option(None, help="map or output: the loss --gammas multiplies."),
+    model: str = typer.Option("default", help="Pretrained encoder (see kdqat train --help)."),
+    teacher: Optional[str] = typer.Option(None, help="One fine-tuned teacher for every cell (single-task sweeps)."),
+    data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout data folder."),
+    act_scale: str = typer.Option("static", help="static or dynamic activation scales."),
+    epochs: float = typer.Option(3.0, help="Student epochs per cell."),
+    max_steps: int = typer.Option(-1, help="Cap each stage at this many steps."),
+    max_train_samples: Optional[int] = typer.Option(None, help="Use only the first N training examples."),
+    max_eval_samples: Optional[int] = typer.Option(None, help="Use only the first N dev examples."),
+    progress: bool = typer.Option(True, help="Show the overall progress bar."),
+) -> None:
+    """Train a grid of tasks x presets x seeds (one teacher per task, finished cells skipped) and tabulate it."""
+    from pathlib import Path
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from eval.sweep_table import collect, csv_rows, markdown
+    from kdqat.io import write_json, write_text
+    from kdqat.sweep import grid, run_sweep
+    from kdqat.train import TrainOptions
+
+    cells = grid(_csv(tasks, "--tasks"), _csv(presets, "--presets"), _csv(seeds, "--seeds", int),
+                 _csv(gammas, "--gammas", float), gamma_on)
+    root = Path(output_dir)
+    base = TrainOptions(task=cells[0].task, output_dir=str(root), model=model, teacher=teacher, data_dir=data_dir,
+                        act_scale=act_scale, epochs=epochs, max_steps=max_steps, max_train_samples=max_train_samples,
+                        max_eval_samples=max_eval_samples, progress=False)
+    _quiet_libraries()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=not progress) as bar:
+        job = bar.add_task(f"sweep: {cells[0].task} {cells[0].preset} seed {cells[0].seed}", total=len(cells))
+
+        def advance(cell, status):
+            bar.advance(job)
+            nxt = cells[min(cells.index(cell) + 1, len(cells) - 1)]
+            bar.update(job, description=f"sweep: {nxt.task} {nxt.preset} seed {nxt.seed}")
+
+        folders = run_sweep(cells, root, base, advance)
+    tables, scores_by_which = [], {}
+    for which in ("last", "best"):
+        scores, metric_of = collect(folders, which)
+        scores_by_which[which] = scores
+        tables.append(f"### {which}\n\n" + markdown(scores, metric_of, which))
+    write_text(root / "sweep.md", "\n\n".join(tables) + "\n")
+    write_text(root / "sweep.csv", csv_rows(scores_by_which, metric_of))
+    write_json(root / "sweep.json", {"cells": [{**cell.__dict__, "folder": str(f)} for cell, f in folders.items()]})
+    stdout.print("\n\n".join(tables))
+
+
+@app.command()
+def analyze(
+    runs: list[str] = typer.Argument(..., help="kdqat train folders of one task; the first one's teacher is the reference."),
+    layer: int = typer.Option(0, help="Encoder layer to analyse (0-based)."),
+    samples: int = typer.Option(128, help="Dev examples to average over."),
+    data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout data folder (default: the run's, else GLUE_DIR)."),
+    output_dir: str = typer.Option("analysis", help="Where sa_prop_layer<L>.png and analysis_layer<L>.json go."),
+    batch_size: int = typer.Option(16, help="Examples per forward pass."),
+) -> None:
+    """Plot per token position the min-max range of the attention map and output, teacher vs students."""
+    from pathlib import Path
+
+    from eval.analyze import attention_ranges, distance, plot, run_label
+    from eval.data import encode, load_split
+    from eval.tasks import get_task
+    from kdqat.io import write_json
+    from kdqat.models import load_tokenizer
+    from kdqat.run_dir import open_run
+    from runtime.torch_engine import TorchEngine
+
+    if samples <= 0 or batch_size <= 0:
+        raise KdqatError("--samples and --batch-size must be positive")
+    _quiet_libraries()
+    opened = [open_run(r) for r in runs]
+    tasks = {r.task for r in opened}
+    if len(tasks) > 1:
+        raise KdqatError(f"runs of different tasks ({', '.join(sorted(tasks))}): analyse one task at a time")
+    first = opened[0]
+    if first.teacher is None:
+        raise KdqatError(f"{first.root}: its teacher folder cannot be found")
+    task = get_task(first.task)
+    data = data_dir or (first.data_dir if first.data_dir and Path(first.data_dir).is_dir() else None)
+    dev = load_split(task, task.dev_splits[0], data, samples)
+    features = encode(dev, load_tokenizer(str(first.student)), first.max_seq_length)
+    models = {"teacher (fp32)": TorchEngine.teacher(first.teacher).model}
+    for r in opened:
+        models[run_label(r.root)] = TorchEngine.student(r.student).model
+    ranges = {name: attention_ranges(m, features, layer, batch_size) for name, m in models.items()}
+    min_count = max(1, len(dev) // 10)  # positions only a few long examples reach are noise
+    teacher = ranges["teacher (fp32)"]
+    summary = {name: distance(r, teacher, min_count) for name, r in ranges.items() if name != "teacher (fp32)"}
+    out = Path(output_dir)
+    plot(ranges, out / f"sa_prop_layer{layer}.png", f"{task.name} layer {layer}", min_count)
+    write_json(out / f"analysis_layer{layer}.json", {"task": task.name, "layer": layer, "examples": len(dev),
+               "summary": summary, "ranges": {n: {k: v.tolist() for k, v in r.items()} for n, r in ranges.items()}})
+    table = Table(title=f"{task.name} layer {layer}: distance of each student's ranges from the teacher's ({len(dev)} dev examples)")
+    for col in ("student", "map range gap", "map width ratio", "output range gap", "output width ratio"):
+        table.add_column(col, justify="left" if col == "student" else "right")
+    for name, d in summary.items():
+        table.add_row(name, f"{d['map_range_gap']:.4f}", f"{d['map_width_ratio']:.3f}",
+                      f"{d['output_range_gap']:.4f}", f"{d['output_width_ratio']:.3f}")
+    stdout.print(table)
+    stdout.print(f"plot: {out / f'sa_prop_layer{layer}.png'}")
+
+
 def print_metrics(result: dict) -> None:
     metric = result["metric"]
     table = Table(title=f"{result['task']} dev ({metric})")

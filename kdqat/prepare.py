@@ -14,7 +14,13 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from kdqat.attention import BMM_QUANTIZERS, use_kdqat_attention
 from kdqat.config import QuantConfig
 from kdqat.errors import KdqatError
-from kdqat.layers import LAYER_LINEARS, encoder_layers, pooler_dense, self_attention, word_embeddings
+from kdqat.layers import (
+    LAYER_LINEARS,
+    encoder_layers,
+    pooler_dense,
+    self_attention,
+    word_embeddings,
+)
 from kdqat.modules import QuantEmbedding, QuantLinear
 from kdqat.quantizers import ActQuantizer
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import make_student_run
+
 from export.pipeline import ExportOptions, export_student
 from kdqat import KdqatError, QuantConfig
 from runtime.bench import BASELINE, BenchOptions, bench, measure

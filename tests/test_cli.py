@@ -38,7 +38,7 @@ def test_report_builds_a_table_from_metrics(tmp_path):
     def run(name, task, metric, teacher, kd, last, best):
         folder = tmp_path / name
         folder.mkdir()
-        rec = lambda v: {"step": 10, "dev": {metric: v}}  # noqa: E731
+        rec = lambda v: {"step": 10, "dev": {metric: v}}
         (folder / "metrics.json").write_text(json.dumps({
             "task": task, "metric": metric, "teacher": {"dev": {metric: teacher}},
             "student": {"kd": kd, "act_scale": "static", "best": rec(best), "last": {"static": rec(last)}}}))
@@ -62,6 +62,7 @@ def test_report_builds_a_table_from_metrics(tmp_path):
 
 def test_export_then_eval_from_the_command_line(tmp_path, tiny_model_dir, glue_dir):
     from conftest import make_student_run
+
     from kdqat import QuantConfig
 
     run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())

@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import tiny_config
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertForSequenceClassification
-
-from conftest import tiny_config
 
 SCRIPT = Path(__file__).with_name("ddp_train.py")
 

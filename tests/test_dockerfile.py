@@ -4,8 +4,8 @@ installs are defined, each image's default command is `kdqat --help`, the GPU im
 from __future__ import annotations
 
 import re
-import tomllib
 
+import tomllib
 from conftest import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import batch, make_student_run
 from onnx import TensorProto, numpy_helper
 
-from conftest import batch, make_student_run
 from export.onnx_graph import to_onnx
 from export.pipeline import DEPLOY, FLOAT, PACKED, REPORT, ExportOptions, export_student
 from export.qdq_modules import to_qdq
@@ -84,7 +84,7 @@ def test_weights_are_ternary_codes_with_their_scales(exported):
 
 
 def test_packed_graph_holds_int2_weights_and_runs(exported):
-    folder, report = exported
+    folder = exported[0]
     packed = onnx.load(folder / PACKED)
     assert packed.ir_version == 13 and packed.opset_import[0].version == 25
     codes = [t for t in packed.graph.initializer if t.data_type == TensorProto.INT2]

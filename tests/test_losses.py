@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from kdqat import KdqatError
-from kdqat.losses import att_loss, loss_weights, map_loss, output_loss, pred_loss, rep_loss
+from kdqat.losses import (
+    att_loss,
+    loss_weights,
+    map_loss,
+    output_loss,
+    pred_loss,
+    rep_loss,
+)
 
 
 def test_pred_loss_is_soft_cross_entropy():

@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import batch, tiny_classifier
+
 from kdqat import KdqatError, QuantConfig, load_student, prepare, save_student
 from kdqat.capture import capture
 from kdqat.prepare import act_quantizers

@@ -4,11 +4,11 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_config
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 import kdqat.distill
-from conftest import tiny_config
 from kdqat import KdqatError, load_student
 from kdqat.train import TrainOptions, train
 

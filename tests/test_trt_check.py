@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 from conftest import make_student_run
+from onnx import helper, numpy_helper
+
 from export.passes import activations_to_uint8, pack_weights
 from export.pipeline import DEPLOY, PACKED, ExportOptions, export_student
 from export.trt_check import check_trt

@@ -71,8 +71,8 @@ def test_engine_matches_onnxruntime_on_gpu(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     import numpy as np
-
     from conftest import make_student_run
+
     from export.pipeline import ExportOptions, export_student
     from kdqat import QuantConfig
     from kdqat.models import resolve_model

@@ -1,0 +1,97 @@
+"""`kdqat analyze`: per token position, the min-max range of the attention map and of the attention output
+of one layer, teacher against students (the paper's "SA-PROP" figure), and how far each student sits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdqat.attention import use_kdqat_attention
+from kdqat.capture import capture
+from kdqat.errors import KdqatError
+from runtime.batching import Features, batches
+
+QUANTITIES = ("map", "output")
+
+
+@torch.inference_mode()
+def attention_ranges(model: nn.Module, features: Features, layer: int, batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Mean over examples, per query position, of the min and max of the attention probabilities (over heads
+    and real keys) and of the attention sub-layer output after LayerNorm (over hidden units)."""
+    use_kdqat_attention(model)
+    model.eval()
+    length = max(len(x) for x in features["input_ids"])
+    sums = {f"{q}_{e}": np.zeros(length) for q in QUANTITIES for e in ("min", "max")}
+    count = np.zeros(length)
+    for _, batch in batches(features, batch_size):
+        inputs = {k: torch.from_numpy(v) for k, v in batch.items()}
+        with capture(model) as internals:
+            model(**inputs)
+        if not 0 <= layer < len(internals.probs):
+            raise KdqatError(f"--layer {layer}: the model has layers 0..{len(internals.probs) - 1}")
+        mask = inputs["attention_mask"].bool()  # [B, S]
+        probs = internals.probs[layer].float()  # [B, H, S, S]
+        keys = mask[:, None, None, :]
+        map_min = probs.masked_fill(~keys, float("inf")).amin(dim=(1, 3))
+        map_max = probs.masked_fill(~keys, float("-inf")).amax(dim=(1, 3))
+        out = internals.attn_outputs[layer].float()  # [B, S, D]
+        stats = {"map_min": map_min, "map_max": map_max, "output_min": out.amin(-1), "output_max": out.amax(-1)}
+        n = mask.shape[1]
+        valid = mask.numpy()
+        for key, value in stats.items():
+            sums[key][:n] += np.where(valid, value.numpy(), 0.0).sum(0)
+        count[:n] += valid.sum(0)
+    seen = count > 0
+    return {"count": count[seen], **{k: v[seen] / count[seen] for k, v in sums.items()}}
+
+
+def distance(student: dict[str, np.ndarray], teacher: dict[str, np.ndarray], min_count: int) -> dict[str, float]:
+    """Mean over positions (with at least min_count examples) of |min_s - min_t| + |max_s - max_t|, per quantity,
+    and the student's mean range width over the teacher's."""
+    keep = teacher["count"] >= min_count
+    out = {}
+    for q in QUANTITIES:
+        lo, hi = f"{q}_min", f"{q}_max"
+        gap = np.abs(student[lo] - teacher[lo]) + np.abs(student[hi] - teacher[hi])
+        out[f"{q}_range_gap"] = float(gap[keep].mean())
+        out[f"{q}_width_ratio"] = float((student[hi] - student[lo])[keep].mean() / (teacher[hi] - teacher[lo])[keep].mean())
+    return out
+
+
+def plot(ranges: dict[str, dict[str, np.ndarray]], path: Path, title: str, min_count: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, q in zip(axes, QUANTITIES):
+        for i, (name, r) in enumerate(ranges.items()):
+            keep = r["count"] >= min_count
+            x = np.arange(len(r["count"]))[keep]
+            color = "black" if i == 0 else f"C{i - 1}"
+            ax.fill_between(x, r[f"{q}_min"][keep], r[f"{q}_max"][keep], color=color, alpha=0.12 if i else 0.08)
+            ax.plot(x, r[f"{q}_min"][keep], color=color, lw=1, label=name)
+            ax.plot(x, r[f"{q}_max"][keep], color=color, lw=1)
+        ax.set(xlabel="token position", ylabel=f"attention {q}: mean min .. mean max",
+               title=f"{title}: attention {'probabilities' if q == 'map' else 'output (after LayerNorm)'}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def run_label(run_dir: Path) -> str:
+    metrics = run_dir / "metrics.json"
+    if metrics.is_file():
+        student = json.loads(metrics.read_text())["student"]
+        return f"{student['kd']} ({run_dir.name})"
+    return run_dir.name

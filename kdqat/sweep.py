@@ -1,0 +1,78 @@
+"""`kdqat sweep`: tasks x distillation presets x seeds, one teacher per task, resumable cell by cell.
+
+Layout: OUT/<task>/<preset>/seed<S>/ is a `kdqat train` folder. The first cell of each task fine-tunes the
+task's teacher (into its own teacher/); every other cell of the task distils from that same teacher. A cell
+whose metrics.json exists is finished and is not run again; an interrupted one resumes from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from kdqat.errors import KdqatError
+from kdqat.losses import PRESETS
+from kdqat.train import TrainOptions, train
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    preset: str  # a PRESETS name, or "gamma-<on>-<g>" for the unified form
+    seed: int
+    kd: str = "map+output"
+    gamma: float | None = None
+    gamma_on: str | None = None
+
+    def folder(self, root: Path) -> Path:
+        return root / self.task / self.preset / f"seed{self.seed}"
+
+
+def grid(tasks: list[str], presets: list[str], seeds: list[int], gammas: list[float] = (),
+         gamma_on: str | None = None) -> list[Cell]:
+    """Every cell, task by task (so a task's teacher comes first), presets then gammas, then seeds."""
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise KdqatError(f"--presets {', '.join(unknown)}: use {', '.join(PRESETS)}")
+    if gammas and gamma_on not in ("map", "output"):
+        raise KdqatError("--gammas needs --gamma-on map|output")
+    if not tasks or not seeds or not (presets or gammas):
+        raise KdqatError("a sweep needs at least one task, one seed and one preset or gamma")
+    variants = [dict(preset=p, kd=p) for p in presets]
+    variants += [dict(preset=f"gamma-{gamma_on}-{g:g}", gamma=g, gamma_on=gamma_on) for g in gammas]
+    return [Cell(task, seed=seed, **v) for task in tasks for v in variants for seed in seeds]
+
+
+def run_sweep(cells: list[Cell], root: Path, base: TrainOptions,
+              on_cell: Callable[[Cell, str], None] | None = None) -> dict[Cell, Path]:
+    """Run every unfinished cell; returns each cell's folder. `on_cell(cell, "done"|"ran")` reports progress."""
+    folders: dict[Cell, Path] = {}
+    teachers: dict[str, Path] = {}
+    for cell in cells:
+        out = cell.folder(root)
+        folders[cell] = out
+        teacher = teachers.get(cell.task)
+        if (out / "metrics.json").is_file():
+            status = "done"
+        else:
+            opts = dataclasses.replace(base, task=cell.task, output_dir=str(out), seed=cell.seed, kd=cell.kd,
+                                       gamma=cell.gamma, gamma_on=cell.gamma_on,
+                                       teacher=str(teacher) if teacher else base.teacher)
+            train(opts)
+            status = "ran"
+        if cell.task not in teachers:
+            teachers[cell.task] = _teacher_of(out, base)
+        if on_cell is not None:
+            on_cell(cell, status)
+    return folders
+
+
+def _teacher_of(first_cell: Path, base: TrainOptions) -> Path:
+    if base.teacher:
+        return Path(base.teacher)
+    teacher = first_cell / "teacher"
+    if not (teacher / "config.json").is_file():
+        raise KdqatError(f"{first_cell}: finished but its teacher/ is missing; remove the folder to rerun it")
+    return teacher

@@ -1,0 +1,64 @@
+"""kdqat sweep: the grid, one teacher per task, finished cells skipped, the mean +- std table."""
+
+from __future__ import annotations
+
+import pytest
+
+from eval.sweep_table import FULL_PRECISION, collect, csv_rows, markdown
+from kdqat import KdqatError
+from kdqat.sweep import Cell, grid, run_sweep
+from kdqat.train import TrainOptions
+
+
+def test_grid_orders_tasks_then_variants_then_seeds():
+    cells = grid(["rte", "stsb"], ["ternarybert"], [1, 2], gammas=[0.5], gamma_on="output")
+    assert [(c.task, c.preset, c.seed) for c in cells] == [
+        ("rte", "ternarybert", 1), ("rte", "ternarybert", 2), ("rte", "gamma-output-0.5", 1), ("rte", "gamma-output-0.5", 2),
+        ("stsb", "ternarybert", 1), ("stsb", "ternarybert", 2), ("stsb", "gamma-output-0.5", 1), ("stsb", "gamma-output-0.5", 2)]
+    assert cells[2].gamma == 0.5 and cells[2].gamma_on == "output"
+
+
+@pytest.mark.parametrize("args, message", [
+    ((["rte"], ["minilm"], [1]), "--presets minilm"),
+    ((["rte"], [], [1], [0.5]), "--gammas needs --gamma-on"),
+    ((["rte"], ["map"], []), "at least one"),
+])
+def test_bad_grids_are_refused(args, message):
+    with pytest.raises(KdqatError, match=message):
+        grid(*args)
+
+
+def test_sweep_shares_the_teacher_skips_finished_cells_and_tabulates(tmp_path, tiny_model_dir, glue_dir):
+    cells = grid(["rte"], ["ternarybert", "map+output"], [1, 2])
+    base = TrainOptions(task="rte", output_dir=str(tmp_path), model=str(tiny_model_dir), data_dir=str(glue_dir),
+                        max_train_samples=16, max_eval_samples=8, batch_size=8, max_steps=2, progress=False)
+    seen = []
+    folders = run_sweep(cells, tmp_path, base, lambda cell, status: seen.append(status))
+    assert seen == ["ran"] * 4
+    first = cells[0].folder(tmp_path)
+    assert (first / "teacher").is_dir()
+    assert not any((cell.folder(tmp_path) / "teacher").exists() for cell in cells[1:])  # one teacher per task
+    import json
+
+    assert json.loads((cells[3].folder(tmp_path) / "config.json").read_text())["options"]["teacher"] == str(first / "teacher")
+    seen.clear()
+    run_sweep(cells, tmp_path, base, lambda cell, status: seen.append(status))
+    assert seen == ["done"] * 4  # resumable: nothing is retrained
+
+    scores, metric_of = collect(folders, "last")
+    assert metric_of == {"rte": "dev_accuracy"}
+    assert list(scores) == [FULL_PRECISION, "ternarybert", "map+output"]
+    assert len(scores[FULL_PRECISION]["rte"]) == 1 and len(scores["ternarybert"]["rte"]) == 2
+    table = markdown(scores, metric_of, "last").splitlines()
+    assert table[0] == "| last | rte (accuracy) | avg |"
+    values = scores["ternarybert"]["rte"]
+    import statistics
+
+    assert f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} (n=2)" in table[3]
+    assert csv_rows({"last": scores}, metric_of).splitlines()[0] == "which,model,task,metric,mean,std,n,scores"
+
+
+def test_cell_folders_are_stable():
+    from pathlib import Path
+
+    assert Cell("rte", "map", 42).folder(Path("out")) == Path("out/rte/map/seed42")
