@@ -35,6 +35,13 @@ def _quiet_libraries() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
 
+def _csv(text: str, option: str, kind=str) -> list:
+    try:
+        return [kind(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise KdqatError(f"{option} {text!r}: give a comma-separated list") from None
+
+
 @app.command()
 def train(
     task: str = typer.Option(..., help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli."),
@@ -222,14 +229,9 @@ def bench_command(
     """Latency (p50/p90/p99) and throughput of each engine and of the float teacher, over a grid."""
     from runtime.bench import BASELINE, BenchOptions, bench
 
-    def ints(text: str, option: str) -> tuple[int, ...]:
-        try:
-            return tuple(int(x) for x in text.split(",") if x.strip())
-        except ValueError:
-            raise KdqatError(f"{option} {text!r}: give comma-separated integers, e.g. 1,8,32") from None
-
     _quiet_libraries()
-    record = bench(BenchOptions(run_dir, tuple(engine), ints(batch_sizes, "--batch-sizes"), ints(seq_lengths, "--seq-lengths"),
+    record = bench(BenchOptions(run_dir, tuple(engine), tuple(_csv(batch_sizes, "--batch-sizes", int)),
+                                tuple(_csv(seq_lengths, "--seq-lengths", int)),
                                 warmup, iterations, provider, device, onnx, output_dir, plot, progress))
     table = Table(title=f"{record['task']}: latency ({iterations} calls after {warmup} warm-up)")
     for col in ("engine", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "seq/s", f"vs {BASELINE}"):
@@ -238,13 +240,6 @@ def bench_command(
         table.add_row(r["engine"], str(r["batch"]), str(r["seq"]), f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}",
                       f"{r['p99_ms']:.1f}", f"{r['sequences_per_s']:.1f}", f"{r['speedup_vs_teacher']:.2f}x")
     stdout.print(table)
-
-
-def _csv(text: str, option: str, kind=str) -> list:
-    try:
-        return [kind(x.strip()) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise KdqatError(f"{option} {text!r}: give a comma-separated list") from None
 
 
 @app.command()

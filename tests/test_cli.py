@@ -87,3 +87,14 @@ def test_export_and_eval_bad_input_is_one_line(tmp_path, args, message):
     assert done.returncode == 2
     assert done.stderr.strip().startswith(message), done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_command_writes_the_tables(tmp_path, tiny_model_dir, glue_dir):
+    done = kdqat("sweep", "--output-dir", str(tmp_path / "sweep"), "--tasks", "rte", "--presets", "map+output",
+                 "--seeds", "1", "--model", str(tiny_model_dir), "--data-dir", str(glue_dir), "--max-steps", "1",
+                 "--max-train-samples", "8", "--max-eval-samples", "8", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "| full precision (teacher) |" in table and "| map+output |" in table and "### best" in table
+    assert (tmp_path / "sweep" / "rte" / "map+output" / "seed1" / "metrics.json").is_file()
+    assert (tmp_path / "sweep" / "sweep.csv").read_text().startswith("which,model,task")
