@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from eval.data import encode, load_split
 from eval.metrics import glue_metrics
 from eval.tasks import get_task
 from export.verify import compare
+from kdqat.io import write_json
 from kdqat.models import load_tokenizer
 from kdqat.run_dir import open_run
 from runtime.batching import predict
@@ -39,7 +40,8 @@ class EvalOptions:
 
 
 def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
-    """Scores per dev split for each model, and how often the engine's student agrees with PyTorch's."""
+    """Scores per dev split for each model, and how often the engine's student agrees with PyTorch's;
+    also written to RUN_DIR/eval/<engine>.json."""
     run = open_run(opts.run_dir)
     task = get_task(run.task)
     tokenizer = load_tokenizer(str(run.student))
@@ -72,4 +74,5 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
             if len(names) == 2:
                 record["agreement"] = compare(logits[names[0]], logits[names[1]], task.is_regression).to_dict()
             result["splits"][split] = record
+    write_json(run.root / "eval" / f"{opts.engine}.json", {**result, "options": asdict(opts)})
     return result

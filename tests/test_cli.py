@@ -73,6 +73,10 @@ def test_export_then_eval_from_the_command_line(tmp_path, tiny_model_dir, glue_d
     assert done.returncode == 0, done.stderr
     assert "student (PyTorch)" in done.stdout and "student (onnxruntime)" in done.stdout
     assert "students agree on" in done.stdout
+    import json
+
+    saved = json.loads((run / "eval" / "ort.json").read_text())
+    assert saved["splits"]["dev"]["examples"] == 20 and set(saved["splits"]["dev"]["scores"]) == {"student (PyTorch)", "student (onnxruntime)"}
 
 
 @pytest.mark.parametrize("args, message", [
