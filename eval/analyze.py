@@ -95,3 +95,41 @@ def run_label(run_dir: Path) -> str:
         student = json.loads(metrics.read_text())["student"]
         return f"{student['kd']} ({run_dir.name})"
     return run_dir.name
+
+
+def analyze_runs(runs: list[str], layer: int, samples: int, data_dir: str | None, output_dir: str,
+                 batch_size: int = 16) -> dict:
+    """Ranges of the first run's teacher and of every run's student on `samples` dev examples; writes
+    sa_prop_layer<L>.png and analysis_layer<L>.json into output_dir and returns the summary."""
+    from eval.data import encode, load_split
+    from eval.tasks import get_task
+    from kdqat.io import write_json
+    from kdqat.models import load_tokenizer
+    from kdqat.run_dir import open_run
+    from runtime.torch_engine import TorchEngine
+
+    opened = [open_run(r) for r in runs]
+    tasks = {r.task for r in opened}
+    if len(tasks) > 1:
+        raise KdqatError(f"runs of different tasks ({', '.join(sorted(tasks))}): analyse one task at a time")
+    first = opened[0]
+    if first.teacher is None:
+        raise KdqatError(f"{first.root}: its teacher folder cannot be found")
+    task = get_task(first.task)
+    data = data_dir or (first.data_dir if first.data_dir and Path(first.data_dir).is_dir() else None)
+    dev = load_split(task, task.dev_splits[0], data, samples)
+    features = encode(dev, load_tokenizer(str(first.student)), first.max_seq_length)
+    teacher_name = "teacher (fp32)"
+    models = {teacher_name: TorchEngine.teacher(first.teacher).model}
+    for r in opened:
+        models[run_label(r.root)] = TorchEngine.student(r.student).model
+    ranges = {name: attention_ranges(m, features, layer, batch_size) for name, m in models.items()}
+    min_count = max(1, len(dev) // 10)  # positions only a few long examples reach are noise
+    summary = {name: distance(r, ranges[teacher_name], min_count) for name, r in ranges.items() if name != teacher_name}
+    out = Path(output_dir)
+    png = out / f"sa_prop_layer{layer}.png"
+    plot(ranges, png, f"{task.name} layer {layer}", min_count)
+    write_json(out / f"analysis_layer{layer}.json", {
+        "task": task.name, "layer": layer, "examples": len(dev), "summary": summary,
+        "ranges": {n: {k: v.tolist() for k, v in r.items()} for n, r in ranges.items()}})
+    return {"task": task.name, "layer": layer, "examples": len(dev), "summary": summary, "plot": str(png)}

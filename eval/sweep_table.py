@@ -67,3 +67,19 @@ def csv_rows(scores_by_which: dict[str, dict], metric_of: dict[str, str]) -> str
                 writer.writerow([which, row, task, metric_of[task], f"{mean:.4f}", f"{std:.4f}", len(values),
                                  " ".join(f"{v:.4f}" for v in values)])
     return buf.getvalue()
+
+
+def write_tables(folders: dict, root: Path) -> str:
+    """root/sweep.md (last and best tables), sweep.csv and sweep.json; returns the Markdown."""
+    from kdqat.io import write_json, write_text
+
+    tables, scores_by_which, metric_of = [], {}, {}
+    for which in ("last", "best"):
+        scores, metric_of = collect(folders, which)
+        scores_by_which[which] = scores
+        tables.append(f"### {which}\n\n" + markdown(scores, metric_of, which))
+    text = "\n\n".join(tables)
+    write_text(root / "sweep.md", text + "\n")
+    write_text(root / "sweep.csv", csv_rows(scores_by_which, metric_of))
+    write_json(root / "sweep.json", {"cells": [{**cell.__dict__, "folder": str(f)} for cell, f in folders.items()]})
+    return text

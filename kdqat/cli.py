@@ -271,8 +271,7 @@ def sweep(
         TimeElapsedColumn,
     )
 
-    from eval.sweep_table import collect, csv_rows, markdown
-    from kdqat.io import write_json, write_text
+    from eval.sweep_table import write_tables
     from kdqat.sweep import grid, run_sweep
     from kdqat.train import TrainOptions
 
@@ -293,15 +292,7 @@ def sweep(
             bar.update(job, description=f"sweep: {nxt.task} {nxt.preset} seed {nxt.seed}")
 
         folders = run_sweep(cells, root, base, advance)
-    tables, scores_by_which = [], {}
-    for which in ("last", "best"):
-        scores, metric_of = collect(folders, which)
-        scores_by_which[which] = scores
-        tables.append(f"### {which}\n\n" + markdown(scores, metric_of, which))
-    write_text(root / "sweep.md", "\n\n".join(tables) + "\n")
-    write_text(root / "sweep.csv", csv_rows(scores_by_which, metric_of))
-    write_json(root / "sweep.json", {"cells": [{**cell.__dict__, "folder": str(f)} for cell, f in folders.items()]})
-    stdout.print("\n\n".join(tables))
+    stdout.print(write_tables(folders, root))
 
 
 @app.command()
@@ -314,49 +305,21 @@ def analyze(
     batch_size: int = typer.Option(16, help="Examples per forward pass."),
 ) -> None:
     """Plot per token position the min-max range of the attention map and output, teacher vs students."""
-    from pathlib import Path
-
-    from eval.analyze import attention_ranges, distance, plot, run_label
-    from eval.data import encode, load_split
-    from eval.tasks import get_task
-    from kdqat.io import write_json
-    from kdqat.models import load_tokenizer
-    from kdqat.run_dir import open_run
-    from runtime.torch_engine import TorchEngine
-
     if samples <= 0 or batch_size <= 0:
         raise KdqatError("--samples and --batch-size must be positive")
     _quiet_libraries()
-    opened = [open_run(r) for r in runs]
-    tasks = {r.task for r in opened}
-    if len(tasks) > 1:
-        raise KdqatError(f"runs of different tasks ({', '.join(sorted(tasks))}): analyse one task at a time")
-    first = opened[0]
-    if first.teacher is None:
-        raise KdqatError(f"{first.root}: its teacher folder cannot be found")
-    task = get_task(first.task)
-    data = data_dir or (first.data_dir if first.data_dir and Path(first.data_dir).is_dir() else None)
-    dev = load_split(task, task.dev_splits[0], data, samples)
-    features = encode(dev, load_tokenizer(str(first.student)), first.max_seq_length)
-    models = {"teacher (fp32)": TorchEngine.teacher(first.teacher).model}
-    for r in opened:
-        models[run_label(r.root)] = TorchEngine.student(r.student).model
-    ranges = {name: attention_ranges(m, features, layer, batch_size) for name, m in models.items()}
-    min_count = max(1, len(dev) // 10)  # positions only a few long examples reach are noise
-    teacher = ranges["teacher (fp32)"]
-    summary = {name: distance(r, teacher, min_count) for name, r in ranges.items() if name != "teacher (fp32)"}
-    out = Path(output_dir)
-    plot(ranges, out / f"sa_prop_layer{layer}.png", f"{task.name} layer {layer}", min_count)
-    write_json(out / f"analysis_layer{layer}.json", {"task": task.name, "layer": layer, "examples": len(dev),
-               "summary": summary, "ranges": {n: {k: v.tolist() for k, v in r.items()} for n, r in ranges.items()}})
-    table = Table(title=f"{task.name} layer {layer}: distance of each student's ranges from the teacher's ({len(dev)} dev examples)")
+    from eval.analyze import analyze_runs
+
+    result = analyze_runs(runs, layer, samples, data_dir, output_dir, batch_size)
+    task, summary = result["task"], result["summary"]
+    table = Table(title=f"{task} layer {layer}: distance of each student's ranges from the teacher's ({result['examples']} dev examples)")
     for col in ("student", "map range gap", "map width ratio", "output range gap", "output width ratio"):
         table.add_column(col, justify="left" if col == "student" else "right")
     for name, d in summary.items():
         table.add_row(name, f"{d['map_range_gap']:.4f}", f"{d['map_width_ratio']:.3f}",
                       f"{d['output_range_gap']:.4f}", f"{d['output_width_ratio']:.3f}")
     stdout.print(table)
-    stdout.print(f"plot: {out / f'sa_prop_layer{layer}.png'}")
+    stdout.print(f"plot: {result['plot']}")
 
 
 def print_metrics(result: dict) -> None:
