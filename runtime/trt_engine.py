@@ -56,7 +56,8 @@ class ShapeProfile:
         if not (self.min_batch <= batch <= self.max_batch and self.min_seq <= seq <= self.max_seq):
             raise KdqatError(f"input shape [batch {batch}, sequence {seq}] is outside the engine's profile "
                              f"(batch {self.min_batch}..{self.max_batch}, sequence {self.min_seq}..{self.max_seq}); "
-                             "rebuild it with a wider --trt-batch / --trt-seq profile")
+                             "ask for a profile that covers it (kdqat bench --batch-sizes / --seq-lengths, "
+                             "kdqat eval --batch-size) and the engine is rebuilt")
 
 
 def file_sha256(path: Path) -> str:
