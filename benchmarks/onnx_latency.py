@@ -12,6 +12,7 @@ import argparse
 import collections
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,11 +51,13 @@ def profile(path: Path, feeds: dict[str, np.ndarray], runs: int = 3) -> list[tup
     options = ort.SessionOptions()
     options.enable_profiling = True
     options.log_severity_level = 3
-    session = ort.InferenceSession(onnxruntime_cpu(onnx.load(str(path))).SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    for _ in range(runs):
-        session.run(None, feeds)
-    events = json.loads(Path(session.end_profiling()).read_text())
+    with tempfile.TemporaryDirectory() as tmp:  # the trace is read here, not left in the working directory
+        options.profile_file_prefix = str(Path(tmp) / "ort_profile")
+        session = ort.InferenceSession(onnxruntime_cpu(onnx.load(str(path))).SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        for _ in range(runs):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
     per_op = collections.Counter()
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):

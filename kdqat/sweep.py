@@ -47,23 +47,26 @@ def grid(tasks: list[str], presets: list[str], seeds: list[int], gammas: list[fl
 
 def run_sweep(cells: list[Cell], root: Path, base: TrainOptions,
               on_cell: Callable[[Cell, str], None] | None = None) -> dict[Cell, Path]:
-    """Run every unfinished cell; returns each cell's folder. `on_cell(cell, "done"|"ran")` reports progress."""
+    """Run every unfinished cell; returns each cell's folder. `on_cell(cell, "done"|"ran")` reports progress.
+
+    A task's teacher is looked up only when one of its cells still has to run, so a sweep whose cells are
+    all finished tabulates from their metrics.json alone (e.g. results kept without the checkpoints).
+    """
     folders: dict[Cell, Path] = {}
-    teachers: dict[str, Path] = {}
+    first_of: dict[str, Path] = {}
     for cell in cells:
         out = cell.folder(root)
         folders[cell] = out
-        teacher = teachers.get(cell.task)
+        first = first_of.setdefault(cell.task, out)
         if (out / "metrics.json").is_file():
             status = "done"
         else:
+            teacher = None if out == first else _teacher_of(first, base)
             opts = dataclasses.replace(base, task=cell.task, output_dir=str(out), seed=cell.seed, kd=cell.kd,
                                        gamma=cell.gamma, gamma_on=cell.gamma_on,
                                        teacher=str(teacher) if teacher else base.teacher)
             train(opts)
             status = "ran"
-        if cell.task not in teachers:
-            teachers[cell.task] = _teacher_of(out, base)
         if on_cell is not None:
             on_cell(cell, status)
     return folders
@@ -74,5 +77,6 @@ def _teacher_of(first_cell: Path, base: TrainOptions) -> Path:
         return Path(base.teacher)
     teacher = first_cell / "teacher"
     if not (teacher / "config.json").is_file():
-        raise KdqatError(f"{first_cell}: finished but its teacher/ is missing; remove the folder to rerun it")
+        raise KdqatError(f"{first_cell}: its teacher/ is missing, and the task's other cells distil from it; "
+                         "remove that cell's folder to fine-tune the teacher again")
     return teacher

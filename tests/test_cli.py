@@ -38,7 +38,9 @@ def test_report_builds_a_table_from_metrics(tmp_path):
     def run(name, task, metric, teacher, kd, last, best):
         folder = tmp_path / name
         folder.mkdir()
-        rec = lambda v: {"step": 10, "dev": {metric: v}}
+        def rec(v):
+            return {"step": 10, "dev": {metric: v}}
+
         (folder / "metrics.json").write_text(json.dumps({
             "task": task, "metric": metric, "teacher": {"dev": {metric: teacher}},
             "student": {"kd": kd, "act_scale": "static", "best": rec(best), "last": {"static": rec(last)}}}))

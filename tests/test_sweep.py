@@ -57,6 +57,14 @@ def test_sweep_shares_the_teacher_skips_finished_cells_and_tabulates(tmp_path, t
     assert f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} (n=2)" in table[3]
     assert csv_rows({"last": scores}, metric_of).splitlines()[0] == "which,model,task,metric,mean,std,n,scores"
 
+    import shutil
+
+    shutil.rmtree(first / "teacher")  # results kept without checkpoints still tabulate
+    assert set(run_sweep(cells, tmp_path, base)) == set(cells)
+    (cells[3].folder(tmp_path) / "metrics.json").unlink()  # ... but a cell to rerun needs the teacher
+    with pytest.raises(KdqatError, match="teacher/ is missing"):
+        run_sweep(cells, tmp_path, base)
+
 
 def test_cell_folders_are_stable():
     from pathlib import Path

@@ -91,7 +91,9 @@ def test_check_command_exit_codes(tmp_path, deploy):
 
     onnx.save(deploy[0], tmp_path / "ok.onnx")
     onnx.save(deploy[1], tmp_path / "packed.onnx")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "kdqat.cli", "check", *a], capture_output=True, text=True, cwd=tmp_path)
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "kdqat.cli", "check", *args], capture_output=True, text=True, cwd=tmp_path)
+
     assert run("ok.onnx", "--target", "trt").returncode == 0
     done = run("packed.onnx")
     assert done.returncode == 1 and "dtype" in done.stdout and "INT2" in done.stdout
