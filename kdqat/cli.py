@@ -259,6 +259,7 @@ def sweep(
     max_train_samples: Optional[int] = typer.Option(None, help="Use only the first N training examples."),
     max_eval_samples: Optional[int] = typer.Option(None, help="Use only the first N dev examples."),
     progress: bool = typer.Option(True, help="Show the overall progress bar."),
+    table_only: bool = typer.Option(False, help="Train nothing: tabulate the finished cells (others show as '-')."),
 ) -> None:
     """Train a grid of tasks x presets x seeds (one teacher per task, finished cells skipped) and tabulate it."""
     from pathlib import Path
@@ -278,6 +279,9 @@ def sweep(
     cells = grid(_csv(tasks, "--tasks"), _csv(presets, "--presets"), _csv(seeds, "--seeds", int),
                  _csv(gammas, "--gammas", float), gamma_on)
     root = Path(output_dir)
+    if table_only:
+        stdout.print(write_tables({cell: cell.folder(root) for cell in cells}, root))
+        return
     base = TrainOptions(task=cells[0].task, output_dir=str(root), model=model, teacher=teacher, data_dir=data_dir,
                         act_scale=act_scale, epochs=epochs, max_steps=max_steps, max_train_samples=max_train_samples,
                         max_eval_samples=max_eval_samples, progress=False)

@@ -104,3 +104,11 @@ def test_sweep_command_writes_the_tables(tmp_path, tiny_model_dir, glue_dir):
     assert "| full precision (teacher) |" in table and "| map+output |" in table and "### best" in table
     assert (tmp_path / "sweep" / "rte" / "map+output" / "seed1" / "metrics.json").is_file()
     assert (tmp_path / "sweep" / "sweep.csv").read_text().startswith("which,model,task")
+
+    # --table-only trains nothing: a wider grid tabulates the finished cell and leaves the rest empty
+    done = kdqat("sweep", "--output-dir", str(tmp_path / "sweep"), "--tasks", "rte", "--presets", "map,map+output",
+                 "--seeds", "1", "--table-only", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "sweep" / "rte" / "map").exists()
+    rows = {line.split(" | ")[0]: line for line in (tmp_path / "sweep" / "sweep.md").read_text().splitlines()}
+    assert "| map+output" in rows and "| map" not in rows  # a preset with no finished cell has no row
