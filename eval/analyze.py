@@ -13,6 +13,7 @@ from torch import nn
 from kdqat.attention import use_kdqat_attention
 from kdqat.capture import capture
 from kdqat.errors import KdqatError
+from kdqat.io import save_figure
 from runtime.batching import Features, batches
 
 QUANTITIES = ("map", "output")
@@ -82,11 +83,7 @@ def plot(ranges: dict[str, dict[str, np.ndarray]], path: Path, title: str, min_c
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def run_label(run_dir: Path) -> str:

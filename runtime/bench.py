@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from kdqat.errors import KdqatError
-from kdqat.io import write_json
+from kdqat.io import save_figure, write_json
 from kdqat.run_dir import open_run
 from runtime.registry import ENGINES, open_student_engine
 from runtime.torch_engine import TorchEngine
@@ -160,8 +160,4 @@ def plot(record: dict, path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
