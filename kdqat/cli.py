@@ -30,6 +30,7 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_warning()
+    transformers.logging.disable_progress_bar()  # per-model 'Loading weights' bars; training bars are the Trainer's own
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
