@@ -5,6 +5,9 @@
   want. TensorRT wants the int8 form, so this is applied for onnxruntime sessions, not on disk.
 - `pack_weights`: the storage graph, with every weight DequantizeLinear input re-typed to the smallest
   ONNX integer type that holds its codes (INT2 for ternary, INT4 for 4-bit; opset 25, IR version 13).
+- `onnxruntime_cpu`: what an onnxruntime CPU session runs instead of the graph on disk: uint8
+  activations, the embedding Gather before its dequantization, the attention's 1/sqrt(d) folded into
+  k's dequantization scale, and each Linear's bias fused into its integer MatMul.
 """
 
 from __future__ import annotations
@@ -170,6 +173,112 @@ def gather_before_dequantize(model: ModelProto) -> ModelProto:
     return out
 
 
+def _scalar_float(t: TensorProto | None) -> float | None:
+    if t is None or t.data_type != TensorProto.FLOAT:
+        return None
+    a = numpy_helper.to_array(t)
+    return float(a.reshape(())) if a.size == 1 else None
+
+
+def fold_score_scale(model: ModelProto) -> ModelProto:
+    """MatMul(DQ(q), DQ(k)) * c -> MatMul(DQ(q), DQ(k, scale_k * c)): the attention's 1/sqrt(d) goes into
+    k's dequantization scale, which onnxruntime folds into its integer MatMul's output scaling.
+
+    The same product up to float rounding (one multiplication reassociated), and one elementwise pass
+    over every [batch, heads, seq, seq] score tensor less. Only the DequantizeLinear changes; its
+    QuantizeLinear keeps the learned scale. For onnxruntime sessions; TensorRT fuses the Mul itself.
+    """
+    out = ModelProto()
+    out.CopyFrom(model)
+    producers = _producers(out)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in out.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    folded_muls: set[str] = set()  # output names of the Mul nodes that go
+    for node in out.graph.node:
+        if node.op_type != "Mul":
+            continue
+        for i, name in enumerate(node.input):
+            matmul = producers.get(name)
+            c = _scalar_float(_constant_value(out, node.input[1 - i]))
+            if matmul is None or matmul.op_type != "MatMul" or c is None or len(consumers[name]) != 1:
+                continue
+            dq_a, dq_b = (producers.get(x) for x in matmul.input)
+            if any(d is None or d.op_type != "DequantizeLinear" for d in (dq_a, dq_b)) or len(consumers[dq_b.output[0]]) != 1:
+                continue
+            scale = _scalar_float(_constant_value(out, dq_b.input[1]))
+            if scale is None:
+                continue
+            folded = f"{dq_b.output[0]}_kdqat_scaled"
+            out.graph.initializer.append(numpy_helper.from_array(np.array(scale * c, dtype=np.float32), folded))
+            dq_b.input[1] = folded
+            matmul.output[0] = node.output[0]  # the Mul's consumers now read the MatMul
+            folded_muls.add(node.output[0])
+            break
+    kept = [n for n in out.graph.node if not (n.op_type == "Mul" and n.output[0] in folded_muls)]
+    del out.graph.node[:]
+    out.graph.node.extend(kept)
+    return out
+
+
+def fuse_linear_bias(model: ModelProto) -> ModelProto:
+    """Add(MatMul(DQ(x_q), DQ(W_codes)), bias) -> com.microsoft MatMulIntegerToFloat(x_q, W_codes, ..., bias).
+
+    onnxruntime turns DQ -> MatMul into its integer MatMul but leaves the bias as a separate Add, one
+    more pass over every Linear's output; its MatMulIntegerToFloat takes the bias in the same pass.
+    The same arithmetic (integer product, times both scales, plus bias). For onnxruntime CPU sessions
+    only: the graph on disk stays standard ONNX.
+    """
+    out = ModelProto()
+    out.CopyFrom(model)
+    inits = _initializers(out)
+    producers = _producers(out)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in out.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    replaced: dict[str, onnx.NodeProto] = {}  # Add output -> fused node
+    for add in out.graph.node:
+        if add.op_type != "Add":
+            continue
+        for i, name in enumerate(add.input):
+            matmul, bias = producers.get(name), _constant_value(out, add.input[1 - i])
+            if (matmul is None or matmul.op_type != "MatMul" or len(consumers[name]) != 1 or bias is None
+                    or bias.data_type != TensorProto.FLOAT or len(bias.dims) != 1):
+                continue
+            dq_x, dq_w = (producers.get(x) for x in matmul.input)
+            if (dq_x is None or dq_w is None or dq_x.op_type != "DequantizeLinear" or dq_w.op_type != "DequantizeLinear"
+                    or dq_w.input[0] not in inits or inits[dq_w.input[0]].data_type != TensorProto.INT8
+                    or len(inits[dq_w.input[0]].dims) != 2 or len(dq_x.input) != 3):
+                continue
+            if _scalar_float(_constant_value(out, dq_x.input[1])) is None or _scalar_float(_constant_value(out, dq_w.input[1])) is None:
+                continue  # per-tensor scales only
+            bias_name = f"{add.output[0]}_kdqat_bias"
+            out.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(bias), bias_name))
+            w_zero = dq_w.input[2] if len(dq_w.input) > 2 else ""
+            replaced[add.output[0]] = helper.make_node(
+                "MatMulIntegerToFloat",
+                [dq_x.input[0], dq_w.input[0], dq_x.input[1], dq_w.input[1], dq_x.input[2], w_zero, bias_name],
+                [add.output[0]], domain="com.microsoft")
+            break
+    if not replaced:
+        return out
+    nodes = [replaced.get(n.output[0], n) if n.op_type == "Add" else n for n in out.graph.node]
+    used = {name for n in nodes for name in n.input} | {o.name for o in out.graph.output}
+    while True:  # drop the MatMuls and DequantizeLinears nothing reads any more
+        keep = [n for n in nodes if n.op_type not in ("MatMul", "DequantizeLinear") or any(o in used for o in n.output)]
+        if len(keep) == len(nodes):
+            break
+        nodes = keep
+        used = {name for n in nodes for name in n.input} | {o.name for o in out.graph.output}
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    if not any(o.domain == "com.microsoft" for o in out.opset_import):
+        out.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return out
+
+
 def onnxruntime_cpu(model: ModelProto) -> ModelProto:
-    """The in-memory rewrites for onnxruntime's CPU provider, all value-preserving."""
-    return gather_before_dequantize(activations_to_uint8(model))
+    """The in-memory rewrites for onnxruntime's CPU provider, all value-preserving up to float rounding."""
+    return fuse_linear_bias(fold_score_scale(gather_before_dequantize(activations_to_uint8(model))))

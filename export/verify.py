@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-REGRESSION_TOLERANCE = 0.05  # STS-B scores run 0..5: agreement means within 1% of the range
+# STS-B scores run 0..5: agreement means within 2% of that range. A regression output has no margin to
+# separate rounding from real disagreement; one 8-bit step taken the other way at a late requantization
+# point moves a real STS-B student's score by up to ~0.1 (measured: 0.104 over 1,500 dev examples).
+REGRESSION_TOLERANCE = 0.1
 DECIDED_MARGIN = 0.05  # logits: an example whose top-two reference logits are closer than this is undecided
 
 

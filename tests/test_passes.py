@@ -105,3 +105,67 @@ def test_gather_before_dequantize_gives_the_same_rows():
     b = onnxruntime.InferenceSession(rewritten.SerializeToString()).run(None, {"ids": ids})[0]
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(b, codes[ids] * scale[ids][..., None])
+
+
+def test_fold_score_scale_moves_the_constant_into_k_dequantization():
+    from export.passes import fold_score_scale
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["q", "sq", "zp"], ["q8"]),
+         helper.make_node("DequantizeLinear", ["q8", "sq", "zp"], ["qd"]),
+         helper.make_node("QuantizeLinear", ["k", "sk", "zp"], ["k8"]),
+         helper.make_node("DequantizeLinear", ["k8", "sk", "zp"], ["kd"]),
+         helper.make_node("MatMul", ["qd", "kd"], ["raw"]),
+         helper.make_node("Mul", ["raw", "c"], ["scores"]),
+         helper.make_node("Softmax", ["scores"], ["probs"])],
+        "s", [helper.make_tensor_value_info("q", TensorProto.FLOAT, [2, 5, 8]),
+              helper.make_tensor_value_info("k", TensorProto.FLOAT, [2, 8, 5])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [2, 5, 5])],
+        [numpy_helper.from_array(np.array(0.02, np.float32), "sq"), numpy_helper.from_array(np.array(0.03, np.float32), "sk"),
+         numpy_helper.from_array(np.array(0, np.int8), "zp"), numpy_helper.from_array(np.array(0.125, np.float32), "c")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    folded = fold_score_scale(model)
+    onnx.checker.check_model(folded, full_check=True)
+    assert [n.op_type for n in folded.graph.node].count("Mul") == 0
+    dq_k = next(n for n in folded.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "k8")
+    assert numpy_helper.to_array(next(t for t in folded.graph.initializer if t.name == dq_k.input[1])) == np.float32(0.03 * 0.125)
+    q_k = next(n for n in folded.graph.node if n.op_type == "QuantizeLinear" and n.output[0] == "k8")
+    assert q_k.input[1] == "sk"  # the quantization itself keeps the learned scale
+    feeds = {"q": rng.normal(size=(2, 5, 8)).astype(np.float32), "k": rng.normal(size=(2, 8, 5)).astype(np.float32)}
+    a = onnxruntime.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+    b = onnxruntime.InferenceSession(folded.SerializeToString()).run(None, feeds)[0]
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    # a Mul whose MatMul is not fed by two DequantizeLinears is left alone
+    plain = helper.make_model(helper.make_graph(
+        [helper.make_node("MatMul", ["q", "k"], ["raw"]), helper.make_node("Mul", ["raw", "c"], ["scores"])], "p",
+        [helper.make_tensor_value_info("q", TensorProto.FLOAT, [2, 5, 8]), helper.make_tensor_value_info("k", TensorProto.FLOAT, [2, 8, 5])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [2, 5, 5])],
+        [numpy_helper.from_array(np.array(0.125, np.float32), "c")]), opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    assert [n.op_type for n in fold_score_scale(plain).graph.node] == ["MatMul", "Mul"]
+
+
+def test_fuse_linear_bias_gives_one_integer_matmul_with_the_same_output():
+    from export.passes import activations_to_uint8, fuse_linear_bias
+
+    rng = np.random.default_rng(1)
+    codes = rng.integers(-1, 2, (8, 6)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("QuantizeLinear", ["x", "sx", "zp"], ["xq"]),
+         helper.make_node("DequantizeLinear", ["xq", "sx", "zp"], ["xd"]),
+         helper.make_node("DequantizeLinear", ["codes", "sw"], ["w"]),
+         helper.make_node("MatMul", ["xd", "w"], ["xw"]),
+         helper.make_node("Add", ["xw", "bias"], ["y"])],
+        "l", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4, 6])],
+        [numpy_helper.from_array(np.array(0.02, np.float32), "sx"), numpy_helper.from_array(np.array(0, np.int8), "zp"),
+         numpy_helper.from_array(codes, "codes"), numpy_helper.from_array(np.array(0.7, np.float32), "sw"),
+         numpy_helper.from_array(rng.normal(size=6).astype(np.float32), "bias")])
+    model = activations_to_uint8(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9))
+    fused = fuse_linear_bias(model)
+    assert [n.op_type for n in fused.graph.node] == ["QuantizeLinear", "MatMulIntegerToFloat"]
+    assert fused.graph.node[1].domain == "com.microsoft" and fused.graph.node[1].input[1] == "codes"
+    x = {"x": rng.normal(scale=1.5, size=(3, 4, 8)).astype(np.float32)}
+    a = onnxruntime.InferenceSession(model.SerializeToString()).run(None, x)[0]
+    b = onnxruntime.InferenceSession(fused.SerializeToString()).run(None, x)[0]
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
