@@ -33,6 +33,15 @@ def _producers(model: ModelProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in model.graph.node for out in node.output}
 
 
+def _consumers(model: ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    """Each value name -> the nodes that read it."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return consumers
+
+
 def _is_scalar_zero_int8(t: TensorProto | None) -> bool:
     if t is None or t.data_type != TensorProto.INT8:
         return False
@@ -142,10 +151,7 @@ def gather_before_dequantize(model: ModelProto) -> ModelProto:
     out = ModelProto()
     out.CopyFrom(model)
     inits = _initializers(out)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in out.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(out)
     nodes = []
     for node in out.graph.node:
         users = consumers.get(node.output[0], []) if node.output else []
@@ -191,10 +197,7 @@ def fold_score_scale(model: ModelProto) -> ModelProto:
     out = ModelProto()
     out.CopyFrom(model)
     producers = _producers(out)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in out.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(out)
     folded_muls: set[str] = set()  # output names of the Mul nodes that go
     for node in out.graph.node:
         if node.op_type != "Mul":
@@ -234,10 +237,7 @@ def fuse_linear_bias(model: ModelProto) -> ModelProto:
     out.CopyFrom(model)
     inits = _initializers(out)
     producers = _producers(out)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in out.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(out)
     replaced: dict[str, onnx.NodeProto] = {}  # Add output -> fused node
     for add in out.graph.node:
         if add.op_type != "Add":
