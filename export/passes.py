@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import ml_dtypes
 import numpy as np
 import onnx
@@ -49,15 +51,20 @@ def _is_scalar_zero_int8(t: TensorProto | None) -> bool:
     return a.size == 1 and int(a.reshape(())) == 0
 
 
-def _constant_value(model: ModelProto, name: str) -> TensorProto | None:
-    """The tensor behind `name`, whether an initializer or the output of a Constant node."""
-    init = _initializers(model).get(name)
-    if init is not None:
-        return init
-    node = _producers(model).get(name)
-    if node is not None and node.op_type == "Constant":
-        return next((a.t for a in node.attribute if a.name == "value"), None)
-    return None
+def _constants(model: ModelProto) -> Callable[[str], TensorProto | None]:
+    """A lookup of the tensor behind a value name, whether an initializer or a Constant node's output
+    (None for computed values). Built once per pass: the graph's maps are not rebuilt per query."""
+    inits, producers = _initializers(model), _producers(model)
+
+    def constant(name: str) -> TensorProto | None:
+        if name in inits:
+            return inits[name]
+        node = producers.get(name)
+        if node is not None and node.op_type == "Constant":
+            return next((a.t for a in node.attribute if a.name == "value"), None)
+        return None
+
+    return constant
 
 
 def activations_to_uint8(model: ModelProto) -> ModelProto:
@@ -68,8 +75,9 @@ def activations_to_uint8(model: ModelProto) -> ModelProto:
     zp_name = "kdqat_uint8_zero_point_128"
     out.graph.initializer.append(numpy_helper.from_array(np.array(128, dtype=np.uint8), zp_name))
     quantized: set[str] = set()
+    constant = _constants(out)
     for node in out.graph.node:
-        if node.op_type == "QuantizeLinear" and len(node.input) == 3 and _is_scalar_zero_int8(_constant_value(out, node.input[2])):
+        if node.op_type == "QuantizeLinear" and len(node.input) == 3 and _is_scalar_zero_int8(constant(node.input[2])):
             node.input[2] = zp_name
             quantized.add(node.output[0])
     for node in out.graph.node:
@@ -196,21 +204,20 @@ def fold_score_scale(model: ModelProto) -> ModelProto:
     """
     out = ModelProto()
     out.CopyFrom(model)
-    producers = _producers(out)
-    consumers = _consumers(out)
+    producers, consumers, constant = _producers(out), _consumers(out), _constants(out)
     folded_muls: set[str] = set()  # output names of the Mul nodes that go
     for node in out.graph.node:
         if node.op_type != "Mul":
             continue
         for i, name in enumerate(node.input):
             matmul = producers.get(name)
-            c = _scalar_float(_constant_value(out, node.input[1 - i]))
+            c = _scalar_float(constant(node.input[1 - i]))
             if matmul is None or matmul.op_type != "MatMul" or c is None or len(consumers[name]) != 1:
                 continue
             dq_a, dq_b = (producers.get(x) for x in matmul.input)
             if any(d is None or d.op_type != "DequantizeLinear" for d in (dq_a, dq_b)) or len(consumers[dq_b.output[0]]) != 1:
                 continue
-            scale = _scalar_float(_constant_value(out, dq_b.input[1]))
+            scale = _scalar_float(constant(dq_b.input[1]))
             if scale is None:
                 continue
             folded = f"{dq_b.output[0]}_kdqat_scaled"
@@ -235,15 +242,14 @@ def fuse_linear_bias(model: ModelProto) -> ModelProto:
     """
     out = ModelProto()
     out.CopyFrom(model)
-    inits = _initializers(out)
-    producers = _producers(out)
-    consumers = _consumers(out)
-    replaced: dict[str, onnx.NodeProto] = {}  # Add output -> fused node
+    inits, producers, consumers, constant = _initializers(out), _producers(out), _consumers(out), _constants(out)
+    fused: dict[str, onnx.NodeProto] = {}  # Add output -> the node replacing it
+    gone: set[str] = set()  # output names of the MatMuls folded into a fused node
     for add in out.graph.node:
         if add.op_type != "Add":
             continue
         for i, name in enumerate(add.input):
-            matmul, bias = producers.get(name), _constant_value(out, add.input[1 - i])
+            matmul, bias = producers.get(name), constant(add.input[1 - i])
             if (matmul is None or matmul.op_type != "MatMul" or len(consumers[name]) != 1 or bias is None
                     or bias.data_type != TensorProto.FLOAT or len(bias.dims) != 1):
                 continue
@@ -252,26 +258,26 @@ def fuse_linear_bias(model: ModelProto) -> ModelProto:
                     or dq_w.input[0] not in inits or inits[dq_w.input[0]].data_type != TensorProto.INT8
                     or len(inits[dq_w.input[0]].dims) != 2 or len(dq_x.input) != 3):
                 continue
-            if _scalar_float(_constant_value(out, dq_x.input[1])) is None or _scalar_float(_constant_value(out, dq_w.input[1])) is None:
+            if _scalar_float(constant(dq_x.input[1])) is None or _scalar_float(constant(dq_w.input[1])) is None:
                 continue  # per-tensor scales only
             bias_name = f"{add.output[0]}_kdqat_bias"
             out.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(bias), bias_name))
             w_zero = dq_w.input[2] if len(dq_w.input) > 2 else ""
-            replaced[add.output[0]] = helper.make_node(
+            fused[add.output[0]] = helper.make_node(
                 "MatMulIntegerToFloat",
                 [dq_x.input[0], dq_w.input[0], dq_x.input[1], dq_w.input[1], dq_x.input[2], w_zero, bias_name],
                 [add.output[0]], domain="com.microsoft")
+            gone.add(name)
             break
-    if not replaced:
+    if not fused:
         return out
-    nodes = [replaced.get(n.output[0], n) if n.op_type == "Add" else n for n in out.graph.node]
-    used = {name for n in nodes for name in n.input} | {o.name for o in out.graph.output}
-    while True:  # drop the MatMuls and DequantizeLinears nothing reads any more
-        keep = [n for n in nodes if n.op_type not in ("MatMul", "DequantizeLinear") or any(o in used for o in n.output)]
-        if len(keep) == len(nodes):
-            break
-        nodes = keep
-        used = {name for n in nodes for name in n.input} | {o.name for o in out.graph.output}
+
+    def unused_dequantize(node: onnx.NodeProto) -> bool:  # read only by MatMuls that were folded
+        readers = consumers.get(node.output[0], [])
+        return node.op_type == "DequantizeLinear" and bool(readers) and all(r.output[0] in gone for r in readers)
+
+    nodes = [fused.get(n.output[0], n) if n.op_type == "Add" else n for n in out.graph.node
+             if not (n.op_type == "MatMul" and n.output[0] in gone) and not unused_dequantize(n)]
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     if not any(o.domain == "com.microsoft" for o in out.opset_import):
