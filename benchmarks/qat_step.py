@@ -2,7 +2,8 @@
 
 QAT step = teacher forward (no grad) + W2/A8 student forward/backward with the map+output losses +
 optimizer step; plain step = float forward/backward + optimizer step. Prints both and their ratio.
-Run: python benchmarks/qat_step.py [--batch-size 32] [--seq-len 128] [--steps 5]
+Both steps run in one process with the same malloc settings as `kdqat train` (--glibc-defaults: without).
+Run: python benchmarks/qat_step.py [--batch-size 32] [--seq-len 128] [--steps 8]
 """
 
 from __future__ import annotations
@@ -17,19 +18,25 @@ import torch
 from eval.tasks import get_task
 from kdqat import QuantConfig, prepare
 from kdqat.attention import use_kdqat_attention
+from kdqat.cpu_memory import keep_freed_memory
 from kdqat.distill import distillation_losses, run_captured
 from kdqat.losses import loss_weights
 from kdqat.models import DEFAULT_MODEL, load_classifier
 
 
-def timed(step, steps: int) -> float:
-    step()  # warm-up
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed_pair(first, second, rounds: int) -> tuple[float, float]:
+    """Median seconds of each step, warmed up twice and then run alternately, so that drift in the
+    machine's speed (frequency, other load, allocator warm-up) affects both the same way."""
+    for _ in range(2):
+        first()
+        second()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for step, out in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            step()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def main() -> None:
@@ -37,9 +44,12 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=8, help="timed rounds (one step of each kind per round)")
     parser.add_argument("--kd", default="map+output")
+    parser.add_argument("--glibc-defaults", action="store_true",
+                        help="leave glibc malloc untuned (kdqat train tunes it: see kdqat/cpu_memory.py)")
     args = parser.parse_args()
+    tuned = False if args.glibc_defaults else keep_freed_memory()
     torch.manual_seed(0)
     task = get_task("rte")
     teacher = load_classifier(args.model, task).train()
@@ -70,9 +80,9 @@ def main() -> None:
         sum(weights[k] * v for k, v in terms.items()).backward()
         opt.step()
 
-    t_plain = timed(plain_step, args.steps)
-    t_qat = timed(qat_step, args.steps)
-    print(f"model={args.model} batch={args.batch_size} seq={args.seq_len} threads={torch.get_num_threads()} kd={args.kd}")
+    t_plain, t_qat = timed_pair(plain_step, qat_step, args.steps)
+    print(f"model={args.model} batch={args.batch_size} seq={args.seq_len} threads={torch.get_num_threads()} kd={args.kd} "
+          f"malloc={'tuned' if tuned else 'glibc defaults'}")
     print(f"plain fine-tuning step: {t_plain * 1000:8.1f} ms")
     print(f"QAT + KD step:          {t_qat * 1000:8.1f} ms")
     print(f"ratio:                  {t_qat / t_plain:8.2f}x (target <= 1.8x)")

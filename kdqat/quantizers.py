@@ -47,19 +47,18 @@ def uniform_codes_and_scale(w: torch.Tensor, bits: int, per_row: bool = False) -
 class _ClippedSTE(torch.autograd.Function):
     """Forward: the quantized value. Backward: identity inside [-clip, clip], zero outside (straight-through).
 
-    `clip` may be a 0-d tensor (a learned range), so no device-to-host copy is needed.
+    `clip` may be a 0-d tensor (a learned range), so no device-to-host copy is needed. The forward keeps
+    the one-byte inside-mask rather than `x`: the backward is then a single multiply.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, clip: float | torch.Tensor, quantized: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.clip = clip
+        ctx.save_for_backward(x.abs() <= clip)
         return quantized
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        inside = (x.abs() <= ctx.clip).to(grad.dtype)
+        (inside,) = ctx.saved_tensors
         return grad * inside, None, None
 
 
@@ -134,8 +133,10 @@ class ActQuantizer(nn.Module):
     def qmax(self) -> int:
         return 2 ** (self.bits - 1) - 1
 
-    def _observe(self, xc: torch.Tensor) -> None:
-        batch_max = xc.detach().abs().amax().float()
+    def _observe(self, x: torch.Tensor) -> None:
+        """Update the running max with max|clip(x)| = min(max|x|, clip), read in one pass over x."""
+        low, high = torch.aminmax(x.detach())
+        batch_max = torch.maximum(-low, high).clamp_max(self.clip).float()
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(batch_max, op=dist.ReduceOp.MAX)
         ema = self.amax * self.momentum + batch_max * (1.0 - self.momentum)
@@ -163,9 +164,9 @@ class ActQuantizer(nn.Module):
             s = self.qmax / xc.detach().abs().amax().clamp_min(1e-8)
             return straight_through(x, self.clip, torch.round(xc * s) / s)
         if self.training:
-            self._observe(x.clamp(-self.clip, self.clip))
+            self._observe(x)
         step = self.step().to(x.dtype)
-        q = torch.round(x / step).clamp(-self.qmax - 1, self.qmax) * step
+        q = (x.detach() / step).round_().clamp_(-self.qmax - 1, self.qmax).mul_(step)  # one buffer, in place
         # gradients pass where the value is representable (|x| <= amax <= clip); a copy, since the running
         # max moves in place before this backward may run
         return straight_through(x, self.amax.clone(), q)

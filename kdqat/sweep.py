@@ -1,8 +1,9 @@
 """`kdqat sweep`: tasks x distillation presets x seeds, one teacher per task, resumable cell by cell.
 
-Layout: OUT/<task>/<preset>/seed<S>/ is a `kdqat train` folder. The first cell of each task fine-tunes the
-task's teacher (into its own teacher/); every other cell of the task distils from that same teacher. A cell
-whose metrics.json exists is finished and is not run again; an interrupted one resumes from its checkpoint.
+Layout: OUT/<task>/<preset>/seed<S>/ is a `kdqat train` folder. The first cell of a task to run fine-tunes
+the task's teacher (into its own teacher/); every later cell of the task, in this sweep or in one that
+extends the grid with more presets or seeds, distils from that same teacher. A cell whose metrics.json
+exists is finished and is not run again; an interrupted one resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -53,18 +54,16 @@ def run_sweep(cells: list[Cell], root: Path, base: TrainOptions,
     all finished tabulates from their metrics.json alone (e.g. results kept without the checkpoints).
     """
     folders: dict[Cell, Path] = {}
-    first_of: dict[str, Path] = {}
     for cell in cells:
         out = cell.folder(root)
         folders[cell] = out
-        first = first_of.setdefault(cell.task, out)
         if (out / "metrics.json").is_file():
             status = "done"
         else:
-            teacher = None if out == first else _teacher_of(first, base)
+            teacher = _task_teacher(root, cell.task, base)
             opts = dataclasses.replace(base, task=cell.task, output_dir=str(out), seed=cell.seed, kd=cell.kd,
                                        gamma=cell.gamma, gamma_on=cell.gamma_on,
-                                       teacher=str(teacher) if teacher else base.teacher)
+                                       teacher=str(teacher) if teacher else None)
             train(opts)
             status = "ran"
         if on_cell is not None:
@@ -72,11 +71,15 @@ def run_sweep(cells: list[Cell], root: Path, base: TrainOptions,
     return folders
 
 
-def _teacher_of(first_cell: Path, base: TrainOptions) -> Path:
+def _task_teacher(root: Path, task: str, base: TrainOptions) -> Path | None:
+    """--teacher, else the teacher a cell of the task fine-tuned earlier; None: this cell fine-tunes it."""
     if base.teacher:
         return Path(base.teacher)
-    teacher = first_cell / "teacher"
-    if not (teacher / "config.json").is_file():
-        raise KdqatError(f"{first_cell}: its teacher/ is missing, and the task's other cells distil from it; "
-                         "remove that cell's folder to fine-tune the teacher again")
-    return teacher
+    teachers = sorted(p.parent for p in root.glob(f"{task}/*/seed*/teacher/config.json"))
+    if teachers:
+        return teachers[0]
+    finished = sorted(root.glob(f"{task}/*/seed*/metrics.json"))
+    if finished:
+        raise KdqatError(f"{finished[0].parent}: finished {task} cells exist but no teacher/ is left for the others "
+                         "to distil from; give --teacher (the same fine-tuned teacher) or remove those cells")
+    return None

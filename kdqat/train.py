@@ -37,6 +37,7 @@ from eval.tasks import GlueTask, get_task
 from kdqat import __version__
 from kdqat.config import QuantConfig
 from kdqat.distill import DistillationTrainer
+from kdqat.cpu_memory import keep_freed_memory
 from kdqat.errors import KdqatError
 from kdqat.io import atomic_dir, write_json
 from kdqat.losses import loss_weights
@@ -252,6 +253,7 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
     task = get_task(opts.task)
     out = Path(opts.output_dir)
     check_resumable(out, opts)
+    keep_freed_memory()  # CPU steps stop re-faulting their activations; results are unchanged
     set_seed(opts.seed)  # the teacher's new classifier head is drawn before any Trainer exists
     write_json(out / "config.json", {"kdqat_version": __version__, "torch": torch.__version__, "options": dataclasses.asdict(opts)})
 

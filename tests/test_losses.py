@@ -80,3 +80,19 @@ def test_presets_and_unified_form():
         loss_weights(gamma=0.5)
     with pytest.raises(KdqatError, match=r"\[0, 1\]"):
         loss_weights(gamma=1.5, gamma_on="map")
+
+
+def test_map_loss_gradient_matches_the_plain_kl_formula():
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    additive = (1.0 - mask.float())[:, None, None, :] * -1e9
+    t = torch.softmax(torch.randn(2, 2, 4, 4) + additive, -1)
+    x = torch.randn(2, 2, 4, 4, requires_grad=True)
+    map_loss([torch.softmax(x + additive, -1)], [t], mask).backward()
+    x_ref = x.detach().clone().requires_grad_(True)
+    s = torch.softmax(x_ref + additive, -1)
+    pairs = mask.float()[:, None, :, None] * mask.float()[:, None, None, :]
+    kl = (torch.xlogy(t, t) - t * torch.log(s.clamp_min(1e-12))) * pairs
+    (kl.sum((-1, -2)) / mask.sum(-1)[:, None]).mean().backward()
+    assert torch.allclose(x.grad, x_ref.grad, atol=1e-6)
+    assert x.grad.abs().sum() > 0

@@ -62,8 +62,22 @@ def test_sweep_shares_the_teacher_skips_finished_cells_and_tabulates(tmp_path, t
     shutil.rmtree(first / "teacher")  # results kept without checkpoints still tabulate
     assert set(run_sweep(cells, tmp_path, base)) == set(cells)
     (cells[3].folder(tmp_path) / "metrics.json").unlink()  # ... but a cell to rerun needs the teacher
-    with pytest.raises(KdqatError, match="teacher/ is missing"):
+    with pytest.raises(KdqatError, match="no teacher/ is left"):
         run_sweep(cells, tmp_path, base)
+
+
+def test_an_extended_sweep_reuses_the_task_teacher(tmp_path, tiny_model_dir, glue_dir):
+    base = TrainOptions(task="rte", output_dir=str(tmp_path), model=str(tiny_model_dir), data_dir=str(glue_dir),
+                        max_train_samples=16, max_eval_samples=8, batch_size=8, max_steps=1, progress=False)
+    first = grid(["rte"], ["ternarybert"], [1])
+    run_sweep(first, tmp_path, base)
+    teacher = first[0].folder(tmp_path) / "teacher"
+    more = grid(["rte"], ["map"], [1])  # a later sweep adds a preset: its first cell must not fine-tune anew
+    run_sweep(more, tmp_path, base)
+    import json
+
+    assert not (more[0].folder(tmp_path) / "teacher").exists()
+    assert json.loads((more[0].folder(tmp_path) / "config.json").read_text())["options"]["teacher"] == str(teacher)
 
 
 def test_cell_folders_are_stable():
