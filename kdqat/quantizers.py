@@ -167,9 +167,9 @@ class ActQuantizer(nn.Module):
             self._observe(x)
         step = self.step().to(x.dtype)
         q = (x.detach() / step).round_().clamp_(-self.qmax - 1, self.qmax).mul_(step)  # one buffer, in place
-        # gradients pass where the value is representable (|x| <= amax <= clip); a copy, since the running
-        # max moves in place before this backward may run
-        return straight_through(x, self.amax.clone(), q)
+        # gradients pass where the value is representable (|x| <= amax <= clip); the mask is taken now,
+        # before the running max moves on
+        return straight_through(x, self.amax, q)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, mode={self.mode}, clip={self.clip}"

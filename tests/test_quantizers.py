@@ -91,6 +91,16 @@ def test_static_scale_saturates_and_stops_gradient_beyond_amax():
     torch.testing.assert_close(x.grad, torch.tensor([1.0, 0.0]))
 
 
+def test_static_gradient_uses_the_range_of_its_own_forward_pass():
+    q = ActQuantizer(QuantConfig(act_scale="static", ema_momentum=0.0)).train()
+    q(torch.tensor([1.0]))  # amax = 1.0
+    x = torch.tensor([0.5, 1.5], requires_grad=True)
+    out = q(x)  # momentum 0: amax becomes 1.5 during this call, the mask is taken after the update
+    q(torch.tensor([0.25]))  # the next batch moves amax to 0.25 before the backward runs
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([1.0, 1.0]))
+
+
 def test_activation_gradient_is_straight_through_inside_clip():
     x = torch.tensor([0.3, -2.6, 1.7], requires_grad=True)
     ActQuantizer(QuantConfig(act_scale="dynamic"))(x).sum().backward()
