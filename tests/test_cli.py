@@ -104,6 +104,7 @@ def test_sweep_command_writes_the_tables(tmp_path, tiny_model_dir, glue_dir):
     assert "| full precision (teacher) |" in table and "| map+output |" in table and "### best" in table
     assert (tmp_path / "sweep" / "rte" / "map+output" / "seed1" / "metrics.json").is_file()
     assert (tmp_path / "sweep" / "sweep.csv").read_text().startswith("which,model,task")
+    assert (tmp_path / "sweep" / "sweep.png").read_bytes().startswith(b"\x89PNG")
 
     # --table-only trains nothing: a wider grid tabulates the finished cell and leaves the rest empty
     done = kdqat("sweep", "--output-dir", str(tmp_path / "sweep"), "--tasks", "rte", "--presets", "map,map+output",

@@ -84,3 +84,26 @@ def test_cell_folders_are_stable():
     from pathlib import Path
 
     assert Cell("rte", "map", 42).folder(Path("out")) == Path("out/rte/map/seed42")
+
+
+def test_sweep_plot_shows_every_seed_its_mean_and_the_teacher():
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.collections import LineCollection, PathCollection
+
+    from eval.sweep_plot import plot_sweep
+
+    scores = {FULL_PRECISION: {"rte": [57.0], "cola": [25.6]},
+              "ternarybert": {"rte": [54.9, 55.6, 53.1], "cola": [15.0]},
+              "map+output": {"rte": [53.1, 52.0, 54.2]}}  # no cola cell yet: its panel leaves it out
+    fig = plot_sweep({"last": scores, "best": scores}, {"rte": "dev_accuracy", "cola": "dev_mcc"})
+    assert len(fig.axes) == 4 and [a.get_title() for a in fig.axes[:2]] == ["rte, last epoch", "cola, last epoch"]
+    rte, cola = fig.axes[0], fig.axes[1]
+    dots = [sorted(c.get_offsets()[:, 1]) for c in rte.collections if isinstance(c, PathCollection)]
+    assert dots == [sorted(scores["ternarybert"]["rte"]), sorted(scores["map+output"]["rte"])]
+    means = [seg[0][1] for c in rte.collections if isinstance(c, LineCollection) for seg in c.get_segments()]
+    assert np.allclose(means, [np.mean(scores["ternarybert"]["rte"]), np.mean(scores["map+output"]["rte"])])
+    assert [line.get_ydata()[0] for line in rte.get_lines()] == [57.0]  # the teacher's dashed line
+    assert len([c for c in cola.collections if isinstance(c, PathCollection)]) == 1
+    assert [t.get_text() for t in cola.get_xticklabels()] == ["ternarybert", "map+output"]
+    plt.close(fig)
