@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eval.sweep_table import FULL_PRECISION
+from eval.sweep_table import FULL_PRECISION, metric_label
 
 
 def plot_sweep(scores_by_which: dict[str, dict], metric_of: dict[str, str]) -> Any:
@@ -33,7 +33,7 @@ def plot_sweep(scores_by_which: dict[str, dict], metric_of: dict[str, str]) -> A
                 ax.axhline(teacher, color="black", linestyle="--", linewidth=1)
             ax.set_xticks(range(len(presets)), presets, rotation=20, fontsize=8)
             ax.set_title(f"{task}, {which} epoch", fontsize=9)
-            ax.set_ylabel(metric_of[task].split("_", 1)[1], fontsize=8)
+            ax.set_ylabel(metric_label(metric_of[task]), fontsize=8)
             ax.grid(axis="y", alpha=0.3)
     fig.suptitle("W2/A8 students per seed (dots), their mean (bar), the full-precision teacher (dashed)", fontsize=10)
     fig.tight_layout()

@@ -33,13 +33,18 @@ def collect(cell_dirs: dict, which: str) -> tuple[dict[str, dict[str, list[float
     return scores, metric_of
 
 
+def metric_label(key: str) -> str:
+    """'dev_accuracy' -> 'accuracy': how a metric key is shown in tables and plots."""
+    return key.split("_", 1)[1]
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def markdown(scores: dict, metric_of: dict[str, str], which: str) -> str:
     tasks = list(metric_of)
-    lines = [f"| {which} | " + " | ".join(f"{t} ({metric_of[t].split('_', 1)[1]})" for t in tasks) + " | avg |",
+    lines = [f"| {which} | " + " | ".join(f"{t} ({metric_label(metric_of[t])})" for t in tasks) + " | avg |",
              "|---" * (len(tasks) + 2) + "|"]
     for row, per_task in scores.items():
         cells, means = [], []
