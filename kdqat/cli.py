@@ -61,12 +61,17 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="Global batch size (default per task: CoLA 16, others 32)."),
     max_seq_length: Optional[int] = typer.Option(None, help="Max tokens per example (default per task: CoLA/SST-2 64, others 128)."),
     learning_rate: float = typer.Option(2e-5, help="Student learning rate."),
+    optimizer: str = typer.Option("bertadam", help="Student optimizer: bertadam (the paper's: no bias correction, per-parameter clip) or adamw."),
     teacher_learning_rate: float = typer.Option(5e-5, help="Teacher fine-tuning learning rate."),
     teacher_epochs: float = typer.Option(3.0, help="Teacher fine-tuning epochs."),
+    teacher_optimizer: str = typer.Option("adamw", help="Teacher optimizer: adamw or bertadam."),
+    teacher_only: bool = typer.Option(False, "--teacher-only", help="Stop after fine-tuning the teacher (metrics.json then holds its scores)."),
     seed: int = typer.Option(42, help="Random seed (data order, dropout, head initialisation)."),
     max_train_samples: Optional[int] = typer.Option(None, help="Use only the first N training examples."),
     max_eval_samples: Optional[int] = typer.Option(None, help="Use only the first N dev examples."),
-    eval_steps: Optional[int] = typer.Option(None, help="Evaluate and checkpoint every N steps (default: every epoch)."),
+    eval_steps: Optional[int] = typer.Option(None, help="Evaluate on dev and checkpoint every N steps (default per task: RTE 20, CoLA 50, STS-B/SST-2 100)."),
+    keep: str = typer.Option("best", help="Which model each stage keeps in teacher/ and student/: best (best dev evaluation) or last."),
+    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Keep each stage's resumable checkpoints after it completes."),
     logging_steps: int = typer.Option(20, help="Log the losses every N steps."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
@@ -334,10 +339,15 @@ def print_metrics(result: dict) -> None:
     table.add_column(metric, justify="right")
     table.add_row("teacher (fp32)", f"{result['teacher']['dev'][metric]:.2f}")
     student = result["student"]
+    if student is None:  # --teacher-only
+        stdout.print(table)
+        return
     if student["best"]:
-        table.add_row(f"student best (step {student['best']['step']})", f"{student['best']['dev'][metric]:.2f}")
+        kept = " (kept in student/)" if student["kept"] == "best" else ""
+        table.add_row(f"student best (step {student['best']['step']}){kept}", f"{student['best']['dev'][metric]:.2f}")
     for mode, rec in student["last"].items():
-        table.add_row(f"student last, {mode} scales", f"{rec['dev'][metric]:.2f}")
+        kept = " (kept in student/)" if student["kept"] == "last" and mode != "dynamic" else ""
+        table.add_row(f"student last (step {rec['step']}), {mode} scales{kept}", f"{rec['dev'][metric]:.2f}")
     stdout.print(table)
 
 

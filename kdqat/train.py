@@ -4,9 +4,13 @@ Layout of an output folder:
     config.json       the resolved configuration of the run (checked on resume)
     teacher/          fine-tuned teacher (Hugging Face folder + tokenizer)
     student/          fake-quant student: Hugging Face folder + quant_config.json + quant_scales.safetensors
-    metrics.json      teacher scores, student best and last scores (static and dynamic scales)
+    metrics.json      teacher scores, student best and last scores (static and dynamic scales), every evaluation
     logs/*.jsonl      one JSON line per logging step and evaluation
-    checkpoints/      resumable Trainer checkpoints of each stage
+    checkpoints/      resumable Trainer checkpoints of each stage (removed when the stage completes,
+                      unless keep_checkpoints)
+
+Each stage evaluates on dev every `eval_steps` steps (per task by default, as the paper's code) and keeps
+the checkpoint of its best evaluation; teacher/ and student/ hold that one unless keep="last".
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
 from transformers import (
     DataCollatorWithPadding,
     PreTrainedModel,
@@ -42,6 +48,7 @@ from kdqat.errors import KdqatError
 from kdqat.io import atomic_dir, write_json
 from kdqat.losses import loss_weights
 from kdqat.models import DEFAULT_MODEL, load_classifier, load_teacher, load_tokenizer
+from kdqat.optim import OPTIMIZERS, optimizer_cls_and_kwargs
 from kdqat.prepare import prepare, save_student, set_act_scale_mode
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,11 @@ log = logging.getLogger(__name__)
 # REFERENCE.md section 1: batch size / max sequence length per task; everything else is shared.
 TASK_BATCH = {"cola": (16, 64), "sst2": (32, 64)}
 DEFAULT_BATCH = (32, 128)
+# Dev evaluation interval in steps: the paper's code uses 20 (RTE), 50 (CoLA), 100 (STS-B); the others are
+# chosen for about 20-60 evaluations over 3 epochs of the full training set.
+TASK_EVAL_STEPS = {"rte": 20, "mrpc": 20, "wnli": 10, "cola": 50, "stsb": 100, "sst2": 100,
+                   "qnli": 500, "qqp": 1000, "mnli": 1000}
+KEEP = ("best", "last")
 
 
 @dataclass
@@ -71,14 +83,19 @@ class TrainOptions:
     batch_size: int | None = None
     max_seq_length: int | None = None
     learning_rate: float = 2e-5
+    optimizer: str = "bertadam"
     teacher_learning_rate: float = 5e-5
     teacher_epochs: float = 3.0
+    teacher_optimizer: str = "adamw"
+    teacher_only: bool = False
     warmup: float = 0.1
     weight_decay: float = 0.01
     seed: int = 42
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     eval_steps: int | None = None
+    keep: str = "best"
+    keep_checkpoints: bool = False
     logging_steps: int = 20
     save_total_limit: int = 2
     progress: bool = True
@@ -93,12 +110,18 @@ class TrainOptions:
             task=task.name,
             batch_size=self.batch_size or batch,
             max_seq_length=self.max_seq_length or length,
+            eval_steps=self.eval_steps if self.eval_steps is not None else TASK_EVAL_STEPS[task.name],
             loss_weights=loss_weights(self.kd, self.gamma, self.gamma_on),
         )
         self.quant_config_of(resolved)
-        for name in ("batch_size", "max_seq_length", "logging_steps"):
+        for name in ("batch_size", "max_seq_length", "logging_steps", "eval_steps"):
             if getattr(resolved, name) <= 0:
                 raise KdqatError(f"--{name.replace('_', '-')} must be positive")
+        for name in ("optimizer", "teacher_optimizer"):
+            if getattr(resolved, name) not in OPTIMIZERS:
+                raise KdqatError(f"--{name.replace('_', '-')} {getattr(resolved, name)!r} is not one of {', '.join(OPTIMIZERS)}")
+        if resolved.keep not in KEEP:
+            raise KdqatError(f"--keep {resolved.keep!r} is not one of {', '.join(KEEP)}")
         if resolved.max_steps <= 0 and resolved.epochs <= 0:
             raise KdqatError("--epochs must be positive (or give --max-steps)")
         return resolved
@@ -109,7 +132,7 @@ class TrainOptions:
 
 
 # Fields that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_CHANGES = {"progress", "logging_steps", "save_total_limit"}
+RESUMABLE_CHANGES = {"progress", "logging_steps", "save_total_limit", "keep_checkpoints"}
 
 
 def check_resumable(out: Path, opts: TrainOptions) -> None:
@@ -152,11 +175,13 @@ class JsonlLog(TrainerCallback):
                 f.write(json.dumps(record) + "\n")
 
 
-def training_arguments(opts: TrainOptions, out: Path, stage: str, lr: float, epochs: float) -> TrainingArguments:
+def training_arguments(opts: TrainOptions, out: Path, stage: str, task: GlueTask, lr: float, epochs: float,
+                       optimizer: str) -> TrainingArguments:
+    """Evaluate and checkpoint every eval_steps; the best evaluation's checkpoint is tracked (and spared by
+    the checkpoint rotation) by the task's own metric. BertAdam clips per parameter: no global clip then."""
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
     if opts.batch_size % world:
         raise KdqatError(f"--batch-size {opts.batch_size} is not divisible by the {world} data-parallel processes")
-    evaluate_by_steps = opts.eval_steps is not None
     return TrainingArguments(
         output_dir=str(out / "checkpoints" / stage),
         per_device_train_batch_size=opts.batch_size // world,  # --batch-size is the global batch
@@ -167,11 +192,14 @@ def training_arguments(opts: TrainOptions, out: Path, stage: str, lr: float, epo
         warmup_steps=opts.warmup,  # a float below 1 is a fraction of the total steps
         lr_scheduler_type="linear",
         weight_decay=opts.weight_decay,  # transformers exempts biases and LayerNorm
-        eval_strategy="steps" if evaluate_by_steps else "epoch",
-        save_strategy="steps" if evaluate_by_steps else "epoch",
+        max_grad_norm=0.0 if optimizer == "bertadam" else 1.0,
+        eval_strategy="steps",
+        save_strategy="steps",
         eval_steps=opts.eval_steps,
         save_steps=opts.eval_steps,
         save_total_limit=opts.save_total_limit,
+        metric_for_best_model=task.primary_metric,
+        greater_is_better=True,
         logging_steps=opts.logging_steps,
         seed=opts.seed,
         data_seed=opts.seed,
@@ -207,8 +235,12 @@ def _dev_metrics(record: dict) -> dict[str, float]:
 
 def eval_history(trainer: Trainer, task: GlueTask) -> list[dict]:
     """Step and metrics of every dev evaluation so far, from the Trainer's log (survives resumption)."""
-    key = f"eval_{task.primary_metric}"
-    return [{"step": rec["step"], "dev": _dev_metrics(rec)} for rec in trainer.state.log_history if key in rec]
+    by_step: dict[int, dict[str, float]] = {}
+    for rec in trainer.state.log_history:  # one record per dev split (MNLI has two) at each evaluation
+        metrics = _dev_metrics(rec)
+        if metrics:
+            by_step.setdefault(rec["step"], {}).update(metrics)
+    return [{"step": step, "dev": m} for step, m in by_step.items() if task.primary_metric in m]
 
 
 def evaluate(trainer: Trainer, datasets: dict[str, Dataset]) -> dict[str, float]:
@@ -222,6 +254,53 @@ def _train(trainer: Trainer) -> None:
     trainer.train(resume_from_checkpoint=last)
 
 
+def load_best(trainer: Trainer) -> int | None:
+    """Load the checkpoint of the best dev evaluation into the trainer's model; returns its step
+    (None, and the model left as it is, when no evaluation was checkpointed)."""
+    best = trainer.state.best_model_checkpoint
+    if best is None:
+        return None
+    weights = Path(best) / "model.safetensors"
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # safetensors raises its own error types for a damaged file
+        raise KdqatError(f"{weights}: cannot read the best checkpoint ({e}); delete {best} and rerun to keep the last") from None
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.load_state_dict(state)
+    return trainer.state.best_global_step
+
+
+def remove_checkpoints(opts: TrainOptions, trainer: Trainer) -> None:
+    """A completed stage's resumable checkpoints are dead weight (hundreds of MB each) unless asked for."""
+    if not opts.keep_checkpoints and trainer.is_world_process_zero():
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+
+
+def trainer_kwargs(opts: TrainOptions, out: Path, stage: str, task: GlueTask, lr: float, epochs: float, optimizer: str,
+                   train_set: Dataset, dev: dict[str, Dataset], tokenizer) -> dict:
+    """What both stages pass to their Trainer."""
+    return dict(
+        args=training_arguments(opts, out, stage, task, lr, epochs, optimizer),
+        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(optimizer, lr),
+        train_dataset=train_set,
+        eval_dataset=dev,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=metrics_fn(task),
+    )
+
+
+def stage_summary(trainer: Trainer, task: GlueTask, kept_step: int | None, history: list[dict] | None = None) -> dict:
+    """Every dev evaluation of a stage (`history`, default the trainer's), its best one, and which one the
+    stage's folder holds."""
+    history = eval_history(trainer, task) if history is None else history
+    best = max(history, key=lambda r: r["dev"][task.primary_metric]) if history else None
+    return {"kept": "best" if kept_step is not None else "last", "best": best,
+            "last_step": trainer.state.global_step, "history": history}
+
+
+TEACHER_SUMMARY = "kdqat_training.json"  # in teacher/: how the teacher was fine-tuned, read by later runs
+
+
 def train_teacher(opts: TrainOptions, task: GlueTask, out: Path, train_set: Dataset, dev: dict[str, Dataset], tokenizer) -> PreTrainedModel:
     """Fine-tune the float model on hard labels into out/teacher (skipped if it is already there)."""
     target = out / "teacher"
@@ -231,19 +310,21 @@ def train_teacher(opts: TrainOptions, task: GlueTask, out: Path, train_set: Data
     model = load_classifier(opts.model, task)
     trainer = Trainer(
         model=model,
-        args=training_arguments(opts, out, "teacher", opts.teacher_learning_rate, opts.teacher_epochs),
-        train_dataset=train_set,
-        eval_dataset=dev,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=metrics_fn(task),
         callbacks=[JsonlLog(out / "logs" / "teacher.jsonl", "teacher")],
+        **trainer_kwargs(opts, out, "teacher", task, opts.teacher_learning_rate, opts.teacher_epochs,
+                         opts.teacher_optimizer, train_set, dev, tokenizer),
     )
     _train(trainer)
+    kept = load_best(trainer) if opts.keep == "best" else None
     if trainer.is_world_process_zero():
+        summary = {"learning_rate": opts.teacher_learning_rate, "epochs": opts.teacher_epochs,
+                   "optimizer": opts.teacher_optimizer, "seed": opts.seed, **stage_summary(trainer, task, kept)}
         with atomic_dir(target) as tmp:
             trainer.save_model(str(tmp))
             tokenizer.save_pretrained(tmp)
+            write_json(tmp / TEACHER_SUMMARY, summary)
     trainer.accelerator.wait_for_everyone()
+    remove_checkpoints(opts, trainer)
     return model
 
 
@@ -261,7 +342,14 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
     train_set = tokenize(load_split(task, "train", opts.data_dir, opts.max_train_samples), tokenizer, opts.max_seq_length)
     dev = eval_sets(task, opts, tokenizer)
 
+    teacher_dir = Path(opts.teacher) if opts.teacher else out / "teacher"
     teacher = load_teacher(opts.teacher, task) if opts.teacher else train_teacher(opts, task, out, train_set, dev, tokenizer)
+    if opts.teacher_only:
+        result = {"task": task.name, "metric": task.primary_metric,
+                  "teacher": teacher_record(teacher, teacher_dir, task, dev, tokenizer, opts), "student": None}
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_json(out / "metrics.json", result)
+        return result
 
     student = prepare(copy_of(teacher), TrainOptions.quant_config_of(opts))
     trainer = DistillationTrainer(
@@ -269,62 +357,70 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
         teacher=teacher,
         loss_weights=opts.loss_weights,
         regression=task.is_regression,
-        args=training_arguments(opts, out, "student", opts.learning_rate, opts.epochs),
-        train_dataset=train_set,
-        eval_dataset=dev,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=metrics_fn(task),
         callbacks=[JsonlLog(out / "logs" / "student.jsonl", "student"), *(callbacks or [])],
+        **trainer_kwargs(opts, out, "student", task, opts.learning_rate, opts.epochs, opts.optimizer,
+                         train_set, dev, tokenizer),
     )
     _train(trainer)
-
-    result = summarize(opts, task, trainer, teacher, dev, tokenizer)
+    history = eval_history(trainer, task)  # before the re-scoring below adds its own records
+    last = score_last(opts, task, trainer, dev, history)
+    kept = load_best(trainer) if opts.keep == "best" else None
+    result = {
+        "task": task.name,
+        "metric": task.primary_metric,
+        "metric_names": sorted(last[opts.act_scale]["dev"]),
+        "teacher": teacher_record(teacher, teacher_dir, task, dev, tokenizer, opts),
+        "student": {
+            "kd": opts.kd if opts.gamma is None else f"gamma={opts.gamma} on {opts.gamma_on}",
+            "loss_weights": opts.loss_weights,
+            "act_scale": opts.act_scale,
+            "last": last,
+            **stage_summary(trainer, task, kept, history),
+        },
+    }
     if trainer.is_world_process_zero():
         with atomic_dir(out / "student") as tmp:
             save_student(student, tmp)
             tokenizer.save_pretrained(tmp)
         write_json(out / "metrics.json", result)
+    trainer.accelerator.wait_for_everyone()
+    remove_checkpoints(opts, trainer)
     return result
 
 
-def summarize(opts: TrainOptions, task: GlueTask, trainer: Trainer, teacher: PreTrainedModel,
-              dev: dict[str, Dataset], tokenizer) -> dict:
-    """What metrics.json holds: teacher scores, the student's best evaluation and its last scores
-    (with static scales also re-scored with dynamic ones), and the whole dev history."""
-    student = trainer.model
-    history = eval_history(trainer, task)
-    primary = task.primary_metric
-    last = {opts.act_scale: evaluate(trainer, dev)}
+def score_last(opts: TrainOptions, task: GlueTask, trainer: Trainer, dev: dict[str, Dataset], history: list[dict]) -> dict:
+    """The student at the end of training on dev: its final evaluation (static scales, from the history)
+    and, with static scales, the same weights re-scored with dynamic (per-batch) ones."""
+    step = trainer.state.global_step
+    final = history[-1]["dev"] if history and history[-1]["step"] == step else evaluate(trainer, dev)
+    last = {opts.act_scale: {"step": step, "dev": final}}
     if opts.act_scale == "static" and opts.act_bits < 32:
-        set_act_scale_mode(student, "dynamic")
-        last["dynamic"] = evaluate(trainer, dev)
-        set_act_scale_mode(student, "static")
-    teacher_eval = Trainer(
+        set_act_scale_mode(trainer.model, "dynamic")
+        last["dynamic"] = {"step": step, "dev": evaluate(trainer, dev)}
+        set_act_scale_mode(trainer.model, "static")
+    return last
+
+
+def teacher_record(teacher: PreTrainedModel, folder: Path, task: GlueTask, dev: dict[str, Dataset], tokenizer,
+                   opts: TrainOptions) -> dict:
+    """The teacher's dev scores, with how it was fine-tuned when its folder says (kdqat_training.json)."""
+    evaluator = Trainer(
         model=teacher,
         args=TrainingArguments(
-            output_dir=trainer.args.output_dir,
-            per_device_eval_batch_size=trainer.args.per_device_eval_batch_size,
+            output_dir=str(Path(opts.output_dir) / "checkpoints" / "teacher-eval"),
+            per_device_eval_batch_size=max(64, opts.batch_size),
             report_to=[],
-            disable_tqdm=trainer.args.disable_tqdm,
-            use_cpu=trainer.args.use_cpu,
+            disable_tqdm=not opts.progress,
+            use_cpu=not torch.cuda.is_available(),
         ),
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=metrics_fn(task),
     )
-    return {
-        "task": task.name,
-        "metric": primary,
-        "metric_names": sorted(last[opts.act_scale]),
-        "teacher": {"dev": evaluate(teacher_eval, dev)},
-        "student": {
-            "kd": opts.kd if opts.gamma is None else f"gamma={opts.gamma} on {opts.gamma_on}",
-            "loss_weights": opts.loss_weights,
-            "act_scale": opts.act_scale,
-            "best": max(history, key=lambda r: r["dev"][primary]) if history else None,
-            "last": {mode: {"step": trainer.state.global_step, "dev": m} for mode, m in last.items()},
-            "history": history,
-        },
-    }
+    record = {"dev": evaluate(evaluator, dev), "folder": str(folder)}
+    summary = folder / TEACHER_SUMMARY
+    if summary.is_file():
+        record["training"] = json.loads(summary.read_text())
+    return record
 
 
 def copy_of(teacher: PreTrainedModel) -> PreTrainedModel:

@@ -119,3 +119,67 @@ def test_mnli_scores_both_dev_sets(tmp_path, tiny_model_dir):
     result = train(options(tmp_path, tiny_model_dir, tmp_path / "glue", task="mnli", max_steps=2, eval_steps=2))
     assert result["metric"] == "dev_matched_accuracy"
     assert {"dev_matched_accuracy", "dev_mismatched_accuracy"} <= set(result["student"]["last"]["static"]["dev"])
+
+
+class Record(TrainerCallback):
+    """Which optimizer and global clip each stage ran with."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        self.seen.append((type(getattr(optimizer, "optimizer", optimizer)).__name__, args.max_grad_norm))
+
+
+def test_student_runs_bertadam_without_a_global_clip(tmp_path, tiny_model_dir, glue_dir):
+    record = Record()
+    train(options(tmp_path, tiny_model_dir, glue_dir, max_steps=2), callbacks=[record])
+    assert record.seen == [("BertAdam", 0.0)]
+    record = Record()
+    train(options(tmp_path, tiny_model_dir, glue_dir, name="adamw", max_steps=2, optimizer="adamw",
+                  teacher=str(tmp_path / "run" / "teacher")), callbacks=[record])
+    assert record.seen == [("AdamW", 1.0)]
+
+
+def test_best_evaluation_is_kept_and_checkpoints_removed(tmp_path, tiny_model_dir, glue_dir):
+    """student/ holds the best evaluation's weights (not the last), metrics.json says so and keeps every
+    evaluation; the completed stages' checkpoints are gone."""
+    result = train(options(tmp_path, tiny_model_dir, glue_dir, max_steps=6, eval_steps=1, learning_rate=5e-3,
+                           keep_checkpoints=True))
+    out = tmp_path / "run"
+    student = result["student"]
+    history = student["history"]
+    assert [r["step"] for r in history] == [1, 2, 3, 4, 5, 6]
+    scores = [r["dev"]["dev_accuracy"] for r in history]
+    best_step = history[scores.index(max(scores))]["step"]
+    assert student["kept"] == "best" and student["best"]["step"] == best_step
+    assert student["last"]["static"]["step"] == 6
+    kept = weights(out / "student")
+    ckpt = load_file(str(out / "checkpoints" / "student" / f"checkpoint-{best_step}" / "model.safetensors"))
+    for key in kept:
+        torch.testing.assert_close(kept[key], ckpt[key], rtol=0, atol=0, msg=key)
+    teacher = result["teacher"]["training"]
+    assert teacher["kept"] == "best" and teacher["optimizer"] == "adamw" and len(teacher["history"]) == 6
+
+    plain = train(options(tmp_path, tiny_model_dir, glue_dir, name="plain", max_steps=2, eval_steps=1,
+                          teacher=str(out / "teacher")))
+    assert plain["student"]["kept"] == "best"
+    assert not (tmp_path / "plain" / "checkpoints" / "student").exists()
+
+
+def test_keep_last_saves_the_final_student(tmp_path, tiny_model_dir, glue_dir):
+    result = train(options(tmp_path, tiny_model_dir, glue_dir, max_steps=3, eval_steps=1, keep="last",
+                           keep_checkpoints=True))
+    assert result["student"]["kept"] == "last"
+    kept, final = weights(tmp_path / "run" / "student"), load_file(
+        str(tmp_path / "run" / "checkpoints" / "student" / "checkpoint-3" / "model.safetensors"))
+    for key in kept:
+        torch.testing.assert_close(kept[key], final[key], rtol=0, atol=0, msg=key)
+
+
+def test_teacher_only_stops_after_the_teacher(tmp_path, tiny_model_dir, glue_dir):
+    result = train(options(tmp_path, tiny_model_dir, glue_dir, teacher_only=True, teacher_learning_rate=1e-3))
+    out = tmp_path / "run"
+    assert result["student"] is None and not (out / "student").exists()
+    assert json.loads((out / "metrics.json").read_text())["teacher"]["training"]["learning_rate"] == 1e-3
+    assert (out / "teacher" / "config.json").is_file() and not (out / "checkpoints" / "teacher").exists()
