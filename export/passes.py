@@ -232,6 +232,13 @@ def fold_score_scale(model: ModelProto) -> ModelProto:
     return out
 
 
+def _per_tensor_or_column(scale: TensorProto | None, columns: int) -> bool:
+    """A float scale MatMulIntegerToFloat takes for B: one value, or one per column of B ([columns])."""
+    if scale is None or scale.data_type != TensorProto.FLOAT:
+        return False
+    return _scalar_float(scale) is not None or list(scale.dims) == [columns]
+
+
 def fuse_linear_bias(model: ModelProto) -> ModelProto:
     """Add(MatMul(DQ(x_q), DQ(W_codes)), bias) -> com.microsoft MatMulIntegerToFloat(x_q, W_codes, ..., bias).
 
@@ -258,8 +265,9 @@ def fuse_linear_bias(model: ModelProto) -> ModelProto:
                     or dq_w.input[0] not in inits or inits[dq_w.input[0]].data_type != TensorProto.INT8
                     or len(inits[dq_w.input[0]].dims) != 2 or len(dq_x.input) != 3):
                 continue
-            if _scalar_float(constant(dq_x.input[1])) is None or _scalar_float(constant(dq_w.input[1])) is None:
-                continue  # per-tensor scales only
+            if _scalar_float(constant(dq_x.input[1])) is None or not _per_tensor_or_column(
+                    constant(dq_w.input[1]), inits[dq_w.input[0]].dims[1]):
+                continue  # the operator takes a per-tensor activation scale and a per-tensor or per-column weight scale
             bias_name = f"{add.output[0]}_kdqat_bias"
             out.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(bias), bias_name))
             w_zero = dq_w.input[2] if len(dq_w.input) > 2 else ""

@@ -5,7 +5,8 @@ module that computes exactly what the student computes in static mode, and whose
 has a `symbolic` that tells the TorchScript ONNX exporter which nodes to write:
 
 - an activation quantizer -> QuantizeLinear -> DequantizeLinear (int8, zero point 0, scale amax/127);
-- a quantized Linear -> MatMul(DQ(Q(x)), DequantizeLinear(int8 codes [in, out], scale)) + bias;
+- a quantized Linear -> MatMul(DQ(Q(x)), DequantizeLinear(int8 codes [in, out], scale)) + bias, the scale
+  per tensor or, for per-channel students, per output channel (DequantizeLinear axis 1);
   PyTorch still runs F.linear on the same weight values, so a stand-in is bit-identical to the student;
 - the quantized word embeddings -> Gather(DequantizeLinear(int8 codes [V, H], per-row scale, axis 0)).
 
@@ -88,24 +89,29 @@ def _codes(quantizer: WeightQuantizer, weight: torch.Tensor) -> tuple[torch.Tens
 
 
 class _DequantizedLinear(torch.autograd.Function):
-    """F.linear with a weight held as codes [in, out] and a scale; exported as MatMul(x, DQ(codes)) + bias.
+    """F.linear with a weight held as codes [in, out] and a scale (0-d, or [out] along axis 1); exported as
+    MatMul(x, DQ(codes)) + bias.
 
     PyTorch computes exactly what the student's F.linear computes (same weight values, same kernel), so
     the stand-in is bit-identical to the student; the graph gets the MatMul layout integer kernels expect.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, codes_t: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+    def forward(ctx, x: torch.Tensor, codes_t: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+                axis: int | None):
         return F.linear(x, (codes_t.to(scale.dtype) * scale).t().contiguous(), bias)  # the student's layout
 
     @staticmethod
-    def symbolic(g, x, codes_t, scale, bias):
-        y = g.op("MatMul", x, g.op("DequantizeLinear", codes_t, scale))
+    def symbolic(g, x, codes_t, scale, bias, axis: int | None):
+        weight = (g.op("DequantizeLinear", codes_t, scale) if axis is None
+                  else g.op("DequantizeLinear", codes_t, scale, axis_i=axis))
+        y = g.op("MatMul", x, weight)
         return y if bias.node().mustBeNone() else g.op("Add", y, bias)
 
 
 class QDQLinear(nn.Module):
-    """x @ W^T + b with W kept as int8 codes stored [in, out] (a MatMul's layout) and one scale."""
+    """x @ W^T + b with W kept as int8 codes stored [in, out] (a MatMul's layout) and one scale, or one per
+    output channel (a column of the stored codes)."""
 
     def __init__(self, linear: QuantLinear) -> None:
         super().__init__()
@@ -114,7 +120,8 @@ class QDQLinear(nn.Module):
         if linear.weight_quantizer.enabled:
             codes, scale = _codes(linear.weight_quantizer, linear.weight)
             self.register_buffer("codes", codes.t().contiguous())
-            self.register_buffer("scale", scale.reshape(()))
+            self.axis = 1 if linear.weight_quantizer.per_row else None
+            self.register_buffer("scale", scale.reshape(-1) if self.axis else scale.reshape(()))
             self.weight = None
         else:
             self.codes = None
@@ -124,7 +131,7 @@ class QDQLinear(nn.Module):
         x = self.input_quantizer(x)
         if self.codes is None:
             return F.linear(x, self.weight, self.bias)
-        return _DequantizedLinear.apply(x, self.codes, self.scale, self.bias)
+        return _DequantizedLinear.apply(x, self.codes, self.scale, self.bias, self.axis)
 
 
 class QDQEmbedding(nn.Module):

@@ -11,6 +11,7 @@ from kdqat.errors import KdqatError
 
 WeightScheme = Literal["ternary", "uniform", "none"]
 ActScale = Literal["static", "dynamic"]
+WeightScale = Literal["tensor", "channel"]
 
 # weight bits -> scheme; 2 bits is TWN ternary (one of three levels), never a 2-bit uniform grid.
 SCHEME_FOR_BITS: dict[int, WeightScheme] = {2: "ternary", 4: "uniform", 8: "uniform", 32: "none"}
@@ -24,6 +25,9 @@ class QuantConfig:
     act_bits: 8 (symmetric) or 32 (activations in float).
     act_scale: "static" learns a running max during QAT and freezes it for evaluation and export,
         which is what a deployed graph needs; "dynamic" recomputes the max per batch as the paper's code.
+    weight_scale: one weight scale per Linear ("tensor", the paper's) or per output channel ("channel";
+        TWN's threshold and scale are then taken over each output row). The word embeddings always have
+        one per row.
     clip: weights and activations are clipped to [-clip, clip] before quantization.
     quantize_embeddings: ternarize the word-embedding matrix with one scale per row.
     ema_momentum: weight of the previous value in the running max (static scales).
@@ -33,6 +37,7 @@ class QuantConfig:
     weight_scheme: WeightScheme = "ternary"
     act_bits: int = 8
     act_scale: ActScale = "static"
+    weight_scale: WeightScale = "tensor"
     clip: float = 2.5
     quantize_embeddings: bool = True
     ema_momentum: float = 0.9
@@ -50,6 +55,8 @@ class QuantConfig:
             raise KdqatError(f"act_bits={self.act_bits} is not supported; use 8 or 32 (off)")
         if self.act_scale not in ("static", "dynamic"):
             raise KdqatError(f"act_scale={self.act_scale!r} is not supported; use 'static' or 'dynamic'")
+        if self.weight_scale not in ("tensor", "channel"):
+            raise KdqatError(f"weight_scale={self.weight_scale!r} is not supported; use 'tensor' or 'channel'")
         if not self.clip > 0:
             raise KdqatError(f"clip={self.clip} must be positive")
         if not 0.0 <= self.ema_momentum < 1.0:

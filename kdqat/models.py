@@ -60,16 +60,23 @@ def load_classifier(name: str, task: GlueTask) -> PreTrainedModel:
         raise KdqatError(f"cannot load model {name!r}: {_first_line(e)}") from None
 
 
-def load_teacher(path: str | Path, task: GlueTask) -> PreTrainedModel:
-    """A fine-tuned full-precision teacher; refused when its label space does not fit the task."""
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(path))
-    except (OSError, ValueError) as e:
-        raise KdqatError(f"--teacher {path}: cannot load a sequence classifier ({_first_line(e)})") from None
+def load_teacher(path: str | Path, task: GlueTask, option: str = "--teacher") -> PreTrainedModel:
+    """A fine-tuned classifier for `task`: a full-precision folder, or a kdqat student folder (quant_config.json
+    beside its weights: a fake-quant model, e.g. a W8/A8 student teaching a W4/A8 one). Refused, naming
+    `option`, when its label space does not fit the task."""
+    from kdqat.prepare import QUANT_CONFIG_FILE, load_student
+
+    if (Path(path) / QUANT_CONFIG_FILE).is_file():
+        model = load_student(path)
+    else:
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(str(path))
+        except (OSError, ValueError) as e:
+            raise KdqatError(f"{option} {path}: cannot load a sequence classifier ({_first_line(e)})") from None
     n = model.config.num_labels
     regression = model.config.problem_type == "regression" or n == 1
     if regression != task.is_regression or n != task.num_labels:
         kind = "a regression head" if regression else f"{n} labels ({', '.join(map(str, model.config.id2label.values()))})"
         want = "a regression head (1 output)" if task.is_regression else f"{task.num_labels} labels ({', '.join(task.labels)})"
-        raise KdqatError(f"--teacher {path} has {kind}; task {task.name} needs {want}")
+        raise KdqatError(f"{option} {path} has {kind}; task {task.name} needs {want}")
     return model

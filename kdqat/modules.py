@@ -11,12 +11,13 @@ from kdqat.quantizers import ActQuantizer, WeightQuantizer
 
 
 class QuantLinear(nn.Linear):
-    """nn.Linear whose input (8-bit) and weight (ternary, one scale per tensor) are fake-quantized."""
+    """nn.Linear whose input (8-bit) and weight (ternary, one scale per tensor or per output channel, i.e.
+    per row of the [out, in] weight) are fake-quantized."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool, config: QuantConfig) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.input_quantizer = ActQuantizer(config)
-        self.weight_quantizer = WeightQuantizer(config, per_row=False)
+        self.weight_quantizer = WeightQuantizer(config, per_row=config.weight_scale == "channel")
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, config: QuantConfig) -> QuantLinear:
@@ -26,7 +27,7 @@ class QuantLinear(nn.Linear):
         q.in_features, q.out_features = linear.in_features, linear.out_features
         q.weight, q.bias = linear.weight, linear.bias
         q.input_quantizer = ActQuantizer(config).to(linear.weight.device)
-        q.weight_quantizer = WeightQuantizer(config, per_row=False)
+        q.weight_quantizer = WeightQuantizer(config, per_row=config.weight_scale == "channel")
         return q
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -84,12 +84,19 @@ def _quant_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in model.state_dict().items() if k.rpartition(".")[0] in names}
 
 
+def float_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights a plain Hugging Face model of the same architecture loads (a student's quantizer buffers
+    left out); for a float model, its whole state dict."""
+    quant_state = _quant_state(model)
+    return {k: v for k, v in model.state_dict().items() if k not in quant_state}
+
+
 def save_student(model: PreTrainedModel, path: str | Path) -> None:
     """Write a Hugging Face folder (float weights) plus quant_config.json and the learned scales."""
     path = Path(path)
     config = quant_config_of(model)
     quant_state = _quant_state(model)
-    hf_state = {k: v for k, v in model.state_dict().items() if k not in quant_state}
+    hf_state = float_state(model)
     attn = model.config._attn_implementation
     model.config._attn_implementation = "eager"  # a plain transformers user can load the folder
     try:

@@ -49,7 +49,7 @@ from kdqat.io import atomic_dir, write_json
 from kdqat.losses import loss_weights
 from kdqat.models import DEFAULT_MODEL, load_classifier, load_teacher, load_tokenizer
 from kdqat.optim import OPTIMIZERS, optimizer_cls_and_kwargs
-from kdqat.prepare import prepare, save_student, set_act_scale_mode
+from kdqat.prepare import float_state, prepare, save_student, set_act_scale_mode
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class TrainOptions:
     output_dir: str
     model: str = DEFAULT_MODEL
     teacher: str | None = None
+    init_student: str | None = None
     data_dir: str | None = None
     kd: str = "map+output"
     gamma: float | None = None
@@ -78,6 +79,7 @@ class TrainOptions:
     weight_bits: int = 2
     act_bits: int = 8
     act_scale: str = "static"
+    weight_scale: str = "tensor"
     epochs: float = 3.0
     max_steps: int = -1
     batch_size: int | None = None
@@ -128,7 +130,8 @@ class TrainOptions:
 
     @staticmethod
     def quant_config_of(opts: TrainOptions) -> QuantConfig:
-        return QuantConfig.for_bits(opts.weight_bits, opts.act_bits, act_scale=opts.act_scale)
+        return QuantConfig.for_bits(opts.weight_bits, opts.act_bits, act_scale=opts.act_scale,
+                                    weight_scale=opts.weight_scale)
 
 
 # Fields that may change between an interrupted run and its resumption without changing the result.
@@ -351,7 +354,7 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
             write_json(out / "metrics.json", result)
         return result
 
-    student = prepare(copy_of(teacher), TrainOptions.quant_config_of(opts))
+    student = initial_student(opts, task, teacher)
     trainer = DistillationTrainer(
         model=student,
         teacher=teacher,
@@ -423,8 +426,18 @@ def teacher_record(teacher: PreTrainedModel, folder: Path, task: GlueTask, dev: 
     return record
 
 
-def copy_of(teacher: PreTrainedModel) -> PreTrainedModel:
-    """A fresh model with the teacher's config and weights, for the student to start from."""
-    student = type(teacher)(copy.deepcopy(teacher.config))
-    student.load_state_dict(teacher.state_dict())
+def copy_of(model: PreTrainedModel) -> PreTrainedModel:
+    """A fresh float model with `model`'s config and (float) weights, for the student to start from."""
+    student = type(model)(copy.deepcopy(model.config))
+    student.load_state_dict(float_state(model))
+    return student
+
+
+def initial_student(opts: TrainOptions, task: GlueTask, teacher: PreTrainedModel) -> PreTrainedModel:
+    """The fake-quant student before training: the teacher's weights, or --init-student's (a kdqat student
+    of other bit widths, e.g. W8/A8 -> W4/A8 -> W2/A8), whose learned activation ranges it also starts from."""
+    start = load_teacher(opts.init_student, task, "--init-student") if opts.init_student else teacher
+    student = prepare(copy_of(start), TrainOptions.quant_config_of(opts))
+    if getattr(start, "kdqat_quant_config", None) is not None:  # a student: its activation ranges too
+        student.load_state_dict(start.state_dict())
     return student

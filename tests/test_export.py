@@ -125,6 +125,32 @@ def test_four_bit_student_packs_int4(tmp_path, tiny_model_dir):
     assert report["parity"]["ort_deploy_vs_torch"]["agreement"] >= 0.99
 
 
+def test_per_channel_student_exports_per_axis_weights_with_parity(tmp_path, tiny_model_dir, exported):
+    """One scale per output channel: DequantizeLinear axis 1 on the [in, out] codes, TensorRT-clean, the
+    packed size still reported, onnxruntime (with its CPU rewrites) and PyTorch agreeing."""
+    from export.passes import onnxruntime_cpu
+    from export.trt_check import check_trt
+
+    run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig(weight_scale="channel"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("GLUE_DIR", raising=False)
+        report = export_student(ExportOptions(str(run), samples=64, progress=False))
+    deploy = onnx.load(run / "onnx" / DEPLOY)
+    query = next(n for n in deploy.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("query.codes"))
+    codes = numpy_helper.to_array(_initializer(deploy, query.input[0]))
+    scale = numpy_helper.to_array(_initializer(deploy, query.input[1]))
+    assert next(a.i for a in query.attribute if a.name == "axis") == 1 and scale.shape == (codes.shape[1],)
+    assert len(np.unique(scale)) == codes.shape[1]  # really one scale per channel
+    assert check_trt(deploy) == []
+    for check in ("ort_deploy_vs_torch", "ort_packed_vs_torch", "onnx_reference_vs_torch"):
+        assert report["parity"][check]["agreement"] >= 0.99, check
+    assert report["sizes"]["packed_over_ideal"] < 1.05
+    def fused(graph):
+        return sum(n.op_type == "MatMulIntegerToFloat" for n in onnxruntime_cpu(graph).graph.node)
+
+    assert fused(deploy) == fused(onnx.load(exported[0] / DEPLOY)) > 0  # per-column weight scales fuse as well
+
+
 def test_exports_from_dev_data_and_the_onnxruntime_cpu_form(tmp_path, tiny_model_dir, glue_dir):
     from export.pipeline import ORT_CPU
 

@@ -32,6 +32,22 @@ def test_per_row_scales_for_embeddings():
     torch.testing.assert_close(codes, torch.tensor([[1.0, -1.0, 0.0, 0.0], [1.0, 1.0, -1.0, 0.0]]))
 
 
+def test_per_channel_linear_has_one_ternary_scale_per_output_channel():
+    linear = QuantLinear.from_linear(torch.nn.Linear(4, 2, bias=False), QuantConfig(weight_scale="channel"))
+    with torch.no_grad():  # nn.Linear stores [out, in]: row 0 is output channel 0
+        linear.weight.copy_(torch.tensor([[1.0, -1.0, 0.1, 0.0], [0.2, 0.4, -0.4, 0.0]]))
+    codes, alpha = linear.weight_quantizer.codes_and_scale(linear.weight)
+    # channel 0: mean|w| 0.525, delta 0.3675 -> +-1, alpha 1; channel 1: mean 0.25, delta 0.175 -> alpha 1/3
+    torch.testing.assert_close(alpha, torch.tensor([[1.0], [1.0 / 3.0]]))
+    torch.testing.assert_close(codes, torch.tensor([[1.0, -1.0, 0.0, 0.0], [1.0, 1.0, -1.0, 0.0]]))
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    linear.input_quantizer.mode = "dynamic"
+    xq = linear.input_quantizer(x)
+    torch.testing.assert_close(linear(x), xq @ (codes * alpha).t())
+    per_tensor = QuantLinear.from_linear(linear, QuantConfig())
+    assert per_tensor.weight_quantizer.codes_and_scale(linear.weight)[1].numel() == 1
+
+
 def test_embedding_quantizes_rows_like_the_whole_matrix():
     emb = torch.nn.Embedding(10, 6)
     q = QuantEmbedding.from_embedding(emb, QuantConfig())

@@ -183,3 +183,29 @@ def test_teacher_only_stops_after_the_teacher(tmp_path, tiny_model_dir, glue_dir
     assert result["student"] is None and not (out / "student").exists()
     assert json.loads((out / "metrics.json").read_text())["teacher"]["training"]["learning_rate"] == 1e-3
     assert (out / "teacher" / "config.json").is_file() and not (out / "checkpoints" / "teacher").exists()
+
+
+def test_progressive_bit_widths_a_student_teaches_and_initialises_the_next(tmp_path, tiny_model_dir, glue_dir):
+    """W8/A8 student -> teacher and starting point of a W2/A8 one: its weights and activation ranges carry over."""
+    train(options(tmp_path, tiny_model_dir, glue_dir, name="w8", weight_bits=8, max_steps=2))
+    w8 = tmp_path / "w8" / "student"
+    seen = {}
+
+    class FirstStep(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            seen["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    result = train(options(tmp_path, tiny_model_dir, glue_dir, name="w2", teacher=str(w8), init_student=str(w8),
+                           max_steps=2), callbacks=[FirstStep()])
+    start = load_student(w8).state_dict()
+    assert seen["state"].keys() == start.keys()
+    for key, value in start.items():
+        torch.testing.assert_close(seen["state"][key], value, rtol=0, atol=0, msg=key)
+    assert load_student(tmp_path / "w2" / "student").kdqat_quant_config.weight_bits == 2
+    assert result["teacher"]["folder"] == str(w8)
+    from transformers import BertForSequenceClassification
+
+    three = tmp_path / "mnli-teacher"
+    BertForSequenceClassification(tiny_config(num_labels=3, vocab_size=30522, max_position_embeddings=128)).save_pretrained(three)
+    with pytest.raises(KdqatError, match=r"--init-student .* has 3 labels"):
+        train(options(tmp_path, tiny_model_dir, glue_dir, name="bad", teacher=str(w8), init_student=str(three)))
