@@ -22,6 +22,7 @@ from kdqat.cpu_memory import keep_freed_memory
 from kdqat.distill import distillation_losses, run_captured
 from kdqat.losses import loss_weights
 from kdqat.models import DEFAULT_MODEL, load_classifier
+from kdqat.optim import OPTIMIZERS, BertAdam
 
 
 def timed_pair(first, second, rounds: int) -> tuple[float, float]:
@@ -46,6 +47,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--steps", type=int, default=8, help="timed rounds (one step of each kind per round)")
     parser.add_argument("--kd", default="map+output")
+    parser.add_argument("--optimizer", default="bertadam", choices=OPTIMIZERS,
+                        help="the student's optimizer (kdqat train's default: bertadam); the plain step uses AdamW")
     parser.add_argument("--glibc-defaults", action="store_true",
                         help="leave glibc malloc untuned (kdqat train tunes it: see kdqat/cpu_memory.py)")
     args = parser.parse_args()
@@ -69,7 +72,8 @@ def main() -> None:
     use_kdqat_attention(teacher)
     teacher.eval().requires_grad_(False)
     weights = loss_weights(args.kd)
-    opt = torch.optim.AdamW(student.parameters(), lr=2e-5)
+    opt = (BertAdam(student.parameters(), lr=2e-5, weight_decay=0.01) if args.optimizer == "bertadam"
+           else torch.optim.AdamW(student.parameters(), lr=2e-5))
 
     def qat_step():
         opt.zero_grad()
@@ -81,7 +85,7 @@ def main() -> None:
         opt.step()
 
     t_plain, t_qat = timed_pair(plain_step, qat_step, args.steps)
-    print(f"model={args.model} batch={args.batch_size} seq={args.seq_len} threads={torch.get_num_threads()} kd={args.kd} "
+    print(f"model={args.model} batch={args.batch_size} seq={args.seq_len} threads={torch.get_num_threads()} kd={args.kd} optimizer={args.optimizer} "
           f"malloc={'tuned' if tuned else 'glibc defaults'}")
     print(f"plain fine-tuning step: {t_plain * 1000:8.1f} ms")
     print(f"QAT + KD step:          {t_qat * 1000:8.1f} ms")

@@ -7,6 +7,8 @@ checked row by row; otherwise the Hugging Face hub (nyu-mll/glue) where it is re
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
 import sys
 from pathlib import Path
@@ -29,12 +31,34 @@ def _column_index(task: GlueTask, col: Column, header: list[str] | None, path: P
     return header.index(col.name)
 
 
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8, a leading byte-order mark dropped (MRPC's files and Windows tools write one)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise KdqatError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
+
+
+def _score(task: GlueTask, text: str, path: Path, lineno: int) -> float:
+    """A regression label: a finite number inside the task's range."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise KdqatError(f"{path}:{lineno}: score {text!r} is not a number") from None
+    low, high = task.score_range or (-math.inf, math.inf)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise KdqatError(f"{path}:{lineno}: score {text!r} is outside {low:g}-{high:g}" if math.isfinite(value)
+                         else f"{path}:{lineno}: score {text!r} is not a finite number")
+    return value
+
+
 def read_tsv(task: GlueTask, path: Path) -> Dataset:
     """Read one GLUE_DIR split, stopping at the first malformed row with the file and line."""
     if not path.is_file():
         raise KdqatError(f"{path}: file not found (expected the {task.dir_name} split in GLUE_DIR layout)")
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = list(csv.reader(io.StringIO(_read_text(path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     header = rows.pop(0) if task.has_header and rows else None
     first_line = 2 if header is not None else 1
     if task.has_header and header is None:
@@ -52,10 +76,7 @@ def read_tsv(task: GlueTask, path: Path) -> Dataset:
             raise KdqatError(f"{path}:{lineno}: expected {n_fields} tab-separated fields, found {len(row)}")
         label = row[idx[-1]].strip()
         if task.is_regression:
-            try:
-                value: float | int = float(label)
-            except ValueError:
-                raise KdqatError(f"{path}:{lineno}: score {label!r} is not a number") from None
+            value: float | int = _score(task, label, path, lineno)
         else:
             if label not in task.labels:
                 raise KdqatError(f"{path}:{lineno}: unknown label {label!r} for {task.name} (expected {', '.join(task.labels)})")

@@ -27,6 +27,7 @@ class GlueTask:
     dev_splits: tuple[str, ...] = ("dev",)
     has_header: bool = True
     hub_columns: tuple[str, str | None] = ("sentence", None)
+    score_range: tuple[float, float] | None = None  # regression: the scores a label may take
 
     @property
     def is_regression(self) -> bool:
@@ -53,7 +54,7 @@ TASKS: dict[str, GlueTask] = {
         GlueTask("mrpc", "MRPC", Column("#1 String"), Column("#2 String"), Column("Quality"), BINARY, "f1",
                  hub_columns=("sentence1", "sentence2")),
         GlueTask("stsb", "STS-B", Column("sentence1"), Column("sentence2"), Column("score"), None, "pearson",
-                 hub_columns=("sentence1", "sentence2")),
+                 hub_columns=("sentence1", "sentence2"), score_range=(0.0, 5.0)),
         GlueTask("qqp", "QQP", Column("question1"), Column("question2"), Column("is_duplicate"), BINARY, "f1",
                  hub_columns=("question1", "question2")),
         GlueTask("mnli", "MNLI", Column("sentence1"), Column("sentence2"), Column("gold_label"),

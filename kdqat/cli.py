@@ -10,13 +10,15 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from kdqat.errors import KdqatError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ternary-weight / 8-bit-activation QAT with distillation for BERT-style encoders.")
-console = Console(stderr=True)
+# Messages hold user text (paths, option values, install hints with [extras]): never parse them as markup.
+console = Console(stderr=True, markup=False)
 # tables go to stdout; when it is not a terminal (a log, a pipe) do not wrap them at 80 columns
-stdout = Console(width=None if sys.stdout.isatty() else 160)
+stdout = Console(width=None if sys.stdout.isatty() else 160, markup=False)
 
 
 @app.callback()
@@ -206,6 +208,8 @@ def check(
         graph = onnx_lib.load(str(path))
     except Exception as e:  # protobuf decode errors have no common base class
         raise KdqatError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+    if not graph.graph.node:  # a 0-byte file parses as an empty ModelProto
+        raise KdqatError(f"{path}: holds no graph nodes (empty or not an ONNX model)")
     violations = check_trt(graph)
     if not violations:
         stdout.print(f"{path}: follows TensorRT's explicit-quantization rules ({len(graph.graph.node)} nodes checked)")
@@ -358,7 +362,7 @@ def main() -> None:
     try:
         app()
     except KdqatError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -15,7 +15,7 @@ from transformers import Trainer
 
 from kdqat.attention import use_kdqat_attention
 from kdqat.capture import Internals, capture
-from kdqat.errors import KdqatError
+from kdqat.guards import nonfinite_loss_error
 from kdqat.losses import att_loss, map_loss, output_loss, pred_loss, rep_loss
 
 
@@ -77,11 +77,7 @@ class DistillationTrainer(Trainer):
         terms = distillation_losses(student_view, teacher_view, inputs["attention_mask"], self.loss_weights, self.regression)
         loss = sum(self.loss_weights[name] * value for name, value in terms.items())
         if not torch.isfinite(loss):
-            raise KdqatError(
-                f"the distillation loss became {loss.item()} at step {self.state.global_step + 1} "
-                f"({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())}); the last good checkpoint is kept in "
-                f"{self.args.output_dir}: rerun to resume from it, or lower --learning-rate"
-            )
+            raise nonfinite_loss_error(loss, self.state.global_step + 1, self.args.output_dir, terms)
         for name, value in terms.items():
             self._loss_sums[name] = self._loss_sums[name] + value.detach()
         self._loss_count += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -52,6 +53,25 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _readable_as_umask_allows(folder: Path) -> None:
+    """Give every file the permissions the umask allows: some writers (safetensors) create theirs 0600."""
+    mask = _umask()
+    for f in folder.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, (f.stat().st_mode | 0o666) & ~mask & 0o777)
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by None: strict JSON has no token for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path`, on failure it is removed."""
@@ -61,6 +81,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared model folder
     try:
         yield tmp
+        _readable_as_umask_allows(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

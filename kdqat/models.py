@@ -13,6 +13,7 @@ from transformers import (
 
 from eval.tasks import GlueTask
 from kdqat.errors import KdqatError
+from kdqat.files import check_model_folder
 
 DEFAULT_MODEL = "default"
 
@@ -44,6 +45,17 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         raise KdqatError(f"cannot load a tokenizer from {name!r}: {_first_line(e)}") from None
 
 
+def model_position_limit(name: str) -> int | None:
+    """The number of positions of a model folder or id (None when its config cannot be read here)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(name))
+    except (OSError, ValueError):
+        return None  # loading the model itself reports why, with its own message
+    return getattr(config, "max_position_embeddings", None)
+
+
 def load_classifier(name: str, task: GlueTask) -> PreTrainedModel:
     """A sequence classifier for `task` from a pretrained encoder (the head is newly initialised if absent)."""
     path = resolve_model(name)
@@ -69,6 +81,7 @@ def load_teacher(path: str | Path, task: GlueTask, option: str = "--teacher") ->
     if (Path(path) / QUANT_CONFIG_FILE).is_file():
         model = load_student(path)
     else:
+        check_model_folder(Path(path), f"{option} needs a whole model folder: copy it again or fine-tune it again")
         try:
             model = AutoModelForSequenceClassification.from_pretrained(str(path))
         except (OSError, ValueError) as e:

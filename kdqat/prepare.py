@@ -14,6 +14,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 from kdqat.attention import BMM_QUANTIZERS, use_kdqat_attention
 from kdqat.config import QuantConfig
 from kdqat.errors import KdqatError
+from kdqat.files import check_model_folder, check_safetensors
 from kdqat.layers import (
     LAYER_LINEARS,
     encoder_layers,
@@ -119,6 +120,7 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> PreTra
         config = QuantConfig.from_dict(json.loads(config_file.read_text()), source=str(config_file))
     except json.JSONDecodeError as e:
         raise KdqatError(f"{config_file}: not valid JSON ({e})") from None
+    check_model_folder(path, "copy it again, or rerun kdqat train to write it")
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path)
     except (OSError, ValueError) as e:
@@ -127,6 +129,7 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> PreTra
     state_file = path / QUANT_STATE_FILE
     if not state_file.is_file():
         raise KdqatError(f"{path}: {QUANT_STATE_FILE} missing (the learned activation scales)")
+    check_safetensors(state_file, "copy it again, or rerun kdqat train to write it")
     state = load_file(str(state_file))
     expected = _quant_state(model)
     if set(state) != set(expected):

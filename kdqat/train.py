@@ -19,13 +19,17 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contextlib import contextmanager
+
 import torch
 from datasets import Dataset
+from filelock import FileLock, Timeout
 from safetensors.torch import load_file
 from transformers import (
     DataCollatorWithPadding,
@@ -35,7 +39,6 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from eval.data import load_split
 from eval.metrics import glue_metrics
@@ -45,9 +48,11 @@ from kdqat.config import QuantConfig
 from kdqat.distill import DistillationTrainer
 from kdqat.cpu_memory import keep_freed_memory
 from kdqat.errors import KdqatError
-from kdqat.io import atomic_dir, write_json
+from kdqat.files import check_checkpoint
+from kdqat.guards import DivergenceGuard, FiniteLossTrainer, require_finite
+from kdqat.io import atomic_dir, finite_json, write_json
 from kdqat.losses import loss_weights
-from kdqat.models import DEFAULT_MODEL, load_classifier, load_teacher, load_tokenizer
+from kdqat.models import DEFAULT_MODEL, load_classifier, load_teacher, load_tokenizer, model_position_limit
 from kdqat.optim import OPTIMIZERS, optimizer_cls_and_kwargs
 from kdqat.prepare import float_state, prepare, save_student, set_act_scale_mode
 
@@ -61,6 +66,8 @@ DEFAULT_BATCH = (32, 128)
 TASK_EVAL_STEPS = {"rte": 20, "mrpc": 20, "wnli": 10, "cola": 50, "stsb": 100, "sst2": 100,
                    "qnli": 500, "qqp": 1000, "mnli": 1000}
 KEEP = ("best", "last")
+MIN_SEQ_LENGTH = 8
+LOCK_FILE = ".kdqat.lock"
 
 
 @dataclass
@@ -110,23 +117,44 @@ class TrainOptions:
         resolved = dataclasses.replace(
             self,
             task=task.name,
-            batch_size=self.batch_size or batch,
-            max_seq_length=self.max_seq_length or length,
+            batch_size=batch if self.batch_size is None else self.batch_size,
+            max_seq_length=length if self.max_seq_length is None else self.max_seq_length,
             eval_steps=self.eval_steps if self.eval_steps is not None else TASK_EVAL_STEPS[task.name],
             loss_weights=loss_weights(self.kd, self.gamma, self.gamma_on),
         )
         self.quant_config_of(resolved)
-        for name in ("batch_size", "max_seq_length", "logging_steps", "eval_steps"):
-            if getattr(resolved, name) <= 0:
-                raise KdqatError(f"--{name.replace('_', '-')} must be positive")
+        resolved._check_numbers()
         for name in ("optimizer", "teacher_optimizer"):
             if getattr(resolved, name) not in OPTIMIZERS:
                 raise KdqatError(f"--{name.replace('_', '-')} {getattr(resolved, name)!r} is not one of {', '.join(OPTIMIZERS)}")
         if resolved.keep not in KEEP:
             raise KdqatError(f"--keep {resolved.keep!r} is not one of {', '.join(KEEP)}")
-        if resolved.max_steps <= 0 and resolved.epochs <= 0:
-            raise KdqatError("--epochs must be positive (or give --max-steps)")
         return resolved
+
+    def _check_numbers(self) -> None:
+        """Every numeric option in its range, named as on the command line."""
+        def bad(name: str, rule: str) -> KdqatError:
+            return KdqatError(f"--{name.replace('_', '-')} {getattr(self, name)}: {rule}")
+
+        positive = ["batch_size", "logging_steps", "eval_steps", "save_total_limit", "max_train_samples", "max_eval_samples"]
+        for name in positive:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise bad(name, "must be positive")
+        if self.max_seq_length < MIN_SEQ_LENGTH:
+            raise bad("max_seq_length", f"must be at least {MIN_SEQ_LENGTH} (the special tokens alone take 2-3)")
+        for name in ("learning_rate", "teacher_learning_rate"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise bad(name, "must be a positive number")
+        if self.max_steps <= 0:
+            for name in ("epochs", "teacher_epochs"):
+                if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                    raise bad(name, "must be positive (or give --max-steps)")
+        if not 0.0 <= self.warmup < 1.0:
+            raise bad("warmup", "must be a fraction of the steps in [0, 1)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise bad("weight_decay", "must be >= 0")
+        if not 0 <= self.seed < 2**32:
+            raise bad("seed", "must be in [0, 2^32)")
 
     @staticmethod
     def quant_config_of(opts: TrainOptions) -> QuantConfig:
@@ -154,6 +182,52 @@ def check_resumable(out: Path, opts: TrainOptions) -> None:
         raise KdqatError(f"{out} holds a run with other settings ({changes}); use another --output-dir")
 
 
+def check_writable(out: Path) -> None:
+    """The output folder (or the nearest folder above it that exists) must be writable."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise KdqatError(f"--output-dir {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise KdqatError(f"--output-dir {out}: {existing} is not writable; choose another folder or fix its permissions")
+
+
+def check_model_inputs(opts: TrainOptions) -> None:
+    """--model, --teacher and --init-student name something loadable, and --max-seq-length fits the model."""
+    for option, value in (("--teacher", opts.teacher), ("--init-student", opts.init_student)):
+        if value is not None and not Path(value).is_dir():
+            raise KdqatError(f"{option} {value}: no such folder")
+    source = opts.teacher or opts.model
+    if source == opts.model and opts.model != DEFAULT_MODEL and _looks_like_path(opts.model) and not Path(opts.model).is_dir():
+        raise KdqatError(f"--model {opts.model}: no such folder (give a local model folder, a Hugging Face id or 'default')")
+    limit = model_position_limit(source)
+    if limit is not None and opts.max_seq_length > limit:
+        raise KdqatError(f"--max-seq-length {opts.max_seq_length}: the model has {limit} positions; use at most {limit}")
+
+
+def _looks_like_path(name: str) -> bool:
+    """A folder, not a hub id ("name" or "org/name")."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+@contextmanager
+def run_lock(out: Path):
+    """One `kdqat train` per output folder: a second one is refused instead of interleaving with the first."""
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # the processes of one torchrun job share the folder
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise KdqatError(f"{out} is in use by another kdqat train (lock {out / LOCK_FILE}); wait for it to finish "
+                         "or choose another --output-dir") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def tokenize(ds: Dataset, tokenizer, max_length: int) -> Dataset:
     pair = "text_b" in ds.column_names
 
@@ -175,7 +249,7 @@ class JsonlLog(TrainerCallback):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             record = {"stage": self.stage, "step": state.global_step, "epoch": state.epoch, **logs}
             with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps(finite_json(record), allow_nan=False) + "\n")  # NaN -> null
 
 
 def training_arguments(opts: TrainOptions, out: Path, stage: str, task: GlueTask, lr: float, epochs: float,
@@ -251,8 +325,12 @@ def evaluate(trainer: Trainer, datasets: dict[str, Dataset]) -> dict[str, float]
 
 
 def _train(trainer: Trainer) -> None:
-    last = get_last_checkpoint(trainer.args.output_dir) if Path(trainer.args.output_dir).is_dir() else None
+    """Train, resuming from the stage's newest checkpoint when there is one (after checking it is whole)."""
+    folder = Path(trainer.args.output_dir)
+    steps = sorted(int(p.name.split("-")[-1]) for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit())
+    last = str(folder / f"checkpoint-{steps[-1]}") if steps else None
     if last:
+        check_checkpoint(Path(last), folder / f"checkpoint-{steps[-2]}" if len(steps) > 1 else None)
         log.warning("resuming from %s", last)
     trainer.train(resume_from_checkpoint=last)
 
@@ -309,16 +387,17 @@ def train_teacher(opts: TrainOptions, task: GlueTask, out: Path, train_set: Data
     target = out / "teacher"
     if (target / "config.json").is_file():
         log.warning("using the teacher already in %s", target)
-        return load_teacher(target, task)
+        return reusable_teacher(target, task)
     model = load_classifier(opts.model, task)
-    trainer = Trainer(
+    trainer = FiniteLossTrainer(
         model=model,
-        callbacks=[JsonlLog(out / "logs" / "teacher.jsonl", "teacher")],
+        callbacks=[JsonlLog(out / "logs" / "teacher.jsonl", "teacher"), DivergenceGuard()],
         **trainer_kwargs(opts, out, "teacher", task, opts.teacher_learning_rate, opts.teacher_epochs,
                          opts.teacher_optimizer, train_set, dev, tokenizer),
     )
     _train(trainer)
     kept = load_best(trainer) if opts.keep == "best" else None
+    require_finite(model, "the fine-tuned teacher")
     if trainer.is_world_process_zero():
         summary = {"learning_rate": opts.teacher_learning_rate, "epochs": opts.teacher_epochs,
                    "optimizer": opts.teacher_optimizer, "seed": opts.seed, **stage_summary(trainer, task, kept)}
@@ -336,17 +415,25 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
     opts = opts.resolve()
     task = get_task(opts.task)
     out = Path(opts.output_dir)
+    # everything is checked before anything is written: a failed start leaves no trace to trip a rerun
     check_resumable(out, opts)
-    keep_freed_memory()  # CPU steps stop re-faulting their activations; results are unchanged
-    set_seed(opts.seed)  # the teacher's new classifier head is drawn before any Trainer exists
-    write_json(out / "config.json", {"kdqat_version": __version__, "torch": torch.__version__, "options": dataclasses.asdict(opts)})
-
+    check_writable(out)
+    check_model_inputs(opts)
     tokenizer = load_tokenizer(opts.teacher or opts.model)
     train_set = tokenize(load_split(task, "train", opts.data_dir, opts.max_train_samples), tokenizer, opts.max_seq_length)
     dev = eval_sets(task, opts, tokenizer)
+    given_teacher = reusable_teacher(opts.teacher, task) if opts.teacher else None
+    with run_lock(out):
+        return _run_stages(opts, task, out, tokenizer, train_set, dev, given_teacher, callbacks)
 
+
+def _run_stages(opts: TrainOptions, task: GlueTask, out: Path, tokenizer, train_set: Dataset, dev: dict[str, Dataset],
+                given_teacher: PreTrainedModel | None, callbacks: list[TrainerCallback] | None) -> dict:
+    keep_freed_memory()  # CPU steps stop re-faulting their activations; results are unchanged
+    set_seed(opts.seed)  # the teacher's new classifier head is drawn before any Trainer exists
+    write_json(out / "config.json", {"kdqat_version": __version__, "torch": torch.__version__, "options": dataclasses.asdict(opts)})
     teacher_dir = Path(opts.teacher) if opts.teacher else out / "teacher"
-    teacher = load_teacher(opts.teacher, task) if opts.teacher else train_teacher(opts, task, out, train_set, dev, tokenizer)
+    teacher = given_teacher or train_teacher(opts, task, out, train_set, dev, tokenizer)
     if opts.teacher_only:
         result = {"task": task.name, "metric": task.primary_metric,
                   "teacher": teacher_record(teacher, teacher_dir, task, dev, tokenizer, opts), "student": None}
@@ -360,7 +447,7 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
         teacher=teacher,
         loss_weights=opts.loss_weights,
         regression=task.is_regression,
-        callbacks=[JsonlLog(out / "logs" / "student.jsonl", "student"), *(callbacks or [])],
+        callbacks=[JsonlLog(out / "logs" / "student.jsonl", "student"), DivergenceGuard(), *(callbacks or [])],
         **trainer_kwargs(opts, out, "student", task, opts.learning_rate, opts.epochs, opts.optimizer,
                          train_set, dev, tokenizer),
     )
@@ -368,6 +455,7 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
     history = eval_history(trainer, task)  # before the re-scoring below adds its own records
     last = score_last(opts, task, trainer, dev, history)
     kept = load_best(trainer) if opts.keep == "best" else None
+    require_finite(student, "the trained student")
     result = {
         "task": task.name,
         "metric": task.primary_metric,
@@ -424,6 +512,13 @@ def teacher_record(teacher: PreTrainedModel, folder: Path, task: GlueTask, dev: 
     if summary.is_file():
         record["training"] = json.loads(summary.read_text())
     return record
+
+
+def reusable_teacher(path: str | Path, task: GlueTask) -> PreTrainedModel:
+    """A teacher folder to distil from, refused when it does not fit the task or holds non-finite weights."""
+    teacher = load_teacher(path, task)
+    require_finite(teacher, f"teacher {path} (delete the folder to fine-tune it again)")
+    return teacher
 
 
 def copy_of(model: PreTrainedModel) -> PreTrainedModel:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,6 +50,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     BertModel(tiny_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`kdqat ARGS` in a fresh interpreter, as a user runs it: exit status, stdout and stderr."""
+    return subprocess.run([sys.executable, "-m", "kdqat.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
 
 
 def batch(seed: int = 0, batch_size: int = 3, length: int = 9, vocab: int = 120, pad_last: int = 4):

@@ -47,16 +47,14 @@ def test_bad_layer_is_refused():
 
 def test_analyze_command_writes_plot_and_summary(tmp_path, tiny_model_dir, glue_dir):
     import json
-    import subprocess
-    import sys
 
+    from conftest import run_cli
     from transformers import BertForSequenceClassification
 
     run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
     BertForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2).save_pretrained(run / "teacher")
-    done = subprocess.run([sys.executable, "-m", "kdqat.cli", "analyze", str(run), "--layer", "1", "--samples", "12",
-                           "--data-dir", str(glue_dir), "--output-dir", str(tmp_path / "a")],
-                          capture_output=True, text=True, cwd=tmp_path)
+    done = run_cli("analyze", run, "--layer", "1", "--samples", "12", "--data-dir", glue_dir,
+                   "--output-dir", tmp_path / "a", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "a" / "sa_prop_layer1.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((tmp_path / "a" / "analysis_layer1.json").read_text())["summary"]

@@ -1,13 +1,7 @@
 """The command line: bad input ends in one line on stderr and exit status 2, no traceback, no output."""
 
-import subprocess
-import sys
-
 import pytest
-
-
-def kdqat(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "kdqat.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+from conftest import run_cli as kdqat
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ def test_train_writes_teacher_student_metrics_config_and_log(tmp_path, tiny_mode
     student = load_student(out / "student")
     assert student.kdqat_quant_config.act_scale == "static"
     assert (out / "teacher" / "config.json").is_file()
-    assert not list(out.glob(".*"))  # no temporary folders left
+    assert [p.name for p in out.glob(".*")] == [".kdqat.lock"]  # no temporary folders left
 
 
 def test_resume_after_interruption_gives_the_same_student(tmp_path, tiny_model_dir, glue_dir):
@@ -96,7 +96,7 @@ def test_rerun_with_other_settings_is_refused(tmp_path, tiny_model_dir, glue_dir
 def test_bad_options_are_refused(tmp_path, tiny_model_dir, glue_dir):
     with pytest.raises(KdqatError, match="--weight-bits 3"):
         train(options(tmp_path, tiny_model_dir, glue_dir, weight_bits=3))
-    with pytest.raises(KdqatError, match="--batch-size must be positive"):
+    with pytest.raises(KdqatError, match="--batch-size -1: must be positive"):
         train(options(tmp_path, tiny_model_dir, glue_dir, batch_size=-1))
 
 

@@ -86,13 +86,13 @@ def test_half_quantized_matmul_is_caught(deploy):
 
 
 def test_check_command_exit_codes(tmp_path, deploy):
-    import subprocess
-    import sys
+    from conftest import run_cli
 
     onnx.save(deploy[0], tmp_path / "ok.onnx")
     onnx.save(deploy[1], tmp_path / "packed.onnx")
+
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "kdqat.cli", "check", *args], capture_output=True, text=True, cwd=tmp_path)
+        return run_cli("check", *args, cwd=tmp_path)
 
     assert run("ok.onnx", "--target", "trt").returncode == 0
     done = run("packed.onnx")

@@ -1,0 +1,68 @@
+"""Divergence guards: a run that goes non-finite stops with one line, and nothing non-finite is kept.
+
+- a non-finite training loss stops the stage at once (both stages);
+- at every evaluation the dev loss and the weights must be finite, before that step's checkpoint is
+  written: every checkpoint on disk is therefore known good, and resuming starts from the newest one;
+- a model with a non-finite weight is never saved as teacher/ or student/, nor reused as a teacher.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from kdqat.errors import KdqatError
+
+
+def _resume_hint(checkpoints: str) -> str:
+    last = get_last_checkpoint(checkpoints) if Path(checkpoints).is_dir() else None
+    where = f"the last good checkpoint is {last}: rerun to resume from it" if last else "no checkpoint was kept: rerun"
+    return f"{where}, or lower the learning rate"
+
+
+def nonfinite_loss_error(loss: torch.Tensor, step: int, checkpoints: str, terms: dict[str, torch.Tensor] | None = None) -> KdqatError:
+    detail = f" ({', '.join(f'{k}={v.item():.4g}' for k, v in terms.items())})" if terms else ""
+    return KdqatError(f"the training loss became {loss.item()} at step {step}{detail}; {_resume_hint(checkpoints)}")
+
+
+def first_nonfinite(model: nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding a NaN or infinity, else None."""
+    for name, t in (*model.named_parameters(), *model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+def require_finite(model: nn.Module, what: str) -> None:
+    """Refuse to save or reuse a model with non-finite weights."""
+    bad = first_nonfinite(model)
+    if bad is not None:
+        raise KdqatError(f"{what} has non-finite weights ({bad}); it was not saved or used")
+
+
+class FiniteLossTrainer(Trainer):
+    """A Trainer that stops with a KdqatError as soon as its training loss is not finite."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        if model.training and not torch.isfinite(loss):
+            raise nonfinite_loss_error(loss, self.state.global_step + 1, self.args.output_dir)
+        return result
+
+
+class DivergenceGuard(TrainerCallback):
+    """At each evaluation, before its checkpoint is saved: a non-finite dev loss or weight stops the stage."""
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        losses = {k: v for k, v in (metrics or {}).items() if k.endswith("_loss")}
+        bad = next((f"{k} = {v}" for k, v in losses.items() if not math.isfinite(v)), None)
+        if bad is None and model is not None and (name := first_nonfinite(model)) is not None:
+            bad = f"weight {name} is not finite"
+        if bad is not None:
+            raise KdqatError(f"training diverged at step {state.global_step} ({bad}); {_resume_hint(args.output_dir)}")
