@@ -74,5 +74,6 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
             if len(names) == 2:
                 record["agreement"] = compare(logits[names[0]], logits[names[1]], task.is_regression).to_dict()
             result["splits"][split] = record
-    write_json(run.root / "eval" / f"{opts.engine}.json", {**result, "options": asdict(opts)})
-    return result
+    path = run.root / "eval" / f"{opts.engine}.json"
+    write_json(path, {**result, "options": asdict(opts)})
+    return {**result, "file": str(path)}

@@ -9,6 +9,7 @@ Writes into DIR/onnx (atomically: all or nothing):
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +43,7 @@ from kdqat import __version__
 from kdqat.errors import KdqatError
 from kdqat.io import atomic_dir, write_json
 from kdqat.models import load_tokenizer
-from kdqat.prepare import load_student, quant_config_of, set_act_scale_mode
+from kdqat.student import load_student, quant_config_of, set_act_scale_mode
 from kdqat.run_dir import TrainedRun, open_run
 from runtime.batching import Features, pad_batch, predict
 from runtime.ort_engine import OrtEngine
@@ -108,10 +109,45 @@ def _check(name: str, parity: Parity, minimum: float) -> None:
                          f"max |diff| {parity.max_abs_diff:.3g}); required {minimum:.1%}. Nothing was written.")
 
 
+RUN_FILES = ("teacher", "student", "config.json", "metrics.json", "logs", "checkpoints")  # what kdqat train writes
+
+
+def output_folder(opts: ExportOptions) -> Path:
+    """Where an export goes: --output-dir, else RUN_DIR/onnx."""
+    return Path(opts.output_dir) if opts.output_dir else open_run(opts.run_dir).root / "onnx"
+
+
+def check_target(out: Path, run: TrainedRun) -> None:
+    """Refuse, before any work, a target export must not replace: a link, a folder it did not write (a
+    previous export has export.json), the run folder or a folder holding it, or anything inside the run's
+    own files."""
+    if out.is_symlink():
+        raise KdqatError(f"--output-dir {out}: is a symbolic link; give the folder it points to, or another one")
+    target = out.resolve()
+    owned = [run.root / name for name in RUN_FILES] + [run.student]
+    if target == run.root.resolve() or run.root.resolve().is_relative_to(target):
+        raise KdqatError(f"--output-dir {out}: holds the run {run.root} itself; export into a folder of its own "
+                         f"(default {run.root / 'onnx'})")
+    for own in owned:
+        if own.exists() and target.is_relative_to(own.resolve()):
+            raise KdqatError(f"--output-dir {out}: lies inside the run's {own}; export into a folder of its own")
+    if out.exists():
+        if not out.is_dir():
+            raise KdqatError(f"--output-dir {out}: is a file, not a folder")
+        if any(out.iterdir()) and not (out / REPORT).is_file():
+            raise KdqatError(f"--output-dir {out}: exists and was not written by kdqat export (no {REPORT}); "
+                             "export replaces only its own earlier exports: choose another folder")
+    parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise KdqatError(f"--output-dir {out}: {parent} is not writable")
+
+
 def export_student(opts: ExportOptions, console: Console | None = None) -> dict:
     """Export, check and verify; returns the report also written to export.json."""
     console = console or Console(stderr=True)
     run = open_run(opts.run_dir)
+    out = output_folder(opts)
+    check_target(out, run)
     task = get_task(run.task)
     student = load_student(run.student)
     check_exportable(student)
@@ -119,7 +155,6 @@ def export_student(opts: ExportOptions, console: Console | None = None) -> dict:
     config = quant_config_of(student)
     tokenizer = load_tokenizer(str(run.student))
     features, source = sample_features(task, run, tokenizer, opts)
-    out = Path(opts.output_dir) if opts.output_dir else run.root / "onnx"
     regression = task.is_regression
 
     with atomic_dir(out) as tmp, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

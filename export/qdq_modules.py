@@ -24,7 +24,7 @@ from torch import nn
 
 from kdqat.errors import KdqatError
 from kdqat.modules import QuantEmbedding, QuantLinear
-from kdqat.prepare import act_quantizers, quant_config_of
+from kdqat.student import act_quantizers, quant_config_of
 from kdqat.quantizers import ActQuantizer, WeightQuantizer
 
 INT8_MIN, INT8_MAX = -128, 127

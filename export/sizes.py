@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from kdqat.modules import QuantEmbedding, QuantLinear
-from kdqat.prepare import act_quantizers
+from kdqat.student import act_quantizers
 
 FLOAT_BITS = 32
 

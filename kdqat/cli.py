@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import Optional
 
@@ -14,7 +15,7 @@ from rich.text import Text
 
 from kdqat.errors import KdqatError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ternary-weight / 8-bit-activation QAT with distillation for BERT-style encoders.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Ternary-weight / 8-bit-activation QAT with distillation for BERT-style encoders.")
 # Messages hold user text (paths, option values, install hints with [extras]): never parse them as markup.
 console = Console(stderr=True, markup=False)
 # tables go to stdout; when it is not a terminal (a log, a pipe) do not wrap them at 80 columns
@@ -36,6 +37,26 @@ def _quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if not sys.stderr.isatty():  # transformers styles its load report with ANSI codes even in a log file
+        for handler in logging.getLogger("transformers").handlers:
+            handler.addFilter(_PlainText())
+    logging.getLogger("kdqat").setLevel(logging.INFO)  # one line as each stage starts and ends
+
+
+class _PlainText(logging.Filter):
+    """Strip terminal escape sequences from a log record's message."""
+
+    ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.ANSI.sub("", record.getMessage())
+        record.args = ()
+        return True
+
+
+def _progress(asked: bool | None) -> bool:
+    """Progress bars when asked, else only on a terminal: a redirected log gets plain lines, no escapes."""
+    return sys.stderr.isatty() if asked is None else asked
 
 
 def _csv(text: str, option: str, kind=str) -> list:
@@ -77,13 +98,14 @@ def train(
     keep: str = typer.Option("best", help="Which model each stage keeps in teacher/ and student/: best (best dev evaluation) or last."),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Keep each stage's resumable checkpoints after it completes."),
     logging_steps: int = typer.Option(20, help="Log the losses every N steps."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
     """Fine-tune the teacher (unless given), then train the W2/A8 student with distillation."""
     _quiet_libraries()
     from kdqat.train import TrainOptions
     from kdqat.train import train as run_train
 
+    progress = _progress(progress)
     opts = TrainOptions(**{k: v for k, v in locals().items() if k in TrainOptions.__dataclass_fields__})
     result = run_train(opts)
     if int(os.environ.get("RANK", "0")) == 0:  # one table under torchrun, not one per process
@@ -111,7 +133,7 @@ def export(
     min_agreement: float = typer.Option(0.99, help="Fail below this fraction of equal predictions among examples the PyTorch student is decided on (logit margin > 0.05)."),
     batch_size: int = typer.Option(32, help="Batch size of the parity runs."),
     ort_cpu_graph: bool = typer.Option(False, help="Also write model.ort_cpu.onnx: uint8 activations (zero point 128) and embedding rows dequantized after the lookup, for plain onnxruntime CPU users (kdqat's runtime does this in memory)."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
     """Export the student as a QDQ ONNX deploy graph, a packed INT2 storage graph and a float baseline."""
     if not onnx:
@@ -121,11 +143,13 @@ def export(
     if not 0.0 <= min_agreement <= 1.0:
         raise KdqatError("--min-agreement must be between 0 and 1")
     _quiet_libraries()
-    from export.pipeline import ExportOptions, export_student
+    from export.pipeline import ExportOptions, export_student, output_folder
 
-    report = export_student(ExportOptions(run_dir, output_dir, data_dir, samples, batch_size=batch_size,
-                                          min_agreement=min_agreement, progress=progress, ort_cpu_graph=ort_cpu_graph))
+    opts = ExportOptions(run_dir, output_dir, data_dir, samples, batch_size=batch_size, min_agreement=min_agreement,
+                         progress=_progress(progress), ort_cpu_graph=ort_cpu_graph)
+    report = export_student(opts)
     print_export(report)
+    stdout.print(f"wrote {output_folder(opts)}/ ({', '.join(g['file'] for g in report['graphs'].values())}, export.json, tokenizer)")
 
 
 def print_export(report: dict) -> None:
@@ -156,7 +180,7 @@ def evaluate(
     data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout data folder (default: the run's, else GLUE_DIR, else the hub)."),
     batch_size: int = typer.Option(32, help="Examples per batch (padded to the batch's longest)."),
     max_samples: Optional[int] = typer.Option(None, help="Score only the first N dev examples."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
     """Score the GLUE dev set: teacher, PyTorch student, the student on ENGINE, and their agreement."""
     from runtime.registry import ENGINES
@@ -168,7 +192,9 @@ def evaluate(
     _quiet_libraries()
     from eval.evaluate import EvalOptions, evaluate_run
 
-    print_eval(evaluate_run(EvalOptions(run_dir, engine, onnx, provider, data_dir, batch_size, max_samples, progress)))
+    result = evaluate_run(EvalOptions(run_dir, engine, onnx, provider, data_dir, batch_size, max_samples, _progress(progress)))
+    print_eval(result)
+    stdout.print(f"wrote {result['file']}")
 
 
 def print_eval(result: dict) -> None:
@@ -236,7 +262,7 @@ def bench_command(
     onnx: Optional[str] = typer.Option(None, help="Deploy graph (default RUN_DIR/onnx/model.onnx)."),
     output_dir: Optional[str] = typer.Option(None, help="Where bench.json and latency.png go (default RUN_DIR/bench)."),
     plot: bool = typer.Option(True, help="Write latency.png."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
     """Latency (p50/p90/p99) and throughput of each engine and of the float teacher, over a grid."""
     from runtime.bench import BASELINE, BenchOptions, bench
@@ -244,7 +270,7 @@ def bench_command(
     _quiet_libraries()
     record = bench(BenchOptions(run_dir, tuple(engine), tuple(_csv(batch_sizes, "--batch-sizes", int)),
                                 tuple(_csv(seq_lengths, "--seq-lengths", int)),
-                                warmup, iterations, provider, device, onnx, output_dir, plot, progress))
+                                warmup, iterations, provider, device, onnx, output_dir, plot, _progress(progress)))
     table = Table(title=f"{record['task']}: latency ({iterations} calls after {warmup} warm-up)")
     for col in ("engine", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "seq/s", f"vs {BASELINE}"):
         table.add_column(col, justify="left" if col == "engine" else "right")
@@ -252,6 +278,11 @@ def bench_command(
         table.add_row(r["engine"], str(r["batch"]), str(r["seq"]), f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}",
                       f"{r['p99_ms']:.1f}", f"{r['sequences_per_s']:.1f}", f"{r['speedup_vs_teacher']:.2f}x")
     stdout.print(table)
+    from runtime.cpu_info import describe
+
+    stdout.print(f"CPU: {describe(record['environment']['cpu'])}. CPU speed-ups of the INT8 graph depend on these "
+                 "integer dot-product features (VNNI, AMX): compare figures only between machines that share them.")
+    stdout.print(f"wrote {', '.join(record['files'])}")
 
 
 @app.command()
@@ -270,7 +301,7 @@ def sweep(
     max_steps: int = typer.Option(-1, help="Cap each stage at this many steps."),
     max_train_samples: Optional[int] = typer.Option(None, help="Use only the first N training examples."),
     max_eval_samples: Optional[int] = typer.Option(None, help="Use only the first N dev examples."),
-    progress: bool = typer.Option(True, help="Show the overall progress bar."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show the overall progress bar (default: when stderr is a terminal)."),
     table_only: bool = typer.Option(False, help="Train nothing: tabulate the finished cells (others show as '-')."),
 ) -> None:
     """Train a grid of tasks x presets x seeds (one teacher per task, finished cells skipped) and tabulate it."""
@@ -299,7 +330,7 @@ def sweep(
                         max_eval_samples=max_eval_samples, progress=False)
     _quiet_libraries()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=not progress) as bar:
+                  console=console, disable=not _progress(progress)) as bar:
         job = bar.add_task(f"sweep: {cells[0].task} {cells[0].preset} seed {cells[0].seed}", total=len(cells))
 
         def advance(cell, status):
@@ -339,10 +370,12 @@ def analyze(
 
 
 def print_metrics(result: dict) -> None:
+    from eval.sweep_table import metric_label
+
     metric = result["metric"]
-    table = Table(title=f"{result['task']} dev ({metric})")
+    table = Table(title=f"{result['task']} dev")
     table.add_column("model")
-    table.add_column(metric, justify="right")
+    table.add_column(metric_label(metric), justify="right")  # as kdqat eval's tables name it
     table.add_row("teacher (fp32)", f"{result['teacher']['dev'][metric]:.2f}")
     student = result["student"]
     if student is None:  # --teacher-only
@@ -362,8 +395,14 @@ def main() -> None:
     try:
         app()
     except KdqatError as e:
-        console.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _error(str(e))
+    except PermissionError as e:  # a folder that turned read-only under a running command
+        _error(f"{e.filename}: permission denied; fix its permissions or choose another output folder")
+
+
+def _error(message: str) -> None:
+    console.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

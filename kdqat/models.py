@@ -76,7 +76,7 @@ def load_teacher(path: str | Path, task: GlueTask, option: str = "--teacher") ->
     """A fine-tuned classifier for `task`: a full-precision folder, or a kdqat student folder (quant_config.json
     beside its weights: a fake-quant model, e.g. a W8/A8 student teaching a W4/A8 one). Refused, naming
     `option`, when its label space does not fit the task."""
-    from kdqat.prepare import QUANT_CONFIG_FILE, load_student
+    from kdqat.student import QUANT_CONFIG_FILE, load_student
 
     if (Path(path) / QUANT_CONFIG_FILE).is_file():
         model = load_student(path)

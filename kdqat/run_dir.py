@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdqat.errors import KdqatError
-from kdqat.prepare import QUANT_CONFIG_FILE
+from kdqat.student import QUANT_CONFIG_FILE
 
 RUN_CONFIG = "config.json"
 

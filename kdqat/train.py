@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from safetensors.torch import load_file
 from transformers import (
     DataCollatorWithPadding,
     PreTrainedModel,
+    PrinterCallback,
+    ProgressCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -54,7 +57,7 @@ from kdqat.io import atomic_dir, finite_json, write_json
 from kdqat.losses import loss_weights
 from kdqat.models import DEFAULT_MODEL, load_classifier, load_teacher, load_tokenizer, model_position_limit
 from kdqat.optim import OPTIMIZERS, optimizer_cls_and_kwargs
-from kdqat.prepare import float_state, prepare, save_student, set_act_scale_mode
+from kdqat.student import float_state, prepare, save_student, set_act_scale_mode
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +240,52 @@ def tokenize(ds: Dataset, tokenizer, max_length: int) -> Dataset:
     return ds.map(encode, batched=True, remove_columns=[c for c in ds.column_names if c != "label"])
 
 
+class StageProgress(ProgressCallback):
+    """The Trainer's progress bar, labelled with its stage ("teacher", "student")."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__()
+        self.stage = stage
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description(self.stage)
+
+
+class StageLog(TrainerCallback):
+    """Without progress bars: each log record as one plain line on stderr, named by its stage (the Trainer
+    would print Python dicts to stdout, between the command's results)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
+            log.info("%s step %d/%d: %s", self.stage, state.global_step, state.max_steps, values)
+
+
+def announce(trainer: Trainer, stage: str, what: str) -> None:
+    """One line when a stage starts; its progress bar labelled, or plain log lines without bars."""
+    if trainer.is_world_process_zero():
+        log.info("%s: %s", stage, what)
+    if trainer.args.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(StageLog(stage))
+    else:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(StageProgress(stage))
+
+
+def report_saved(stage: str, target: Path, summary: dict, task: GlueTask) -> None:
+    """One line when a stage ends: where it saved, which evaluation that is."""
+    best, metric = summary["best"], task.primary_metric
+    kept = (f"the best dev evaluation, step {best['step']} of {summary['last_step']}: {metric} {best['dev'][metric]:.2f}"
+            if summary["kept"] == "best" and best else f"the last step, {summary['last_step']}")
+    log.info("%s: saved to %s (%s)", stage, target, kept)
+
+
 class JsonlLog(TrainerCallback):
     """Append every log and evaluation record as one JSON line."""
 
@@ -354,7 +403,10 @@ def load_best(trainer: Trainer) -> int | None:
 def remove_checkpoints(opts: TrainOptions, trainer: Trainer) -> None:
     """A completed stage's resumable checkpoints are dead weight (hundreds of MB each) unless asked for."""
     if not opts.keep_checkpoints and trainer.is_world_process_zero():
-        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+        stage = Path(trainer.args.output_dir)
+        shutil.rmtree(stage, ignore_errors=True)
+        if stage.parent.is_dir() and not any(stage.parent.iterdir()):
+            stage.parent.rmdir()  # checkpoints/ itself, once no stage has any left
 
 
 def trainer_kwargs(opts: TrainOptions, out: Path, stage: str, task: GlueTask, lr: float, epochs: float, optimizer: str,
@@ -395,6 +447,8 @@ def train_teacher(opts: TrainOptions, task: GlueTask, out: Path, train_set: Data
         **trainer_kwargs(opts, out, "teacher", task, opts.teacher_learning_rate, opts.teacher_epochs,
                          opts.teacher_optimizer, train_set, dev, tokenizer),
     )
+    announce(trainer, "teacher", f"fine-tuning {opts.model} on {task.name} (lr {opts.teacher_learning_rate:g}, "
+                                 f"{opts.teacher_epochs:g} epochs, {opts.teacher_optimizer}), dev every {opts.eval_steps} steps")
     _train(trainer)
     kept = load_best(trainer) if opts.keep == "best" else None
     require_finite(model, "the fine-tuned teacher")
@@ -405,6 +459,7 @@ def train_teacher(opts: TrainOptions, task: GlueTask, out: Path, train_set: Data
             trainer.save_model(str(tmp))
             tokenizer.save_pretrained(tmp)
             write_json(tmp / TEACHER_SUMMARY, summary)
+        report_saved("teacher", target, summary, task)
     trainer.accelerator.wait_for_everyone()
     remove_checkpoints(opts, trainer)
     return model
@@ -451,6 +506,8 @@ def _run_stages(opts: TrainOptions, task: GlueTask, out: Path, tokenizer, train_
         **trainer_kwargs(opts, out, "student", task, opts.learning_rate, opts.epochs, opts.optimizer,
                          train_set, dev, tokenizer),
     )
+    announce(trainer, "student", f"W{opts.weight_bits}/A{opts.act_bits} with {opts.kd} distillation on {task.name} "
+                                 f"(lr {opts.learning_rate:g}, {opts.epochs:g} epochs, {opts.optimizer}), dev every {opts.eval_steps} steps")
     _train(trainer)
     history = eval_history(trainer, task)  # before the re-scoring below adds its own records
     last = score_last(opts, task, trainer, dev, history)
@@ -474,6 +531,7 @@ def _run_stages(opts: TrainOptions, task: GlueTask, out: Path, tokenizer, train_
             save_student(student, tmp)
             tokenizer.save_pretrained(tmp)
         write_json(out / "metrics.json", result)
+        report_saved("student", out / "student", result["student"], task)
     trainer.accelerator.wait_for_everyone()
     remove_checkpoints(opts, trainer)
     return result
@@ -495,19 +553,21 @@ def score_last(opts: TrainOptions, task: GlueTask, trainer: Trainer, dev: dict[s
 def teacher_record(teacher: PreTrainedModel, folder: Path, task: GlueTask, dev: dict[str, Dataset], tokenizer,
                    opts: TrainOptions) -> dict:
     """The teacher's dev scores, with how it was fine-tuned when its folder says (kdqat_training.json)."""
-    evaluator = Trainer(
-        model=teacher,
-        args=TrainingArguments(
-            output_dir=str(Path(opts.output_dir) / "checkpoints" / "teacher-eval"),
-            per_device_eval_batch_size=max(64, opts.batch_size),
-            report_to=[],
-            disable_tqdm=not opts.progress,
-            use_cpu=not torch.cuda.is_available(),
-        ),
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=metrics_fn(task),
-    )
-    record = {"dev": evaluate(evaluator, dev), "folder": str(folder)}
+    with tempfile.TemporaryDirectory() as scratch:  # the Trainer makes its output folder; nothing goes there
+        evaluator = Trainer(
+            model=teacher,
+            args=TrainingArguments(
+                output_dir=scratch,
+                per_device_eval_batch_size=max(64, opts.batch_size),
+                report_to=[],
+                disable_tqdm=not opts.progress,
+                use_cpu=not torch.cuda.is_available(),
+            ),
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=metrics_fn(task),
+        )
+        evaluator.remove_callback(PrinterCallback)  # the scores go into the result, not to stdout
+        record = {"dev": evaluate(evaluator, dev), "folder": str(folder)}
     summary = folder / TEACHER_SUMMARY
     if summary.is_file():
         record["training"] = json.loads(summary.read_text())

@@ -75,6 +75,33 @@ def _validate(opts: BenchOptions) -> None:
         raise KdqatError("--iterations must be positive and --warmup not negative")
 
 
+FLOAT_BYTES = 4
+
+
+def activation_bytes(config, batch: int, seq: int) -> int:
+    """A generous estimate of one forward pass's peak activation memory (float32): the attention maps
+    ([batch, heads, seq, seq]: scores, masked scores, probabilities and their quantized copy), the
+    feed-forward activations ([batch, seq, intermediate], three at once) and a dozen hidden-size tensors."""
+    attention = 4 * batch * config.num_attention_heads * seq * seq
+    feed_forward = 3 * batch * seq * config.intermediate_size
+    hidden = 12 * batch * seq * config.hidden_size
+    return (attention + feed_forward + hidden) * FLOAT_BYTES
+
+
+def check_memory(opts: BenchOptions, config, available: int | None = None) -> None:
+    """Refuse grid points whose estimated activations do not fit in half the memory available now (the
+    engines hold their weights and buffers beside them), instead of swapping the machine."""
+    if available is None:
+        import psutil
+
+        available = psutil.virtual_memory().available
+    b, s = max(opts.batch_sizes), max(opts.seq_lengths)
+    need = activation_bytes(config, b, s)
+    if need > available // 2:
+        raise KdqatError(f"--batch-sizes {b} with --seq-lengths {s} needs about {need / 2**30:.1f} GiB of activations "
+                         f"per forward pass; {available / 2**30:.1f} GiB is available: use smaller batches or sequences")
+
+
 def open_engines(opts: BenchOptions) -> dict[str, object]:
     run = open_run(opts.run_dir)
     engines = {BASELINE: TorchEngine.teacher(run.teacher or run.student, opts.device)}
@@ -97,11 +124,14 @@ def bench(opts: BenchOptions, console: Console | None = None) -> dict:
     """Run the grid; write RUN_DIR/bench/bench.json (and latency.png); return the record."""
     _validate(opts)
     run = open_run(opts.run_dir)
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(run.student)
+    if max(opts.seq_lengths) > config.max_position_embeddings:
+        raise KdqatError(f"--seq-lengths {max(opts.seq_lengths)} exceeds the model's {config.max_position_embeddings} positions")
+    check_memory(opts, config)
     engines = open_engines(opts)
-    vocab = engines[BASELINE].model.config.vocab_size
-    max_pos = engines[BASELINE].model.config.max_position_embeddings
-    if max(opts.seq_lengths) > max_pos:
-        raise KdqatError(f"--seq-lengths {max(opts.seq_lengths)} exceeds the model's {max_pos} positions")
+    vocab = config.vocab_size
     results = []
     grid = [(b, s) for s in opts.seq_lengths for b in opts.batch_sizes]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -121,8 +151,10 @@ def bench(opts: BenchOptions, console: Console | None = None) -> dict:
     record = {"task": run.task, "trained_max_seq_length": run.max_seq_length, "options": options,
               "environment": environment(opts), "results": results}
     write_json(out / "bench.json", record)
+    record["files"] = [str(out / "bench.json")]
     if opts.plot:
         plot(record, out / "latency.png")
+        record["files"].append(str(out / "latency.png"))
     return record
 
 
@@ -132,8 +164,10 @@ def environment(opts: BenchOptions) -> dict:
     import onnxruntime
     import torch
 
+    from runtime.cpu_info import cpu_info
+
     env = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "onnxruntime": onnxruntime.__version__,
-           "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+           "cpu": cpu_info(), "python": platform.python_version()}
     if opts.device.startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
     return env

@@ -22,7 +22,7 @@ class TorchEngine:
     @classmethod
     def student(cls, path: str | Path, device: str = "cpu") -> TorchEngine:
         """A kdqat student in static-scale mode, the numbers the exported graph must reproduce."""
-        from kdqat.prepare import load_student, set_act_scale_mode
+        from kdqat.student import load_student, set_act_scale_mode
 
         model = load_student(path, device)
         set_act_scale_mode(model, "static")

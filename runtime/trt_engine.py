@@ -101,15 +101,18 @@ def layer_report(engine_info: dict) -> dict:
 
 
 def _require_tensorrt():
+    """The tensorrt module, or one error naming everything missing: the GPU, TensorRT, or both."""
+    import torch
+
+    missing = [] if torch.cuda.is_available() else ["no CUDA GPU is visible (torch.cuda.is_available() is False)"]
     try:
         import tensorrt
     except ImportError:
-        raise KdqatError("TensorRT is not installed: its wheels come from NVIDIA's index, not the package registry; "
-                         "use the GPU image (Dockerfile) or install TensorRT from NVIDIA") from None
-    import torch
-
-    if not torch.cuda.is_available():
-        raise KdqatError("TensorRT needs a CUDA GPU, and PyTorch sees none here")
+        tensorrt = None
+        missing.append("TensorRT is not installed (its wheels come from NVIDIA's index, not the package registry)")
+    if missing:
+        raise KdqatError(f"the TensorRT engine needs a CUDA GPU and TensorRT: {'; '.join(missing)}. "
+                         "Use the GPU image (Dockerfile) on a machine with an NVIDIA GPU")
     return tensorrt
 
 

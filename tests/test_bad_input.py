@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -140,10 +141,12 @@ def test_bad_options_name_the_option(tmp_path, tiny_model_dir, glue_dir, overrid
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_a_read_only_output_folder_is_refused_up_front(tmp_path, tiny_model_dir, glue_dir):
+def test_a_read_only_output_folder_is_refused_up_front(tmp_path, tiny_model_dir, glue_dir, monkeypatch):
     (tmp_path / "ro").mkdir()
     os.chmod(tmp_path / "ro", 0o555)
+    if os.geteuid() == 0:  # root may write anyway; what a read-only mount or another user would see:
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(tmp_path / "ro") else real(p, mode))
     with pytest.raises(KdqatError, match=r"--output-dir .*ro/run: .*ro is not writable"):
         train(options(tmp_path, tiny_model_dir, glue_dir, name="ro/run"))
 
@@ -237,3 +240,62 @@ def test_check_refuses_an_empty_graph(tmp_path):
     (tmp_path / "empty.onnx").write_bytes(b"")
     done = run_cli("check", "empty.onnx", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == "error: empty.onnx: holds no graph nodes (empty or not an ONNX model)"
+
+
+# -- 1. export never replaces what it did not write ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model_dir):
+    run = make_student_run(tmp_path_factory.mktemp("finished") / "run", tiny_model_dir, QuantConfig())
+    (run / "metrics.json").write_text("{}")
+    return run
+
+
+@pytest.mark.parametrize("target, message", [
+    (".", "holds the run .* itself"),
+    ("..", "holds the run .* itself"),
+    ("student", "lies inside the run's .*student"),
+    ("student/onnx", "lies inside the run's .*student"),
+    ("config.json", "lies inside the run's .*config.json"),
+    ("elsewhere", "exists and was not written by kdqat export"),
+    ("link", "is a symbolic link"),
+])
+def test_export_refuses_targets_it_must_not_replace(finished_run, target, message):
+    (finished_run / "elsewhere").mkdir(exist_ok=True)
+    (finished_run / "elsewhere" / "notes.txt").write_text("mine")
+    if not (finished_run / "link").is_symlink():
+        (finished_run / "link").symlink_to(finished_run / "elsewhere")
+    before = sorted(str(p.relative_to(finished_run)) for p in finished_run.rglob("*"))
+    done = run_cli("export", finished_run, "--output-dir", finished_run / target, "--no-progress", cwd=finished_run)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: --output-dir") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert re.search(message, done.stderr), done.stderr
+    assert sorted(str(p.relative_to(finished_run)) for p in finished_run.rglob("*")) == before
+
+
+def test_export_replaces_its_own_earlier_export(finished_run, tmp_path):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("GLUE_DIR", raising=False)
+        first = run_cli("export", finished_run, "--output-dir", tmp_path / "exp", "--samples", "8", "--no-progress", cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        again = run_cli("export", finished_run, "--output-dir", tmp_path / "exp", "--samples", "8", "--no-progress", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "exp" / "export.json").is_file()
+
+
+# -- 10. bench refuses shapes that do not fit in memory ------------------------------------------------------
+
+def test_bench_estimates_memory_and_refuses_what_does_not_fit(tmp_path, tiny_model_dir):
+    from transformers import BertConfig
+
+    from runtime.bench import BenchOptions, activation_bytes, check_memory
+
+    config = BertConfig(hidden_size=384, num_attention_heads=12, intermediate_size=1536)
+    # 4 maps of 32 x 12 x 128 x 128, 3 of 32 x 128 x 1536, 12 of 32 x 128 x 384 float32 values
+    assert activation_bytes(config, 32, 128) == (4 * 32 * 12 * 128 * 128 + 3 * 32 * 128 * 1536 + 12 * 32 * 128 * 384) * 4
+    check_memory(BenchOptions("run", batch_sizes=(1, 32)), config, available=8 * 2**30)
+    with pytest.raises(KdqatError, match=r"--batch-sizes 100000 with --seq-lengths 128 needs about 732.4 GiB .* 8.0 GiB is available"):
+        check_memory(BenchOptions("run", batch_sizes=(1, 100000)), config, available=8 * 2**30)
+    run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
+    done = run_cli("bench", run, "--batch-sizes", "100000000", "--seq-lengths", "64", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 2 and "needs about" in done.stderr and "GiB is available" in done.stderr, done.stderr

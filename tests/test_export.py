@@ -15,7 +15,7 @@ from export.onnx_graph import to_onnx
 from export.pipeline import DEPLOY, FLOAT, PACKED, REPORT, ExportOptions, export_student
 from export.qdq_modules import to_qdq
 from kdqat import KdqatError, QuantConfig, load_student
-from kdqat.prepare import act_quantizers
+from kdqat.student import act_quantizers
 
 onnxruntime = pytest.importorskip("onnxruntime")
 

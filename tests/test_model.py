@@ -4,7 +4,7 @@ from conftest import batch, tiny_classifier
 
 from kdqat import KdqatError, QuantConfig, load_student, prepare, save_student
 from kdqat.capture import capture
-from kdqat.prepare import act_quantizers
+from kdqat.student import act_quantizers
 
 
 def test_bits_32_equals_the_float_model():

@@ -49,18 +49,22 @@ def test_layer_report_counts_precisions_and_flags_float_matmuls():
     assert report["matmul_like_layers_not_int8"] == [{"name": "ffn", "type": "MatrixMultiply", "precision": "FP32"}]
 
 
-def test_without_tensorrt_or_gpu_the_error_says_what_is_missing(tmp_path):
+@pytest.mark.parametrize("gpu, tensorrt, missing", [
+    (False, False, "no CUDA GPU is visible .*; TensorRT is not installed"),
+    (False, True, "no CUDA GPU is visible [^;]*\\. Use the GPU image"),
+    (True, False, "needs a CUDA GPU and TensorRT: TensorRT is not installed"),
+])
+def test_without_tensorrt_or_gpu_the_error_names_each_missing_part(tmp_path, monkeypatch, gpu, tensorrt, missing):
+    import sys
+    import types
+
+    import torch
+
     from runtime.trt_engine import TrtEngine
 
-    try:
-        import tensorrt  # noqa: F401
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("TensorRT and a GPU are present")
-    except ImportError:
-        pass
-    with pytest.raises(KdqatError, match="TensorRT is not installed|TensorRT needs a CUDA GPU"):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt") if tensorrt else None)
+    with pytest.raises(KdqatError, match=missing):
         TrtEngine.open(tmp_path / "model.onnx")
 
 

@@ -62,7 +62,7 @@ def prepare(model: PreTrainedModel, config: QuantConfig) -> PreTrainedModel:
 def quant_config_of(model: nn.Module) -> QuantConfig:
     config = getattr(model, "kdqat_quant_config", None)
     if config is None:
-        raise KdqatError("this model is not a kdqat student (run kdqat.prepare first)")
+        raise KdqatError("this model is not a kdqat student (run kdqat.student first)")
     return config
 
 
