@@ -126,8 +126,11 @@ def report(
 @app.command()
 def export(
     run_dir: str = typer.Argument(..., help="Output folder of kdqat train (holding student/)."),
-    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Write the ONNX graphs (the only format so far)."),
-    output_dir: Optional[str] = typer.Option(None, help="Where to write (default RUN_DIR/onnx)."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Write (and verify) the ONNX graphs; --no-onnx with --triton reuses an earlier export."),
+    output_dir: Optional[str] = typer.Option(None, help="Where to write the ONNX graphs (default RUN_DIR/onnx)."),
+    triton: Optional[str] = typer.Option(None, help="Also write a Triton Inference Server model repository into this folder."),
+    triton_max_batch_size: int = typer.Option(32, help="max_batch_size of the Triton models (dynamic batching up to it)."),
+    triton_device: str = typer.Option("cpu", help="Where Triton runs the onnxruntime model: cpu or gpu."),
     data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout folder for the parity sample (default: the run's, else GLUE_DIR, else random token ids)."),
     samples: int = typer.Option(256, help="Dev examples on which onnxruntime is compared with PyTorch."),
     min_agreement: float = typer.Option(0.99, help="Fail below this fraction of equal predictions among examples the PyTorch student is decided on (logit margin > 0.05)."),
@@ -135,9 +138,10 @@ def export(
     ort_cpu_graph: bool = typer.Option(False, help="Also write model.ort_cpu.onnx: uint8 activations (zero point 128) and embedding rows dequantized after the lookup, for plain onnxruntime CPU users (kdqat's runtime does this in memory)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
-    """Export the student as a QDQ ONNX deploy graph, a packed INT2 storage graph and a float baseline."""
-    if not onnx:
-        raise KdqatError("nothing to do: --onnx is the only export format")
+    """Export the student as a QDQ ONNX deploy graph, a packed INT2 storage graph and a float baseline
+    (and, with --triton, a Triton model repository built from them)."""
+    if not onnx and not triton:
+        raise KdqatError("nothing to do: give --onnx and/or --triton OUT")
     if samples <= 0 or batch_size <= 0:
         raise KdqatError("--samples and --batch-size must be positive")
     if not 0.0 <= min_agreement <= 1.0:
@@ -147,9 +151,16 @@ def export(
 
     opts = ExportOptions(run_dir, output_dir, data_dir, samples, batch_size=batch_size, min_agreement=min_agreement,
                          progress=_progress(progress), ort_cpu_graph=ort_cpu_graph)
-    report = export_student(opts)
-    print_export(report)
-    stdout.print(f"wrote {output_folder(opts)}/ ({', '.join(g['file'] for g in report['graphs'].values())}, export.json, tokenizer)")
+    if onnx:
+        report = export_student(opts)
+        print_export(report)
+        stdout.print(f"wrote {output_folder(opts)}/ ({', '.join(g['file'] for g in report['graphs'].values())}, export.json, tokenizer)")
+    if triton:
+        from export.triton import write_triton_repository
+
+        record = write_triton_repository(output_folder(opts), triton, triton_max_batch_size, triton_device)
+        stdout.print(f"wrote the Triton model repository {triton}/: {', '.join(record['models'].values())} "
+                     f"(start it with: tritonserver --model-repository {triton})")
 
 
 def print_export(report: dict) -> None:
@@ -283,6 +294,54 @@ def bench_command(
     stdout.print(f"CPU: {describe(record['environment']['cpu'])}. CPU speed-ups of the INT8 graph depend on these "
                  "integer dot-product features (VNNI, AMX): compare figures only between machines that share them.")
     stdout.print(f"wrote {', '.join(record['files'])}")
+
+
+@app.command()
+def serve(
+    run_dir: str = typer.Argument(..., help="Output folder of kdqat train, after kdqat export."),
+    engine: str = typer.Option("ort", help="Engine for the student: ort, trt, torch."),
+    provider: str = typer.Option("cpu", help="onnxruntime execution provider for --engine ort: cpu, cuda, tensorrt."),
+    model: str = typer.Option("student", help="student, or teacher (the float teacher in PyTorch, for A/B comparison)."),
+    onnx: Optional[str] = typer.Option(None, help="Deploy graph (default RUN_DIR/onnx/model.onnx; export.json beside it)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    max_batch_size: int = typer.Option(32, help="Dynamic batching: at most this many inputs per engine call."),
+    max_wait_ms: float = typer.Option(5.0, help="Dynamic batching: how long a request waits for others to join its batch."),
+    batching: bool = typer.Option(True, "--batching/--no-batching", help="Gather concurrent requests into one engine call."),
+    max_inputs: int = typer.Option(256, help="Most inputs in one request (more: 413)."),
+    max_text_bytes: int = typer.Option(16384, help="Longest text in bytes (longer: 413)."),
+) -> None:
+    """Serve the exported student over HTTP: POST /v1/predict, GET /health, GET /metrics (Prometheus)."""
+    for name, value in (("--port", port), ("--max-batch-size", max_batch_size), ("--max-inputs", max_inputs),
+                        ("--max-text-bytes", max_text_bytes)):
+        if value <= 0 or (name == "--port" and value > 65535):
+            raise KdqatError(f"{name} {value}: out of range")
+    if max_wait_ms < 0:
+        raise KdqatError(f"--max-wait-ms {max_wait_ms}: must not be negative")
+    _quiet_libraries()
+    import uvicorn
+
+    from runtime.served_model import open_served
+    from runtime.server import ServeSettings, create_app
+
+    _check_exported(run_dir, onnx)
+    settings = ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes)
+    app = create_app(lambda: open_served(run_dir, engine, provider, model, onnx), settings)
+    console.print(f"serving {model} of {run_dir} on http://{host}:{port} (engine {engine}, "
+                  f"batching {'up to ' + str(max_batch_size) + ' inputs / ' + format(max_wait_ms, 'g') + ' ms' if batching else 'off'})")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+def _check_exported(run_dir: str, onnx: str | None) -> None:
+    """Fail before the server starts on a folder that is not an exported run (the engine loads later)."""
+    from pathlib import Path
+
+    from kdqat.run_dir import open_run
+
+    run = open_run(run_dir)
+    graph = Path(onnx) if onnx else run.root / "onnx" / "model.onnx"
+    if not (graph.parent / "export.json").is_file():
+        raise KdqatError(f"{graph.parent / 'export.json'}: missing; run kdqat export {run.root} first")
 
 
 @app.command()

@@ -1,0 +1,142 @@
+"""`kdqat export RUN_DIR --triton OUT`: a Triton Inference Server model repository from an exported run.
+
+    OUT/<task>_student/        onnxruntime backend, the deploy graph (1/model.onnx), dynamic batching
+    OUT/<task>_student_trt/    tensorrt_plan, when RUN_DIR/onnx/model.plan was built (same GPU and TensorRT
+                               version as the server's, or Triton refuses it)
+    OUT/<task>_tokenizer/      Python backend: texts -> input_ids / attention_mask / token_type_ids, padded to
+                               the run's max length (so that requests batch together), with the run's tokenizer
+    OUT/<task>_text/           ensemble: TEXT (and TEXT_PAIR for pair tasks) -> tokenizer -> student -> LOGITS
+    OUT/kdqat_triton.json      what was written, from which export
+
+Every model's inputs and outputs are read from the ONNX graph, so names, types and shapes match it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+
+from kdqat.errors import KdqatError
+from kdqat.io import atomic_dir, write_json
+
+MARKER = "kdqat_triton.json"
+# ONNX element type -> Triton data type
+TRITON_TYPES = {onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.INT32: "TYPE_INT32",
+                onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16"}
+MODEL_PY = Path(__file__).with_name("triton_tokenizer_model.py")
+
+
+def _tensors(values, what: str) -> list[dict]:
+    """Name, Triton type and per-example dims (the batch dimension dropped) of graph inputs or outputs."""
+    out = []
+    for v in values:
+        t = v.type.tensor_type
+        if t.elem_type not in TRITON_TYPES:
+            raise KdqatError(f"graph {what} {v.name}: element type {t.elem_type} has no Triton type here")
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim][1:]
+        out.append({"name": v.name, "type": TRITON_TYPES[t.elem_type], "dims": dims})
+    return out
+
+
+def _io_block(kind: str, tensors: list[dict]) -> str:
+    items = ",\n".join(f'  {{ name: "{t["name"]}" data_type: {t["type"]} dims: [ {", ".join(map(str, t["dims"]))} ] }}'
+                       for t in tensors)
+    return f"{kind} [\n{items}\n]\n"
+
+
+def _model_config(name: str, kind: str, max_batch_size: int, inputs: list[dict], outputs: list[dict],
+                  device: str, max_queue_delay_us: int) -> str:
+    head = f'name: "{name}"\n' + (f'backend: "{kind}"\n' if kind in ("onnxruntime", "python") else f'platform: "{kind}"\n')
+    group = f"instance_group [ {{ kind: {'KIND_GPU' if device == 'gpu' else 'KIND_CPU'} count: 1 }} ]\n"
+    return (head + f"max_batch_size: {max_batch_size}\n" + _io_block("input", inputs) + _io_block("output", outputs)
+            + f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}\n" + group)
+
+
+def _ensemble_config(name: str, max_batch_size: int, text_inputs: list[str], tokenizer: str, student: str,
+                     graph_inputs: list[dict], logits: dict) -> str:
+    inputs = [{"name": t, "type": "TYPE_STRING", "dims": [1]} for t in text_inputs]
+    outputs = [{"name": "LOGITS", "type": logits["type"], "dims": logits["dims"]}]
+    tok_in = "".join(f' input_map {{ key: "{t}" value: "{t}" }}' for t in text_inputs)
+    tok_out = "".join(f' output_map {{ key: "{g["name"]}" value: "{g["name"]}" }}' for g in graph_inputs)
+    model_in = "".join(f' input_map {{ key: "{g["name"]}" value: "{g["name"]}" }}' for g in graph_inputs)
+    steps = (f'  step [\n    {{ model_name: "{tokenizer}" model_version: -1{tok_in}{tok_out} }},\n'
+             f'    {{ model_name: "{student}" model_version: -1{model_in} output_map {{ key: "{logits["name"]}" value: "LOGITS" }} }}\n  ]\n')
+    return (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {max_batch_size}\n' + _io_block("input", inputs)
+            + _io_block("output", outputs) + f"ensemble_scheduling {{\n{steps}}}\n")
+
+
+def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_size: int = 32, device: str = "cpu",
+                            max_queue_delay_us: int = 5000) -> dict:
+    """Write the repository from an export folder (model.onnx, export.json, tokenizer); returns its record."""
+    onnx_dir, out = Path(onnx_dir), Path(out)
+    report_file = onnx_dir / "export.json"
+    if not report_file.is_file():
+        raise KdqatError(f"{report_file}: missing; run kdqat export first (the repository is built from its graph)")
+    if max_batch_size <= 0:
+        raise KdqatError(f"--triton-max-batch-size {max_batch_size}: must be positive")
+    if device not in ("cpu", "gpu"):
+        raise KdqatError(f"--triton-device {device!r} is not one of cpu, gpu")
+    _check_target(out, onnx_dir)
+    report = json.loads(report_file.read_text())
+    task, length = report["task"], int(report["max_seq_length"])
+    graph = onnx.load(str(onnx_dir / "model.onnx"), load_external_data=False)
+    graph_inputs, graph_outputs = _tensors(graph.graph.input, "input"), _tensors(graph.graph.output, "output")
+    pair = _is_pair(task)
+    names = {"student": f"{task}_student", "trt": f"{task}_student_trt", "tokenizer": f"{task}_tokenizer",
+             "text": f"{task}_text"}
+    text_inputs = ["TEXT", "TEXT_PAIR"] if pair else ["TEXT"]
+    plan = onnx_dir / "model.plan"
+    with atomic_dir(out) as tmp:
+        model = tmp / names["student"]
+        (model / "1").mkdir(parents=True)
+        shutil.copyfile(onnx_dir / "model.onnx", model / "1" / "model.onnx")
+        (model / "config.pbtxt").write_text(_model_config(names["student"], "onnxruntime", max_batch_size, graph_inputs,
+                                                          graph_outputs, device, max_queue_delay_us))
+        if plan.is_file():
+            trt = tmp / names["trt"]
+            (trt / "1").mkdir(parents=True)
+            shutil.copyfile(plan, trt / "1" / "model.plan")
+            profile_max = json.loads(plan.with_suffix(".plan.json").read_text())["profile"]["max_batch"]
+            (trt / "config.pbtxt").write_text(_model_config(names["trt"], "tensorrt_plan", min(max_batch_size, profile_max),
+                                                            graph_inputs, graph_outputs, "gpu", max_queue_delay_us))
+        tok = tmp / names["tokenizer"]
+        (tok / "1").mkdir(parents=True)
+        shutil.copyfile(MODEL_PY, tok / "1" / "model.py")
+        for f in onnx_dir.iterdir():
+            if f.name.startswith(("tokenizer", "special_tokens", "vocab")):
+                shutil.copyfile(f, tok / "1" / f.name)
+        tok_outputs = [{"name": g["name"], "type": "TYPE_INT64", "dims": [length]} for g in graph_inputs]
+        config = _model_config(names["tokenizer"], "python", max_batch_size,
+                               [{"name": t, "type": "TYPE_STRING", "dims": [1]} for t in text_inputs], tok_outputs,
+                               "cpu", max_queue_delay_us)
+        config += f'parameters {{ key: "max_length" value: {{ string_value: "{length}" }} }}\n'
+        (tok / "config.pbtxt").write_text(config)
+        ens = tmp / names["text"]
+        (ens / "1").mkdir(parents=True)  # an ensemble needs a version folder, empty
+        (ens / "config.pbtxt").write_text(_ensemble_config(names["text"], max_batch_size, text_inputs, names["tokenizer"],
+                                                           names["student"], graph_inputs, graph_outputs[0]))
+        record = {"task": task, "labels": report["labels"], "models": {k: v for k, v in names.items()
+                                                                       if k != "trt" or plan.is_file()},
+                  "max_batch_size": max_batch_size, "device": device, "from": str(onnx_dir.resolve())}
+        write_json(tmp / MARKER, record)
+    return record
+
+
+def _is_pair(task: str) -> bool:
+    from eval.tasks import get_task
+
+    return get_task(task).text_b is not None
+
+
+def _check_target(out: Path, onnx_dir: Path) -> None:
+    """Replace only an earlier Triton export (it holds kdqat_triton.json); never the export it reads."""
+    if out.is_symlink():
+        raise KdqatError(f"--triton {out}: is a symbolic link; give the folder it points to, or another one")
+    if out.resolve() == onnx_dir.resolve() or onnx_dir.resolve().is_relative_to(out.resolve()):
+        raise KdqatError(f"--triton {out}: holds the export it is built from ({onnx_dir}); choose another folder")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
+        raise KdqatError(f"--triton {out}: exists and was not written by kdqat export --triton (no {MARKER}); "
+                         "choose another folder")

@@ -1,0 +1,87 @@
+"""What `kdqat serve` serves: an exported run's engine, its tokenizer and max length, its task and labels.
+
+The task, the labels and the sequence length come from the export's export.json, the tokenizer from the
+export folder: the server tokenizes exactly as `kdqat export` verified and `kdqat eval` scores.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdqat.errors import KdqatError
+from kdqat.run_dir import open_run
+from runtime.batching import Features
+
+MODELS = ("student", "teacher")
+
+
+@dataclass
+class ServedModel:
+    task: str
+    labels: list[str] | None  # None: a regression score (STS-B)
+    pair: bool  # inputs are [text_a, text_b] pairs
+    max_length: int
+    tokenizer: Any
+    engine: Any  # runtime.engine.Engine
+    description: str
+
+    def encode(self, inputs: list) -> Features:
+        """Token ids of validated inputs (strings, or [a, b] pairs), unpadded."""
+        a = [x[0] for x in inputs] if self.pair else list(inputs)
+        b = [x[1] for x in inputs] if self.pair else None
+        enc = self.tokenizer(a, b, truncation=True, max_length=self.max_length)
+        return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+
+    def answers(self, logits: np.ndarray) -> list[dict]:
+        """Per input: the label and its probabilities, or the score."""
+        if self.labels is None:
+            return [{"score": float(row[0])} for row in logits]
+        z = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        return [{"label": self.labels[int(p.argmax())],
+                 "probabilities": {label: float(v) for label, v in zip(self.labels, p)}} for p in probs]
+
+
+def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu", model: str = "student",
+                onnx: str | Path | None = None) -> ServedModel:
+    """Open an exported run for serving: the student on `engine`, or the float teacher (PyTorch)."""
+    from transformers import AutoTokenizer
+
+    from eval.tasks import get_task
+    from runtime.registry import ENGINES, open_student_engine
+
+    if model not in MODELS:
+        raise KdqatError(f"--model {model!r} is not one of {', '.join(MODELS)}")
+    if engine not in ENGINES:
+        raise KdqatError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    run = open_run(run_dir)
+    graph = Path(onnx) if onnx else run.root / "onnx" / "model.onnx"
+    report_file = graph.parent / "export.json"
+    if not report_file.is_file():
+        raise KdqatError(f"{report_file}: missing; run kdqat export {run.root} first (the server reads the task, "
+                         "labels and sequence length the export verified)")
+    report = json.loads(report_file.read_text())
+    task = get_task(report["task"])
+    if model == "teacher":
+        if engine != "torch":
+            raise KdqatError("--model teacher runs the float teacher in PyTorch: use --engine torch")
+        if run.teacher is None:
+            raise KdqatError(f"{run.root}: no teacher folder to serve (the run was given one that is not there)")
+        from runtime.torch_engine import TorchEngine
+
+        runner, description = TorchEngine.teacher(run.teacher), f"teacher fp32 (torch) from {run.teacher}"
+    elif engine == "torch":
+        from runtime.torch_engine import TorchEngine
+
+        runner, description = TorchEngine.student(run.student), f"student (torch, fake-quant) from {run.student}"
+    else:
+        runner = open_student_engine(engine, graph, provider)
+        description = f"student ({ENGINES[engine]}{'' if engine != 'ort' else ', ' + provider}) from {graph}"
+    tokenizer = AutoTokenizer.from_pretrained(str(graph.parent))
+    return ServedModel(task.name, report["labels"], task.text_b is not None, int(report["max_seq_length"]),
+                       tokenizer, runner, description)

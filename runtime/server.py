@@ -1,0 +1,169 @@
+"""`kdqat serve`: an exported student behind HTTP (FastAPI on uvicorn), with dynamic batching and metrics.
+
+    POST /v1/predict   JSON list of texts (pair tasks: [text_a, text_b] pairs), or {"inputs": [...]}
+                       -> {"predictions": [{"label", "probabilities"} | {"score"}], "model": ...}
+    GET  /health       200 {"status": "ready"} once the engine is loaded and warmed up, else 503
+    GET  /metrics      Prometheus text: requests and errors, latency, batch sizes, queue depth
+
+Every bad request gets a 4xx with {"error": "<one line>"} and never reaches the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from runtime.batcher import DynamicBatcher, EngineFailure
+from runtime.served_model import ServedModel
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    max_batch_size: int = 32  # inputs per engine call
+    max_wait_ms: float = 5.0  # how long the first waiting request waits for company
+    batching: bool = True
+    max_inputs: int = 256  # per request
+    max_text_bytes: int = 16_384  # per text, UTF-8
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason = status, reason
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("kdqat_requests", "Prediction requests by outcome.", ["status"], registry=self.registry)
+        self.errors = Counter("kdqat_request_errors", "Refused or failed prediction requests by reason.", ["reason"],
+                              registry=self.registry)
+        self.latency = Histogram("kdqat_request_latency_seconds", "Prediction request latency.", registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.batch_size = Histogram("kdqat_batch_size", "Inputs per engine call.", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.queue_depth = Gauge("kdqat_queue_depth", "Requests waiting for the engine.", registry=self.registry)
+        self.inputs = Counter("kdqat_inputs", "Inputs predicted.", registry=self.registry)
+
+
+def parse_inputs(body: bytes, content_type: str, pair: bool, settings: ServeSettings) -> list:
+    """The validated list of inputs of a request body, or BadRequest naming what is wrong."""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise BadRequest(415, "content_type", f"Content-Type must be application/json, not {content_type or 'none'!r}")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(400, "malformed_json", f"the body is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    if isinstance(data, dict) and set(data) == {"inputs"}:
+        data = data["inputs"]
+    want = "[text_a, text_b] pairs" if pair else "texts"
+    if not isinstance(data, list):
+        raise BadRequest(422, "shape", f"expected a JSON list of {want} (or {{\"inputs\": [...]}})")
+    if not data:
+        raise BadRequest(422, "empty", "the list of inputs is empty")
+    if len(data) > settings.max_inputs:
+        raise BadRequest(413, "too_many_inputs", f"{len(data)} inputs in one request; at most {settings.max_inputs}")
+    for i, item in enumerate(data):
+        texts = item if pair else [item]
+        if pair and not (isinstance(item, list) and len(item) == 2):
+            raise BadRequest(422, "shape", f"input {i}: this task takes [text_a, text_b] pairs, got {type(item).__name__}"
+                             + (f" of {len(item)}" if isinstance(item, list) else ""))
+        for text in texts:
+            if not isinstance(text, str):
+                raise BadRequest(422, "shape", f"input {i}: expected {'strings in a pair' if pair else 'a string'}, "
+                                 f"got {type(text).__name__}")
+            if len(text.encode("utf-8")) > settings.max_text_bytes:
+                raise BadRequest(413, "text_too_long", f"input {i}: a text of {len(text.encode('utf-8'))} bytes; "
+                                 f"at most {settings.max_text_bytes}")
+    return data
+
+
+def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeSettings()) -> FastAPI:
+    """The ASGI app. `load` opens the engine; it runs in the background so /health can say 'loading'."""
+    metrics = Metrics()
+    state: dict = {"model": None, "batcher": None, "error": None}
+
+    def open_and_warm() -> ServedModel:
+        model = load()
+        model.engine.run(_pad(model.encode([["warm up", "warm up"]] if model.pair else ["warm up"])))
+        return model
+
+    async def start() -> None:
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(None, open_and_warm)
+        except Exception as e:  # reported by /health; the process keeps running so the error can be read
+            state["error"] = f"{type(e).__name__}: {e}"
+            return
+        batcher = DynamicBatcher(model.engine.run, settings.max_batch_size, settings.max_wait_ms, settings.batching,
+                                 on_batch=metrics.batch_size.observe)
+        batcher.start()
+        state["model"], state["batcher"] = model, batcher
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(start())
+        yield
+        loading.cancel()
+        if state["batcher"] is not None:
+            await state["batcher"].stop()
+
+    app = FastAPI(title="kdqat", lifespan=lifespan)
+
+    def error(status: int, reason: str, message: str) -> JSONResponse:
+        metrics.errors.labels(reason).inc()
+        metrics.requests.labels("client_error" if status < 500 else "server_error").inc()
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if state["model"] is not None:
+            return JSONResponse({"status": "ready", "model": state["model"].description})
+        if state["error"] is not None:
+            return JSONResponse({"status": "failed", "error": state["error"]}, status_code=503)
+        return JSONResponse({"status": "loading"}, status_code=503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        if state["batcher"] is not None:
+            metrics.queue_depth.set(state["batcher"].depth)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> JSONResponse:
+        start = time.perf_counter()
+        model, batcher = state["model"], state["batcher"]
+        if model is None:
+            return error(503, "not_ready", "the model is still loading; retry when GET /health says ready")
+        limit = settings.max_inputs * (2 * settings.max_text_bytes + 16) + 1024
+        if int(request.headers.get("content-length") or 0) > limit:
+            return error(413, "body_too_large", f"the body is over {limit} bytes")
+        try:
+            inputs = parse_inputs(await request.body(), request.headers.get("content-type", ""), model.pair, settings)
+        except BadRequest as e:
+            return error(e.status, e.reason, str(e))
+        try:
+            logits = await batcher.submit(model.encode(inputs))
+        except EngineFailure as e:
+            return error(500, "engine", str(e))
+        metrics.requests.labels("ok").inc()
+        metrics.inputs.inc(len(inputs))
+        metrics.latency.observe(time.perf_counter() - start)
+        return JSONResponse({"model": model.description, "predictions": model.answers(logits)})
+
+    return app
+
+
+def _pad(features):
+    from runtime.batching import pad_batch
+
+    return pad_batch(features, list(range(len(features["input_ids"]))))

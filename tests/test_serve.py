@@ -1,0 +1,194 @@
+"""kdqat serve: a real server on a free port, answers equal to the engine's, batching on = off, every bad
+request class refused with a one-line JSON error and counted, slow clients and SIGTERM handled."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+
+from eval.data import load_split
+from eval.tasks import get_task
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, run, *options: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen([sys.executable, "-m", "kdqat.cli", "serve", str(run), "--port", str(self.port),
+                                         *options], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait(self, status: str = "ready", timeout: float = 90) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the server exited: {self.process.stderr.read()}")
+            try:
+                body = httpx.get(f"{self.url}/health", timeout=2).json()
+                if body["status"] == status:
+                    return body
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the server did not become {status}")
+
+    def predict(self, inputs, **kwargs) -> httpx.Response:
+        return httpx.post(f"{self.url}/v1/predict", json=inputs, timeout=30, **kwargs)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def servers(exported_run):
+    batched = Server(exported_run, "--max-batch-size", "8", "--max-wait-ms", "20")
+    single = Server(exported_run, "--no-batching")
+    try:
+        batched.wait()
+        single.wait()
+        yield batched, single
+    finally:
+        batched.stop()
+        single.stop()
+
+
+@pytest.fixture(scope="module")
+def rte_pairs(glue_dir) -> list[list[str]]:
+    dev = load_split(get_task("rte"), "dev", glue_dir, max_samples=24)
+    return [[a, b] for a, b in zip(dev["text_a"], dev["text_b"])]
+
+
+def test_answers_match_the_engine_kdqat_eval_runs(servers, exported_run, rte_pairs):
+    from transformers import AutoTokenizer
+
+    from runtime.batching import predict
+    from runtime.ort_engine import OrtEngine
+
+    batched, _ = servers
+    answer = batched.predict(rte_pairs)
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    tokenizer = AutoTokenizer.from_pretrained(exported_run / "onnx")
+    enc = tokenizer([p[0] for p in rte_pairs], [p[1] for p in rte_pairs], truncation=True, max_length=32)
+    logits = predict(OrtEngine(exported_run / "onnx" / "model.onnx").run, dict(enc), 32)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert [p["label"] for p in predictions] == [["entailment", "not_entailment"][i] for i in probs.argmax(axis=1)]
+    served = np.array([[p["probabilities"]["entailment"], p["probabilities"]["not_entailment"]] for p in predictions])
+    np.testing.assert_allclose(served, probs, rtol=0, atol=1e-6)
+
+
+def test_batching_on_and_off_give_identical_answers_and_batching_batches(servers, rte_pairs):
+    requests = [rte_pairs[i : i + 1 + i % 3] for i in range(0, 24, 2)]
+
+    def answers(server):
+        with ThreadPoolExecutor(len(requests)) as pool:
+            return list(pool.map(lambda r: server.predict(r).json()["predictions"], requests))
+
+    batched, single = servers
+    assert answers(batched) == answers(single)
+    text = httpx.get(f"{batched.url}/metrics").text
+    sizes = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("kdqat_batch_size_")}
+    calls, inputs = sizes["kdqat_batch_size_count"], sizes["kdqat_batch_size_sum"]
+    assert inputs / calls > 1.0  # concurrent requests shared engine calls
+    single_text = httpx.get(f"{single.url}/metrics").text
+    assert 'kdqat_batch_size_bucket{le="1.0"}' in single_text
+
+
+BAD = [
+    (dict(content=b"[not json", headers={"content-type": "application/json"}), 400, "malformed_json", "not valid JSON"),
+    (dict(json=["one sentence"]), 422, "shape", "input 0: this task takes [text_a, text_b] pairs, got str"),
+    (dict(json={"text": "a"}), 422, "shape", "expected a JSON list of [text_a, text_b] pairs"),
+    (dict(json=[]), 422, "empty", "the list of inputs is empty"),
+    (dict(json=[["a", "b"]] * 300), 413, "too_many_inputs", "300 inputs in one request; at most 256"),
+    (dict(json=[["a" * 20000, "b"]]), 413, "text_too_long", "input 0: a text of 20000 bytes; at most 16384"),
+    (dict(content=b'[["a","b"]]', headers={"content-type": "text/plain"}), 415, "content_type", "Content-Type must be"),
+    (dict(json=[["a", 3]]), 422, "shape", "input 0: expected strings in a pair, got int"),
+]
+
+
+@pytest.mark.parametrize("request_kwargs, status, reason, message", BAD, ids=[b[2] + str(i) for i, b in enumerate(BAD)])
+def test_bad_requests_get_a_one_line_json_error_and_are_counted(servers, request_kwargs, status, reason, message):
+    batched, _ = servers
+
+    def count() -> float:
+        text = httpx.get(f"{batched.url}/metrics").text
+        line = next((x for x in text.splitlines() if x.startswith(f'kdqat_request_errors_total{{reason="{reason}"}}')), None)
+        return float(line.split()[1]) if line else 0.0
+
+    before = count()
+    answer = httpx.post(f"{batched.url}/v1/predict", timeout=30, **request_kwargs)
+    assert answer.status_code == status
+    body = answer.json()
+    assert list(body) == ["error"] and message in body["error"] and "\n" not in body["error"]
+    assert count() == before + 1
+
+
+def test_a_slow_client_does_not_block_others(servers):
+    batched, _ = servers
+    with socket.create_connection(("127.0.0.1", batched.port)) as slow:
+        slow.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[")
+        start = time.monotonic()
+        answer = batched.predict([["quick", "request"]])
+        assert answer.status_code == 200 and time.monotonic() - start < 5
+
+
+def test_sigterm_drains_the_request_in_flight(exported_run):
+    server = Server(exported_run, "--max-wait-ms", "1500")  # a lone request waits 1.5 s for company
+    try:
+        server.wait()
+        result = {}
+        sender = threading.Thread(target=lambda: result.update(answer=server.predict([["in", "flight"]])))
+        sender.start()
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        sender.join(30)
+        assert result["answer"].status_code == 200, result["answer"].text
+        # uvicorn finishes the request, shuts down, then re-raises the signal: the usual "ended by SIGTERM" status
+        assert server.process.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        server.stop()
+
+
+def test_health_reports_an_engine_that_failed_to_load(exported_run):
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("TensorRT and a GPU are here: the engine would load")
+    except ImportError:
+        pass
+    server = Server(exported_run, "--engine", "trt")
+    try:
+        body = server.wait("failed")
+        assert "needs a CUDA GPU and TensorRT" in body["error"]
+        refused = server.predict([["a", "b"]])
+        assert refused.status_code == 503 and "still loading" in refused.json()["error"]
+    finally:
+        server.stop()
+
+
+def test_serve_refuses_a_run_that_was_not_exported(tmp_path, tiny_model_dir):
+    from conftest import make_student_run, run_cli
+
+    from kdqat import QuantConfig
+
+    run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
+    done = run_cli("serve", run, "--port", "1", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: {run / 'onnx' / 'export.json'}: missing; run kdqat export {run} first"
