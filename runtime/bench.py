@@ -106,17 +106,15 @@ def open_engines(opts: BenchOptions) -> dict[str, object]:
     run = open_run(opts.run_dir)
     engines = {BASELINE: TorchEngine.teacher(run.teacher or run.student, opts.device)}
     onnx_path = Path(opts.onnx) if opts.onnx else run.root / "onnx" / "model.onnx"
+    from runtime.trt_engine import ShapeProfile
+
+    b, s = sorted(opts.batch_sizes), sorted(opts.seq_lengths)
+    profile = ShapeProfile(b[0], b[-1], b[-1], s[0], s[-1], s[-1])  # what TensorRT (engine or provider) builds for
     for kind in opts.engines:
         if kind == "torch":
             engines["student (torch, fake-quant)"] = TorchEngine.student(run.student, opts.device)
-        elif kind == "trt":
-            from runtime.trt_engine import ShapeProfile
-
-            b, s = sorted(opts.batch_sizes), sorted(opts.seq_lengths)
-            profile = ShapeProfile(b[0], b[-1], b[-1], s[0], s[-1], s[-1])
-            engines["student (trt)"] = open_student_engine(kind, onnx_path, profile=profile)
         else:
-            engines[f"student ({kind})"] = open_student_engine(kind, onnx_path, opts.provider)
+            engines[f"student ({kind})"] = open_student_engine(kind, onnx_path, opts.provider, profile)
     return engines
 
 

@@ -19,6 +19,27 @@ def _import_ort():
     return onnxruntime
 
 
+def provider_options(provider: str, cache_dir: Path, input_names: list[str], profile=None) -> dict[str, str]:
+    """Options for onnxruntime's provider. The TensorRT provider on a Q/DQ graph needs INT8 on (FP16 for the
+    float parts), explicit profile shapes (without them it rebuilds its engine for every new batch shape)
+    and an engine and timing cache, kept beside the graph."""
+    if provider != "tensorrt":
+        return {}
+    from runtime.trt_engine import ShapeProfile
+
+    profile = profile or ShapeProfile()
+    (low, opt, high) = profile.shapes()
+
+    def shapes(shape: tuple[int, int]) -> str:
+        return ",".join(f"{name}:{shape[0]}x{shape[1]}" for name in input_names)
+
+    return {"trt_int8_enable": "True", "trt_fp16_enable": "True",
+            "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir),
+            "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache_dir),
+            "trt_profile_min_shapes": shapes(low), "trt_profile_opt_shapes": shapes(opt),
+            "trt_profile_max_shapes": shapes(high)}
+
+
 class OrtEngine:
     """An InferenceSession on one provider; refuses to start rather than fall back silently to the CPU.
 
@@ -28,7 +49,7 @@ class OrtEngine:
     """
 
     def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None,
-                 cpu_rewrites: bool | None = None, name: str = "ort") -> None:
+                 cpu_rewrites: bool | None = None, name: str = "ort", profile=None) -> None:
         import onnx
 
         from export.passes import onnxruntime_cpu
@@ -54,7 +75,9 @@ class OrtEngine:
         options.log_severity_level = 3  # no warnings about initializers the optimizer drops
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=[wanted])
+        inputs = [i.name for i in model.graph.input]
+        chosen = (wanted, provider_options(provider, path.parent / "ort_trt_cache", inputs, profile))
+        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=[chosen])
         if self.session.get_providers()[0] != wanted:
             raise KdqatError(f"onnxruntime did not start {wanted} (it fell back to {self.session.get_providers()[0]})")
         self.input_names = [i.name for i in self.session.get_inputs()]

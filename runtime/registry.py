@@ -14,7 +14,7 @@ def open_student_engine(kind: str, onnx_path: str | Path, provider: str = "cpu",
     if kind == "ort":
         from runtime.ort_engine import OrtEngine
 
-        return OrtEngine(onnx_path, provider)
+        return OrtEngine(onnx_path, provider, profile=profile)
     if kind == "trt":
         from runtime.trt_engine import TrtEngine
 

@@ -1,15 +1,21 @@
 """TensorRT engines built from the deploy graph: explicit quantization from its Q/DQ nodes (no calibration),
-INT8 with FP16 fallback, one optimization profile, a timing cache, and a record that makes a stale engine
-(other TensorRT, other GPU, other graph, other profile) be rebuilt rather than loaded.
+one optimization profile, a timing cache, and a record that makes a stale engine (other TensorRT, other
+GPU, other graph, other profile) be rebuilt rather than loaded.
+
+Two build routes: strongly typed (the default where TensorRT has it, and the only one TensorRT 11 keeps):
+the graph's own types decide, INT8 where Q/DQ say so and the float parts in the graph's float type; and
+the weakly-typed route of older TensorRT 10 releases (BuilderFlag.INT8 + FP16, float parts may run in FP16).
 
 Written against the TensorRT 10 Python API; it needs the GPU image (see the Dockerfile). Everything that
-does not touch TensorRT itself (profiles, staleness, the layer report) is plain Python and tested on CPU.
+does not touch TensorRT itself (profiles, staleness, the layer report, the dtype table) is plain Python
+and tested on CPU.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -64,11 +70,12 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def engine_record(onnx_path: Path, profile: ShapeProfile, tensorrt_version: str, gpu: str, capability: str) -> dict:
+def engine_record(onnx_path: Path, profile: ShapeProfile, tensorrt_version: str, gpu: str, capability: str,
+                  build: str = "strongly typed") -> dict:
     """What an engine was built from and for, saved beside it as PLAN.json."""
     return {"onnx": onnx_path.name, "onnx_sha256": file_sha256(onnx_path), "profile": asdict(profile),
             "tensorrt": tensorrt_version, "gpu": gpu, "compute_capability": capability,
-            "precision": "explicit INT8 from Q/DQ, FP16 fallback"}
+            "precision": f"explicit INT8 from Q/DQ ({build})"}
 
 
 def stale_reason(saved: dict | None, current: dict) -> str | None:
@@ -76,23 +83,41 @@ def stale_reason(saved: dict | None, current: dict) -> str | None:
     if saved is None:
         return "no engine record"
     for key, label in (("tensorrt", "TensorRT version"), ("gpu", "GPU"), ("compute_capability", "compute capability"),
-                       ("onnx_sha256", "ONNX graph"), ("profile", "profile")):
+                       ("onnx_sha256", "ONNX graph"), ("profile", "profile"), ("precision", "build route")):
         if saved.get(key) != current.get(key):
             return f"{label} changed ({saved.get(key)!r} -> {current.get(key)!r})"
     return None
 
 
+# How the inspector names a tensor's type (its "Format/Datatype", e.g. "Int8 NC/32HW32", "Half format",
+# "BFloat16", "Row major linear FP32") -> precision; the more specific names first ("bfloat16" holds "float").
+_PRECISIONS = (("bfloat16", "BF16"), ("bf16", "BF16"), ("fp8", "FP8"), ("int8", "INT8"), ("int4", "INT4"),
+               ("half", "FP16"), ("fp16", "FP16"), ("int32", "INT32"), ("int64", "INT64"), ("float", "FP32"),
+               ("fp32", "FP32"), ("bool", "BOOL"))
+
+
+def tensor_precision(fmt: str) -> str:
+    fmt = fmt.lower()
+    return next((p for key, p in _PRECISIONS if key in fmt), "other")
+
+
+def layer_precision(layer: dict) -> str:
+    """A layer's precision as TensorRT's engine explorer reads it: from its first input (an INT8 GEMM
+    with a half-precision output is an INT8 layer), from its first output when it has no inputs."""
+    tensors = layer.get("Inputs") or layer.get("Outputs") or []
+    first = tensors[0] if tensors and isinstance(tensors[0], dict) else {}
+    return tensor_precision(str(first.get("Format/Datatype", "")))
+
+
 def layer_report(engine_info: dict) -> dict:
-    """Count layers by output precision from the engine inspector's JSON (built with DETAILED verbosity);
-    a deploy graph whose MatMuls do not run in INT8 has lost its fusions."""
+    """Count layers by precision from the engine inspector's JSON (built with DETAILED verbosity); a
+    deploy graph whose MatMuls do not run in INT8 has lost its fusions."""
     counts: dict[str, int] = {}
     not_int8 = []
     for layer in engine_info.get("Layers", []):
         if not isinstance(layer, dict):
             continue
-        formats = " ".join(str(o.get("Format/Datatype", "")) for o in layer.get("Outputs", [])).lower()
-        precision = ("INT8" if "int8" in formats else "FP16" if ("half" in formats or "fp16" in formats)
-                     else "FP32" if ("float" in formats or "fp32" in formats) else "other")
+        precision = layer_precision(layer)
         counts[precision] = counts.get(precision, 0) + 1
         kind = str(layer.get("LayerType", ""))
         if precision != "INT8" and any(k in kind.lower() for k in ("gemm", "matrixmultiply", "convolution", "myelin")):
@@ -116,31 +141,70 @@ def _require_tensorrt():
     return tensorrt
 
 
-def build_engine(trt, onnx_path: Path, profile: ShapeProfile, timing_cache: Path) -> bytes:
-    """Parse the Q/DQ graph and build a serialized engine (INT8 where Q/DQ say so, FP16 elsewhere)."""
+def strongly_typed_supported(trt) -> bool:
+    return hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+
+
+def timing_cache_path(folder: Path, tensorrt_version: str, gpu: str) -> Path:
+    """A timing cache per TensorRT version and GPU model: another one's cache would be rejected."""
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", f"{tensorrt_version}-{gpu}").strip("-")
+    return folder / f"timing-{slug}.cache"
+
+
+def _attach_timing_cache(config, cache_file: Path) -> None:
+    """Use the saved cache when TensorRT accepts it, else start an empty one (never build without)."""
+    if cache_file.is_file():
+        cache = config.create_timing_cache(cache_file.read_bytes())
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return
+    if not config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False):
+        raise KdqatError("TensorRT refused even an empty timing cache")
+
+
+def build_engine(trt, onnx_path: Path, profile: ShapeProfile, timing_cache: Path, strongly_typed: bool | None = None,
+                 fp16: bool = False) -> bytes:
+    """Parse the Q/DQ graph and build a serialized engine. Strongly typed (default where supported): the
+    graph's types decide. Otherwise the INT8 flag (Q/DQ say where) and the FP16 flag (float parts may use
+    it). `fp16` with a float graph builds the plain FP16 baseline engine."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    strongly_typed = strongly_typed_supported(trt) if strongly_typed is None else strongly_typed
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed and not fp16 else 0
+    network = builder.create_network(flags)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise KdqatError(f"{onnx_path}: TensorRT's ONNX parser refused the graph: {errors}")
     config = builder.create_builder_config()
-    config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ define the INT8 parts; no calibrator is given
-    config.set_flag(trt.BuilderFlag.FP16)  # everything else may use FP16
+    if fp16 or not strongly_typed:  # precision flags are refused on a strongly typed network
+        if not fp16:
+            config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ define the INT8 parts; no calibrator is given
+        config.set_flag(trt.BuilderFlag.FP16)  # the float parts may use FP16
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # for the layer report
     shapes = profile.shapes()
     opt_profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         opt_profile.set_shape(network.get_input(i).name, *shapes)
     config.add_optimization_profile(opt_profile)
-    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    _attach_timing_cache(config, timing_cache)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise KdqatError(f"{onnx_path}: TensorRT could not build an engine (see the messages above)")
     timing_cache.write_bytes(memoryview(config.get_timing_cache().serialize()))
     return bytes(plan)
+
+
+# TensorRT DataType name -> torch dtype name, for the engine's I/O buffers; anything else is refused.
+TRT_TO_TORCH = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "UINT8": "uint8",
+                "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+
+
+def torch_dtype(trt_dtype) -> str:
+    """The torch dtype name of a TensorRT DataType (e.g. DataType.HALF -> "float16")."""
+    name = str(trt_dtype).rsplit(".", 1)[-1]
+    if name not in TRT_TO_TORCH:
+        raise KdqatError(f"engine I/O type {name} has no buffer type here (known: {', '.join(TRT_TO_TORCH)})")
+    return TRT_TO_TORCH[name]
 
 
 class TrtEngine:
@@ -160,13 +224,16 @@ class TrtEngine:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if n not in self.inputs]
+        self.dtypes = {n: getattr(torch, torch_dtype(self.engine.get_tensor_dtype(n))) for n in names}
         self.stream = torch.cuda.Stream()
         inspector = self.engine.create_engine_inspector()
         self.layers = layer_report(json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON)))
 
     @classmethod
-    def open(cls, onnx_path: str | Path, profile: ShapeProfile | None = None, rebuild: bool = False) -> TrtEngine:
-        """Load ONNX_PATH.plan when its record matches this TensorRT, GPU, graph and profile; else build it."""
+    def open(cls, onnx_path: str | Path, profile: ShapeProfile | None = None, rebuild: bool = False,
+             fp16: bool = False) -> TrtEngine:
+        """Load ONNX_PATH.plan when its record matches this TensorRT, GPU, graph and profile; else build it.
+        `fp16` builds a float graph (model.float.onnx) as the FP16 baseline engine instead."""
         trt = _require_tensorrt()
         import torch
 
@@ -176,10 +243,13 @@ class TrtEngine:
         profile = profile or ShapeProfile()
         plan_path, record_path = onnx_path.with_suffix(".plan"), onnx_path.with_suffix(".plan.json")
         major, minor = torch.cuda.get_device_capability()
-        current = engine_record(onnx_path, profile, trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
+        gpu = torch.cuda.get_device_name()
+        build = "FP16 flag, float graph" if fp16 else ("strongly typed" if strongly_typed_supported(trt) else "INT8 + FP16 flags")
+        current = engine_record(onnx_path, profile, trt.__version__, gpu, f"{major}.{minor}", build)
         saved = json.loads(record_path.read_text()) if record_path.is_file() else None
         if rebuild or stale_reason(saved, current) is not None or not plan_path.is_file():
-            plan = build_engine(trt, onnx_path, profile, onnx_path.with_name("timing.cache"))
+            plan = build_engine(trt, onnx_path, profile, timing_cache_path(onnx_path.parent, trt.__version__, gpu),
+                                fp16=fp16)
             tmp = plan_path.with_name(f".{plan_path.name}.tmp")
             tmp.write_bytes(plan)
             tmp.replace(plan_path)
@@ -195,11 +265,11 @@ class TrtEngine:
         with torch.cuda.stream(self.stream):
             buffers = {}
             for name in self.inputs:
-                dtype = torch.int32 if "INT32" in str(self.engine.get_tensor_dtype(name)) else torch.int64
-                buffers[name] = torch.from_numpy(batch[name]).to("cuda", dtype=dtype, non_blocking=True)
-                self.context.set_input_shape(name, tuple(shape))
+                buffers[name] = torch.from_numpy(batch[name]).to("cuda", dtype=self.dtypes[name], non_blocking=True)
+                if not self.context.set_input_shape(name, tuple(shape)):
+                    raise KdqatError(f"TensorRT refused input shape {tuple(shape)} for {name}")
             for name in self.outputs:
-                buffers[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=torch.float32, device="cuda")
+                buffers[name] = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self.dtypes[name], device="cuda")
             for name, tensor in buffers.items():
                 self.context.set_tensor_address(name, tensor.data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):

@@ -37,3 +37,32 @@ def test_every_image_runs_kdqat_help_and_gpu_is_the_default_target():
     stages = re.findall(r"^FROM \S+ AS (\w+)", DOCKERFILE, flags=re.M)
     assert stages == ["cpu", "gpu"]  # the last stage is what `docker build .` builds
     assert instructions("CMD") == ['["kdqat", "--help"]'] * 2
+
+
+def from_arg_problems(dockerfile: str) -> list[str]:
+    """ARGs a FROM uses that are not declared before the first FROM (Docker expands them to nothing)."""
+    lines = [line.strip() for line in dockerfile.splitlines()]
+    first_from = next(i for i, line in enumerate(lines) if line.upper().startswith("FROM "))
+    global_args = {line.split()[1].split("=")[0] for line in lines[:first_from] if line.upper().startswith("ARG ")}
+    problems = []
+    for line in lines:
+        if line.upper().startswith("FROM "):
+            for name in re.findall(r"\$\{?(\w+)\}?", line):
+                if name not in global_args:
+                    problems.append(f"{line}: ${name} is not declared before the first FROM")
+    return problems
+
+
+def test_every_arg_a_from_uses_is_declared_before_the_first_from():
+    assert from_arg_problems(DOCKERFILE) == []
+    broken = "FROM python:3.11-slim AS cpu\nARG TRT_IMAGE=nvcr.io/nvidia/tensorrt:25.06-py3\nFROM ${TRT_IMAGE} AS gpu\n"
+    assert from_arg_problems(broken) == ["FROM ${TRT_IMAGE} AS gpu: $TRT_IMAGE is not declared before the first FROM"]
+
+
+def test_gpu_versions_are_pinned_to_the_apis_the_code_is_written_for():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    gpu = project["optional-dependencies"]["gpu"]
+    assert "tensorrt>=10,<11" in gpu  # TensorRT 11 removes BuilderFlag.INT8 / FP16
+    assert any(d.startswith("onnxruntime-gpu") and "<" in d for d in gpu)
+    assert "whl/cu128" not in DOCKERFILE  # no torch>=2.13 wheels there
+    assert re.search(r"ARG TORCH_INDEX=https://download.pytorch.org/whl/cu1(26|30)\b", DOCKERFILE)

@@ -192,3 +192,14 @@ def test_serve_refuses_a_run_that_was_not_exported(tmp_path, tiny_model_dir):
     run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
     done = run_cli("serve", run, "--port", "1", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.strip() == f"error: {run / 'onnx' / 'export.json'}: missing; run kdqat export {run} first"
+
+
+def test_answers_are_labels_with_probabilities_or_scores():
+    from runtime.served_model import ServedModel
+
+    classify = ServedModel("rte", ["entailment", "not_entailment"], True, 32, None, None, "")
+    (answer,) = classify.answers(np.array([[0.0, np.log(3.0)]], dtype=np.float32))
+    assert answer["label"] == "not_entailment"
+    assert answer["probabilities"] == pytest.approx({"entailment": 0.25, "not_entailment": 0.75})
+    regress = ServedModel("stsb", None, True, 32, None, None, "")
+    assert regress.answers(np.array([[3.25]], dtype=np.float32)) == [{"score": 3.25}]

@@ -93,3 +93,61 @@ def test_engine_matches_onnxruntime_on_gpu(tmp_path):
     assert engine.layers["layers_by_precision"].get("INT8", 0) > 0
     again = TrtEngine.open(onnx_path, ShapeProfile(1, 4, 8, 1, 32, 32))  # loaded from the saved plan
     np.testing.assert_array_equal(again.run(batch), engine.run(batch))
+
+
+INSPECTOR = {"Layers": [
+    {"Name": "qkv gemm", "LayerType": "gemm", "Inputs": [{"Name": "x", "Format/Datatype": "Int8 NC/32HW32"},
+                                                       {"Name": "w", "Format/Datatype": "Int8"}],
+     "Outputs": [{"Name": "y", "Format/Datatype": "Half format"}]},
+    {"Name": "layernorm", "LayerType": "Normalization", "Inputs": [{"Format/Datatype": "BFloat16"}],
+     "Outputs": [{"Format/Datatype": "BFloat16"}]},
+    {"Name": "{ForeignNode[attention]}", "LayerType": "Myelin", "Inputs": [{"Format/Datatype": "Half"}],
+     "Outputs": [{"Format/Datatype": "Half"}]},
+    {"Name": "ffn", "LayerType": "MatrixMultiply", "Inputs": [{"Format/Datatype": "Row major linear FP32"}],
+     "Outputs": [{"Format/Datatype": "Row major linear FP32"}]},
+    {"Name": "gather ids", "LayerType": "Gather", "Inputs": [{"Format/Datatype": "Int64"}],
+     "Outputs": [{"Format/Datatype": "Float"}]},
+    {"Name": "constant", "LayerType": "Constant", "Inputs": [], "Outputs": [{"Format/Datatype": "Int8"}]},
+]}
+
+
+def test_layer_precision_comes_from_the_inputs_as_the_engine_explorer_reads_it():
+    report = layer_report(INSPECTOR)
+    # the INT8 GEMM with a half output is INT8; BFloat16 is not FP32; a constant is read from its output
+    assert report["layers_by_precision"] == {"INT8": 2, "BF16": 1, "FP16": 1, "FP32": 1, "INT64": 1}
+    assert report["matmul_like_layers_not_int8"] == [
+        {"name": "{ForeignNode[attention]}", "type": "Myelin", "precision": "FP16"},
+        {"name": "ffn", "type": "MatrixMultiply", "precision": "FP32"}]
+
+
+def test_engine_io_dtypes_come_from_an_explicit_table():
+    import enum
+
+    from runtime.trt_engine import torch_dtype
+
+    DataType = enum.Enum("DataType", "FLOAT HALF BF16 INT8 INT32 INT64 BOOL FP8 INT4")
+    assert [torch_dtype(DataType[n]) for n in ("FLOAT", "HALF", "BF16", "INT32", "INT64")] == \
+        ["float32", "float16", "bfloat16", "int32", "int64"]
+    with pytest.raises(KdqatError, match="engine I/O type FP8 has no buffer type"):
+        torch_dtype(DataType.FP8)
+
+
+def test_timing_cache_is_named_by_tensorrt_version_and_gpu(tmp_path):
+    from runtime.trt_engine import timing_cache_path
+
+    path = timing_cache_path(tmp_path, "10.11.0.33", "NVIDIA H100 80GB HBM3")
+    assert path == tmp_path / "timing-10.11.0.33-NVIDIA-H100-80GB-HBM3.cache"
+    assert timing_cache_path(tmp_path, "10.13.3.9", "NVIDIA H100 80GB HBM3") != path
+
+
+def test_onnxruntime_tensorrt_provider_gets_int8_profiles_and_caches(tmp_path):
+    from runtime.ort_engine import provider_options
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    options = provider_options("tensorrt", tmp_path, names, ShapeProfile(1, 8, 32, 1, 64, 128))
+    assert options["trt_int8_enable"] == "True" and options["trt_fp16_enable"] == "True"
+    assert options["trt_engine_cache_enable"] == "True" and options["trt_engine_cache_path"] == str(tmp_path)
+    assert options["trt_profile_min_shapes"] == "input_ids:1x1,attention_mask:1x1,token_type_ids:1x1"
+    assert options["trt_profile_opt_shapes"] == "input_ids:8x64,attention_mask:8x64,token_type_ids:8x64"
+    assert options["trt_profile_max_shapes"] == "input_ids:32x128,attention_mask:32x128,token_type_ids:32x128"
+    assert provider_options("cpu", tmp_path, names) == {} and provider_options("cuda", tmp_path, names) == {}
