@@ -14,12 +14,12 @@ import argparse
 import json
 from pathlib import Path
 
-from eval.evaluate import EvalOptions, evaluate_run
+from kdqat.eval.evaluate import EvalOptions, evaluate_run
 from kdqat.run_dir import open_run
-from runtime.bench import measure, random_batch
-from runtime.ort_engine import OrtEngine
-from runtime.torch_engine import TorchEngine
-from runtime.trt_engine import ShapeProfile, TrtEngine
+from kdqat.runtime.bench import measure, random_batch
+from kdqat.runtime.ort_engine import OrtEngine
+from kdqat.runtime.torch_engine import TorchEngine
+from kdqat.runtime.trt_engine import ShapeProfile, TrtEngine
 
 
 def main() -> None:

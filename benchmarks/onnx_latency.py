@@ -21,8 +21,8 @@ import onnxruntime as ort
 import torch
 
 from kdqat.run_dir import open_run
-from runtime.ort_engine import OrtEngine
-from runtime.torch_engine import TorchEngine
+from kdqat.runtime.ort_engine import OrtEngine
+from kdqat.runtime.torch_engine import TorchEngine
 
 
 def inputs(batch: int, seq: int, vocab: int = 30000) -> dict[str, np.ndarray]:
@@ -46,7 +46,7 @@ def profile(path: Path, feeds: dict[str, np.ndarray], runs: int = 3) -> list[tup
     """onnxruntime's own per-operator kernel time (ms per run) for the deploy graph, as optimized."""
     import onnx
 
-    from export.passes import onnxruntime_cpu
+    from kdqat.runtime.ort_passes import onnxruntime_cpu
 
     options = ort.SessionOptions()
     options.enable_profiling = True

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from eval.tasks import get_task
+from kdqat.glue.tasks import get_task
 from kdqat import QuantConfig, prepare
 from kdqat.attention import use_kdqat_attention
 from kdqat.cpu_memory import keep_freed_memory

@@ -32,8 +32,8 @@ def free_port() -> int:
 
 def sample_inputs(run: Path, n: int) -> list:
     report = json.loads((run / "onnx" / "export.json").read_text())
-    from eval.data import load_split
-    from eval.tasks import get_task
+    from kdqat.glue.data import load_split
+    from kdqat.glue.tasks import get_task
 
     task = get_task(report["task"])
     pair = task.text_b is not None
@@ -103,7 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     inputs = sample_inputs(args.run_dir, args.requests)
-    from runtime.cpu_info import cpu_info, describe
+    from kdqat.runtime.cpu_info import cpu_info, describe
 
     rows = []
     for batching in (False, True):

@@ -14,7 +14,7 @@ from kdqat.attention import use_kdqat_attention
 from kdqat.capture import capture
 from kdqat.errors import KdqatError
 from kdqat.io import save_figure
-from runtime.batching import Features, batches
+from kdqat.runtime.batching import Features, batches
 
 QUANTITIES = ("map", "output")
 
@@ -98,12 +98,12 @@ def analyze_runs(runs: list[str], layer: int, samples: int, data_dir: str | None
                  batch_size: int = 16) -> dict:
     """Ranges of the first run's teacher and of every run's student on `samples` dev examples; writes
     sa_prop_layer<L>.png and analysis_layer<L>.json into output_dir and returns the summary."""
-    from eval.data import encode, load_split
-    from eval.tasks import get_task
+    from kdqat.glue.data import encode, load_split
+    from kdqat.glue.tasks import get_task
     from kdqat.io import write_json
     from kdqat.models import load_tokenizer
     from kdqat.run_dir import open_run
-    from runtime.torch_engine import TorchEngine
+    from kdqat.runtime.torch_engine import TorchEngine
 
     opened = [open_run(r) for r in runs]
     tasks = {r.task for r in opened}

@@ -15,16 +15,17 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from eval.data import encode, load_split
-from eval.metrics import glue_metrics
-from eval.tasks import get_task
-from export.verify import compare
+from kdqat.glue.data import encode, load_split
+from kdqat.glue.metrics import glue_metrics
+from kdqat.glue.tasks import get_task
+from kdqat.runtime.parity import compare
 from kdqat.io import write_json
 from kdqat.models import load_tokenizer
 from kdqat.run_dir import open_run
-from runtime.batching import predict
-from runtime.registry import ENGINES, open_student_engine
-from runtime.torch_engine import TorchEngine
+from kdqat.runtime.batching import predict
+from kdqat.runtime.trt_engine import ShapeProfile
+from kdqat.runtime.registry import REFERENCE, StudentSource, check_engine, open_engine
+from kdqat.runtime.torch_engine import TorchEngine
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,12 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
     models = {}
     if run.teacher is not None:
         models["teacher (fp32, PyTorch)"] = TorchEngine.teacher(run.teacher)
-    models["student (PyTorch)"] = TorchEngine.student(run.student)
-    if opts.engine != "torch":
-        onnx_path = Path(opts.onnx) if opts.onnx else run.root / "onnx" / "model.onnx"
-        profile = None
-        if opts.engine == "trt":  # the engine must take every batch this evaluation sends
-            from runtime.trt_engine import ShapeProfile
-
-            profile = ShapeProfile(1, opts.batch_size, opts.batch_size, 1, run.max_seq_length, run.max_seq_length)
-        models[f"student ({ENGINES[opts.engine]})"] = open_student_engine(opts.engine, onnx_path, opts.provider, profile)
+    onnx_path = Path(opts.onnx) if opts.onnx else run.root / "onnx" / "model.onnx"
+    profile = ShapeProfile(1, opts.batch_size, opts.batch_size, 1, run.max_seq_length, run.max_seq_length)  # every batch sent
+    source = StudentSource(run.student, onnx_path, opts.provider, profile=profile)
+    models[f"student ({check_engine(REFERENCE).label})"] = open_engine(REFERENCE, source)
+    if opts.engine != REFERENCE:  # the reference against itself would say nothing
+        models[f"student ({check_engine(opts.engine).label})"] = open_engine(opts.engine, source)
     result = {"task": task.name, "metric": task.metric, "engine": opts.engine, "splits": {},
               "teacher": str(run.teacher) if run.teacher else None}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eval.sweep_table import FULL_PRECISION, metric_label
+from kdqat.eval.sweep_table import FULL_PRECISION, metric_label
 
 
 def plot_sweep(scores_by_which: dict[str, dict], metric_of: dict[str, str]) -> Any:

@@ -8,7 +8,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from eval.report import read_metrics
+from kdqat.eval.report import read_metrics
 
 FULL_PRECISION = "full precision (teacher)"
 
@@ -72,26 +72,3 @@ def csv_rows(scores_by_which: dict[str, dict], metric_of: dict[str, str]) -> str
                 writer.writerow([which, row, task, metric_of[task], f"{mean:.4f}", f"{std:.4f}", len(values),
                                  " ".join(f"{v:.4f}" for v in values)])
     return buf.getvalue()
-
-
-NOTE = ("Mean ± sample std over the seeds (n) of each cell; one number where one seed ran. "
-        "avg: the mean of the task columns (shown once every task has a score).")
-
-
-def write_tables(folders: dict, root: Path) -> str:
-    """root/sweep.md (last and best tables), sweep.csv, sweep.json and sweep.png; returns the Markdown."""
-    from eval.sweep_plot import plot_sweep
-    from kdqat.io import save_figure, write_json, write_text
-
-    tables, scores_by_which, metric_of = [], {}, {}
-    for which in ("last", "best"):
-        scores, metric_of = collect(folders, which)
-        scores_by_which[which] = scores
-        tables.append(f"### {which}\n\n" + markdown(scores, metric_of, which))
-    text = "\n\n".join(tables) + "\n\n" + NOTE
-    write_text(root / "sweep.md", text + "\n")
-    write_text(root / "sweep.csv", csv_rows(scores_by_which, metric_of))
-    write_json(root / "sweep.json", {"cells": [{**cell.__dict__, "folder": str(f)} for cell, f in folders.items()]})
-    if metric_of:
-        save_figure(plot_sweep(scores_by_which, metric_of), root / "sweep.png")
-    return text

@@ -9,7 +9,7 @@ import onnx
 import torch
 from torch import nn
 
-from runtime.batching import INPUT_NAMES
+from kdqat.runtime.batching import INPUT_NAMES
 
 DEPLOY_OPSET = 19  # LayerNormalization is one op (17+); onnx.reference runs Q/DQ from 19; TensorRT 10 and onnxruntime load it
 OUTPUT_NAME = "logits"

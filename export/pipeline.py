@@ -26,28 +26,25 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from eval.data import encode, load_split, resolve_data_dir
-from eval.tasks import GlueTask, get_task
-from export.onnx_graph import to_onnx
-from export.passes import (
-    compact_names,
-    onnxruntime_cpu,
-    pack_weights,
-    strip_doc_strings,
-)
-from export.qdq_modules import check_exportable, to_qdq
-from export.sizes import float_bytes, ideal_bytes
-from export.trt_check import check_trt
-from export.verify import Parity, compare, reference_logits
+from kdqat.glue.data import encode, load_split, resolve_data_dir
+from kdqat.glue.tasks import GlueTask, get_task
+from kdqat.export.onnx_graph import to_onnx
+from kdqat.export.passes import compact_names, pack_weights, strip_doc_strings
+from kdqat.export.qdq_modules import check_exportable, to_qdq
+from kdqat.export.sizes import float_bytes, ideal_bytes
+from kdqat.export.trt_check import check_trt
+from kdqat.export.verify import reference_logits
 from kdqat import __version__
 from kdqat.errors import KdqatError
 from kdqat.io import atomic_dir, write_json
 from kdqat.models import load_tokenizer
 from kdqat.student import load_student, quant_config_of, set_act_scale_mode
 from kdqat.run_dir import TrainedRun, open_run
-from runtime.batching import Features, pad_batch, predict
-from runtime.ort_engine import OrtEngine
-from runtime.torch_engine import TorchEngine
+from kdqat.runtime.batching import Features, pad_batch, predict
+from kdqat.runtime.ort_engine import OrtEngine
+from kdqat.runtime.ort_passes import onnxruntime_cpu
+from kdqat.runtime.parity import Parity, compare
+from kdqat.runtime.torch_engine import TorchEngine
 
 DEPLOY, PACKED, FLOAT = "model.onnx", "model.packed.onnx", "model.float.onnx"
 ORT_CPU = "model.ort_cpu.onnx"  # optional: the deploy graph in onnxruntime's CPU form, for plain onnxruntime users

@@ -126,7 +126,7 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
 
 
 def _is_pair(task: str) -> bool:
-    from eval.tasks import get_task
+    from kdqat.glue.tasks import get_task
 
     return get_task(task).text_b is not None
 

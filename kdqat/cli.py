@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kdqat.errors import KdqatError
+from kdqat.options import TrainOptions  # every train default is declared once, there
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Ternary-weight / 8-bit-activation QAT with distillation for BERT-style encoders.")
 # Messages hold user text (paths, option values, install hints with [extras]): never parse them as markup.
@@ -70,43 +71,49 @@ def _csv(text: str, option: str, kind=str) -> list:
 def train(
     task: str = typer.Option(..., help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli."),
     output_dir: str = typer.Option(..., help="Folder for teacher/, student/, metrics.json, logs and checkpoints."),
-    model: str = typer.Option("default", help="Pretrained encoder: 'default' (all-MiniLM-L6-v2, shipped offline), a Hugging Face id or a local folder."),
+    model: str = typer.Option(TrainOptions.model, help="Pretrained encoder: 'default' (all-MiniLM-L6-v2, shipped offline), a Hugging Face id or a local folder."),
     teacher: Optional[str] = typer.Option(None, help="Fine-tuned teacher folder (full precision, or a kdqat student folder); if omitted one is fine-tuned into OUTPUT_DIR/teacher."),
     init_student: Optional[str] = typer.Option(None, help="Start the student from this kdqat student folder (e.g. a W8/A8 one, for progressive bit-widths) instead of the teacher."),
     data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout data folder (default: env GLUE_DIR, else the Hugging Face hub)."),
-    kd: str = typer.Option("map+output", help="Distillation preset: ternarybert, map, output, map+output."),
+    kd: str = typer.Option(TrainOptions.kd, help="Distillation preset: ternarybert, map, output, map+output."),
     gamma: Optional[float] = typer.Option(None, help="Unified form: weight in [0, 1] of the loss named by --gamma-on (the other gets 1)."),
     gamma_on: Optional[str] = typer.Option(None, help="map or output: the loss --gamma multiplies."),
-    weight_bits: int = typer.Option(2, help="Weight bits: 2 (ternary), 4, 8, 32 (off)."),
-    act_bits: int = typer.Option(8, help="Activation bits: 8, or 32 (off)."),
-    act_scale: str = typer.Option("static", help="Activation scales: static (running max, deployable) or dynamic (per batch, as the paper)."),
-    weight_scale: str = typer.Option("tensor", help="Ternary weight scales: tensor (one per Linear, the paper's) or channel (one per output channel)."),
-    epochs: float = typer.Option(3.0, help="Student training epochs."),
-    max_steps: int = typer.Option(-1, help="Stop each stage after this many optimizer steps (overrides epochs)."),
+    weight_bits: int = typer.Option(TrainOptions.weight_bits, help="Weight bits: 2 (ternary), 4, 8, 32 (off)."),
+    act_bits: int = typer.Option(TrainOptions.act_bits, help="Activation bits: 8, or 32 (off)."),
+    act_scale: str = typer.Option(TrainOptions.act_scale, help="Activation scales: static (running max, deployable) or dynamic (per batch, as the paper)."),
+    weight_scale: str = typer.Option(TrainOptions.weight_scale, help="Ternary weight scales: tensor (one per Linear, the paper's) or channel (one per output channel)."),
+    epochs: float = typer.Option(TrainOptions.epochs, help="Student training epochs."),
+    max_steps: int = typer.Option(TrainOptions.max_steps, help="Stop each stage after this many optimizer steps (overrides epochs)."),
     batch_size: Optional[int] = typer.Option(None, help="Global batch size (default per task: CoLA 16, others 32)."),
     max_seq_length: Optional[int] = typer.Option(None, help="Max tokens per example (default per task: CoLA/SST-2 64, others 128)."),
-    learning_rate: float = typer.Option(2e-5, help="Student learning rate."),
-    optimizer: str = typer.Option("bertadam", help="Student optimizer: bertadam (the paper's: no bias correction, per-parameter clip) or adamw."),
-    teacher_learning_rate: float = typer.Option(5e-5, help="Teacher fine-tuning learning rate."),
-    teacher_epochs: float = typer.Option(3.0, help="Teacher fine-tuning epochs."),
-    teacher_optimizer: str = typer.Option("adamw", help="Teacher optimizer: adamw or bertadam."),
-    teacher_only: bool = typer.Option(False, "--teacher-only", help="Stop after fine-tuning the teacher (metrics.json then holds its scores)."),
-    seed: int = typer.Option(42, help="Random seed (data order, dropout, head initialisation)."),
+    learning_rate: float = typer.Option(TrainOptions.learning_rate, help="Student learning rate."),
+    optimizer: str = typer.Option(TrainOptions.optimizer, help="Student optimizer: bertadam (the paper's: no bias correction, per-parameter clip) or adamw."),
+    teacher_learning_rate: float = typer.Option(TrainOptions.teacher_learning_rate, help="Teacher fine-tuning learning rate."),
+    teacher_epochs: float = typer.Option(TrainOptions.teacher_epochs, help="Teacher fine-tuning epochs."),
+    teacher_optimizer: str = typer.Option(TrainOptions.teacher_optimizer, help="Teacher optimizer: adamw or bertadam."),
+    teacher_only: bool = typer.Option(TrainOptions.teacher_only, "--teacher-only", help="Stop after fine-tuning the teacher (metrics.json then holds its scores)."),
+    seed: int = typer.Option(TrainOptions.seed, help="Random seed (data order, dropout, head initialisation)."),
     max_train_samples: Optional[int] = typer.Option(None, help="Use only the first N training examples."),
     max_eval_samples: Optional[int] = typer.Option(None, help="Use only the first N dev examples."),
     eval_steps: Optional[int] = typer.Option(None, help="Evaluate on dev and checkpoint every N steps (default per task: RTE 20, CoLA 50, STS-B/SST-2 100)."),
-    keep: str = typer.Option("best", help="Which model each stage keeps in teacher/ and student/: best (best dev evaluation) or last."),
-    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Keep each stage's resumable checkpoints after it completes."),
-    logging_steps: int = typer.Option(20, help="Log the losses every N steps."),
+    keep: str = typer.Option(TrainOptions.keep, help="Which model each stage keeps in teacher/ and student/: best (best dev evaluation) or last."),
+    keep_checkpoints: bool = typer.Option(TrainOptions.keep_checkpoints, "--keep-checkpoints", help="Keep each stage's resumable checkpoints after it completes."),
+    logging_steps: int = typer.Option(TrainOptions.logging_steps, help="Log the losses every N steps."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
     """Fine-tune the teacher (unless given), then train the W2/A8 student with distillation."""
     _quiet_libraries()
-    from kdqat.train import TrainOptions
     from kdqat.train import train as run_train
 
-    progress = _progress(progress)
-    opts = TrainOptions(**{k: v for k, v in locals().items() if k in TrainOptions.__dataclass_fields__})
+    opts = TrainOptions(
+        task=task, output_dir=output_dir, model=model, teacher=teacher, init_student=init_student, data_dir=data_dir,
+        kd=kd, gamma=gamma, gamma_on=gamma_on, weight_bits=weight_bits, act_bits=act_bits, act_scale=act_scale,
+        weight_scale=weight_scale, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+        max_seq_length=max_seq_length, learning_rate=learning_rate, optimizer=optimizer,
+        teacher_learning_rate=teacher_learning_rate, teacher_epochs=teacher_epochs,
+        teacher_optimizer=teacher_optimizer, teacher_only=teacher_only, seed=seed,
+        max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, eval_steps=eval_steps, keep=keep,
+        keep_checkpoints=keep_checkpoints, logging_steps=logging_steps, progress=_progress(progress))
     result = run_train(opts)
     if int(os.environ.get("RANK", "0")) == 0:  # one table under torchrun, not one per process
         print_metrics(result)
@@ -118,7 +125,7 @@ def report(
     which: str = typer.Option("last", help="last (end of training, static scales) or best (best dev evaluation)."),
 ) -> None:
     """Print a Markdown table: teacher and each student, one column per task, and the average."""
-    from eval.report import results_table
+    from kdqat.eval.report import results_table
 
     print(results_table(runs, which))
 
@@ -147,7 +154,7 @@ def export(
     if not 0.0 <= min_agreement <= 1.0:
         raise KdqatError("--min-agreement must be between 0 and 1")
     _quiet_libraries()
-    from export.pipeline import ExportOptions, export_student, output_folder
+    from kdqat.export.pipeline import ExportOptions, export_student, output_folder
 
     opts = ExportOptions(run_dir, output_dir, data_dir, samples, batch_size=batch_size, min_agreement=min_agreement,
                          progress=_progress(progress), ort_cpu_graph=ort_cpu_graph)
@@ -156,7 +163,7 @@ def export(
         print_export(report)
         stdout.print(f"wrote {output_folder(opts)}/ ({', '.join(g['file'] for g in report['graphs'].values())}, export.json, tokenizer)")
     if triton:
-        from export.triton import write_triton_repository
+        from kdqat.export.triton import write_triton_repository
 
         record = write_triton_repository(output_folder(opts), triton, triton_max_batch_size, triton_device)
         stdout.print(f"wrote the Triton model repository {triton}/: {', '.join(record['models'].values())} "
@@ -194,14 +201,13 @@ def evaluate(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
     """Score the GLUE dev set: teacher, PyTorch student, the student on ENGINE, and their agreement."""
-    from runtime.registry import ENGINES
+    from kdqat.runtime.registry import check_engine
 
-    if engine not in ENGINES:
-        raise KdqatError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    check_engine(engine)
     if batch_size <= 0 or (max_samples is not None and max_samples <= 0):
         raise KdqatError("--batch-size and --max-samples must be positive")
     _quiet_libraries()
-    from eval.evaluate import EvalOptions, evaluate_run
+    from kdqat.eval.evaluate import EvalOptions, evaluate_run
 
     result = evaluate_run(EvalOptions(run_dir, engine, onnx, provider, data_dir, batch_size, max_samples, _progress(progress)))
     print_eval(result)
@@ -234,7 +240,7 @@ def check(
 
     import onnx as onnx_lib
 
-    from export.trt_check import check_trt
+    from kdqat.export.trt_check import check_trt
 
     if target != "trt":
         raise KdqatError(f"--target {target!r} is not supported; use trt")
@@ -276,7 +282,7 @@ def bench_command(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
     """Latency (p50/p90/p99) and throughput of each engine and of the float teacher, over a grid."""
-    from runtime.bench import BASELINE, BenchOptions, bench
+    from kdqat.runtime.bench import BASELINE, BenchOptions, bench
 
     _quiet_libraries()
     record = bench(BenchOptions(run_dir, tuple(engine), tuple(_csv(batch_sizes, "--batch-sizes", int)),
@@ -289,7 +295,7 @@ def bench_command(
         table.add_row(r["engine"], str(r["batch"]), str(r["seq"]), f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}",
                       f"{r['p99_ms']:.1f}", f"{r['sequences_per_s']:.1f}", f"{r['speedup_vs_teacher']:.2f}x")
     stdout.print(table)
-    from runtime.cpu_info import describe
+    from kdqat.runtime.cpu_info import describe
 
     stdout.print(f"CPU: {describe(record['environment']['cpu'])}. CPU speed-ups of the INT8 graph depend on these "
                  "integer dot-product features (VNNI, AMX): compare figures only between machines that share them.")
@@ -321,8 +327,8 @@ def serve(
     _quiet_libraries()
     import uvicorn
 
-    from runtime.served_model import open_served
-    from runtime.server import ServeSettings, create_app
+    from kdqat.runtime.served_model import open_served
+    from kdqat.runtime.server import ServeSettings, create_app
 
     _check_exported(run_dir, onnx)
     settings = ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes)
@@ -352,12 +358,12 @@ def sweep(
     seeds: str = typer.Option("42", help="Comma-separated seeds, e.g. 42,52,62."),
     gammas: str = typer.Option("", help="Unified form: comma-separated gamma values, e.g. 0.1,0.5,0.9."),
     gamma_on: Optional[str] = typer.Option(None, help="map or output: the loss --gammas multiplies."),
-    model: str = typer.Option("default", help="Pretrained encoder (see kdqat train --help)."),
+    model: str = typer.Option(TrainOptions.model, help="Pretrained encoder (see kdqat train --help)."),
     teacher: Optional[str] = typer.Option(None, help="One fine-tuned teacher for every cell (single-task sweeps)."),
     data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout data folder."),
-    act_scale: str = typer.Option("static", help="static or dynamic activation scales."),
-    epochs: float = typer.Option(3.0, help="Student epochs per cell."),
-    max_steps: int = typer.Option(-1, help="Cap each stage at this many steps."),
+    act_scale: str = typer.Option(TrainOptions.act_scale, help="static or dynamic activation scales."),
+    epochs: float = typer.Option(TrainOptions.epochs, help="Student epochs per cell."),
+    max_steps: int = typer.Option(TrainOptions.max_steps, help="Cap each stage at this many steps."),
     max_train_samples: Optional[int] = typer.Option(None, help="Use only the first N training examples."),
     max_eval_samples: Optional[int] = typer.Option(None, help="Use only the first N dev examples."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show the overall progress bar (default: when stderr is a terminal)."),
@@ -374,9 +380,8 @@ def sweep(
         TimeElapsedColumn,
     )
 
-    from eval.sweep_table import write_tables
+    from kdqat.eval.sweep_report import write_tables
     from kdqat.sweep import grid, run_sweep
-    from kdqat.train import TrainOptions
 
     cells = grid(_csv(tasks, "--tasks"), _csv(presets, "--presets"), _csv(seeds, "--seeds", int),
                  _csv(gammas, "--gammas", float), gamma_on)
@@ -414,7 +419,7 @@ def analyze(
     if samples <= 0 or batch_size <= 0:
         raise KdqatError("--samples and --batch-size must be positive")
     _quiet_libraries()
-    from eval.analyze import analyze_runs
+    from kdqat.eval.analyze import analyze_runs
 
     result = analyze_runs(runs, layer, samples, data_dir, output_dir, batch_size)
     task, summary = result["task"], result["summary"]
@@ -429,7 +434,7 @@ def analyze(
 
 
 def print_metrics(result: dict) -> None:
-    from eval.sweep_table import metric_label
+    from kdqat.eval.sweep_table import metric_label
 
     metric = result["metric"]
     table = Table(title=f"{result['task']} dev")

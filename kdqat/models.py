@@ -11,11 +11,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from eval.tasks import GlueTask
+from kdqat.glue.tasks import GlueTask
 from kdqat.errors import KdqatError
 from kdqat.files import check_model_folder
 
-DEFAULT_MODEL = "default"
+from kdqat.options import DEFAULT_MODEL
 
 
 def resolve_model(name: str) -> str:

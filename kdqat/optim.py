@@ -14,7 +14,7 @@ import torch
 
 from kdqat.errors import KdqatError
 
-OPTIMIZERS = ("bertadam", "adamw")
+from kdqat.options import OPTIMIZERS
 
 
 class BertAdam(torch.optim.Optimizer):

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.batching import Features, predict
+from kdqat.runtime.batching import Features, predict
 
 RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
 

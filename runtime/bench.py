@@ -20,8 +20,8 @@ from rich.progress import (
 from kdqat.errors import KdqatError
 from kdqat.io import save_figure, write_json
 from kdqat.run_dir import open_run
-from runtime.registry import ENGINES, open_student_engine
-from runtime.torch_engine import TorchEngine
+from kdqat.runtime.registry import ENGINES, StudentSource, open_engine
+from kdqat.runtime.torch_engine import TorchEngine
 
 BASELINE = "teacher fp32 (torch)"
 
@@ -106,15 +106,13 @@ def open_engines(opts: BenchOptions) -> dict[str, object]:
     run = open_run(opts.run_dir)
     engines = {BASELINE: TorchEngine.teacher(run.teacher or run.student, opts.device)}
     onnx_path = Path(opts.onnx) if opts.onnx else run.root / "onnx" / "model.onnx"
-    from runtime.trt_engine import ShapeProfile
+    from kdqat.runtime.trt_engine import ShapeProfile
 
     b, s = sorted(opts.batch_sizes), sorted(opts.seq_lengths)
     profile = ShapeProfile(b[0], b[-1], b[-1], s[0], s[-1], s[-1])  # what TensorRT (engine or provider) builds for
+    source = StudentSource(run.student, onnx_path, opts.provider, opts.device, profile)
     for kind in opts.engines:
-        if kind == "torch":
-            engines["student (torch, fake-quant)"] = TorchEngine.student(run.student, opts.device)
-        else:
-            engines[f"student ({kind})"] = open_student_engine(kind, onnx_path, opts.provider, profile)
+        engines[f"student ({kind})"] = open_engine(kind, source)
     return engines
 
 
@@ -162,7 +160,7 @@ def environment(opts: BenchOptions) -> dict:
     import onnxruntime
     import torch
 
-    from runtime.cpu_info import cpu_info
+    from kdqat.runtime.cpu_info import cpu_info
 
     env = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(), "onnxruntime": onnxruntime.__version__,
            "cpu": cpu_info(), "python": platform.python_version()}

@@ -25,7 +25,7 @@ def provider_options(provider: str, cache_dir: Path, input_names: list[str], pro
     and an engine and timing cache, kept beside the graph."""
     if provider != "tensorrt":
         return {}
-    from runtime.trt_engine import ShapeProfile
+    from kdqat.runtime.trt_engine import ShapeProfile
 
     profile = profile or ShapeProfile()
     (low, opt, high) = profile.shapes()
@@ -43,7 +43,7 @@ def provider_options(provider: str, cache_dir: Path, input_names: list[str], pro
 class OrtEngine:
     """An InferenceSession on one provider; refuses to start rather than fall back silently to the CPU.
 
-    cpu_rewrites (default: on for the CPU provider) applies export.passes.onnxruntime_cpu in memory: uint8
+    cpu_rewrites (default: on for the CPU provider) applies runtime.ort_passes.onnxruntime_cpu in memory: uint8
     activations with zero point 128 instead of int8 with 0 (the form onnxruntime's integer kernels take) and
     the embedding rows dequantized after the lookup. The same numbers; the file on disk stays portable.
     """
@@ -52,7 +52,7 @@ class OrtEngine:
                  cpu_rewrites: bool | None = None, name: str = "ort", profile=None) -> None:
         import onnx
 
-        from export.passes import onnxruntime_cpu
+        from kdqat.runtime.ort_passes import onnxruntime_cpu
 
         ort = _import_ort()
         if provider not in PROVIDERS:

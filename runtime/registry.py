@@ -1,22 +1,69 @@
-"""Engines by name: what `--engine` accepts, and how each opens an exported student."""
+"""Engines by name: what `--engine` accepts, each with a factory that opens the exported student on it.
+
+Adding an engine is a change to this file: a factory taking a `StudentSource` and returning an object
+with `run(batch) -> logits` (runtime.engine.Engine), and its entry in ENGINES. `kdqat eval`, `kdqat
+bench` and `kdqat serve` open every engine through `open_engine`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from kdqat.errors import KdqatError
+from kdqat.runtime.engine import Engine
 
-ENGINES = {"torch": "PyTorch", "ort": "onnxruntime", "trt": "TensorRT"}
+
+@dataclass(frozen=True)
+class StudentSource:
+    """Where an engine finds the student: its PyTorch folder and its deploy graph, and how to run it."""
+
+    student: Path  # the kdqat student folder (fake-quant PyTorch model)
+    onnx: Path  # the Q/DQ deploy graph written by kdqat export
+    provider: str = "cpu"  # onnxruntime execution provider
+    device: str = "cpu"  # PyTorch device
+    profile: object | None = None  # runtime.trt_engine.ShapeProfile: shapes TensorRT must accept
 
 
-def open_student_engine(kind: str, onnx_path: str | Path, provider: str = "cpu", profile=None):
-    """An engine running the exported deploy graph (`ort`, or `trt` with an optional ShapeProfile)."""
-    if kind == "ort":
-        from runtime.ort_engine import OrtEngine
+@dataclass(frozen=True)
+class EngineSpec:
+    label: str  # how tables name it
+    open: Callable[[StudentSource], Engine]
 
-        return OrtEngine(onnx_path, provider, profile=profile)
-    if kind == "trt":
-        from runtime.trt_engine import TrtEngine
 
-        return TrtEngine.open(onnx_path, profile)
-    raise KdqatError(f"--engine {kind!r} is not one of {', '.join(ENGINES)}")
+def _torch(source: StudentSource) -> Engine:
+    from kdqat.runtime.torch_engine import TorchEngine
+
+    return TorchEngine.student(source.student, source.device)
+
+
+def _onnxruntime(source: StudentSource) -> Engine:
+    from kdqat.runtime.ort_engine import OrtEngine
+
+    return OrtEngine(source.onnx, source.provider, profile=source.profile)
+
+
+def _tensorrt(source: StudentSource) -> Engine:
+    from kdqat.runtime.trt_engine import TrtEngine
+
+    return TrtEngine.open(source.onnx, source.profile)
+
+
+ENGINES: dict[str, EngineSpec] = {
+    "torch": EngineSpec("PyTorch", _torch),
+    "ort": EngineSpec("onnxruntime", _onnxruntime),
+    "trt": EngineSpec("TensorRT", _tensorrt),
+}
+REFERENCE = "torch"  # what every other engine is compared with
+
+
+def check_engine(name: str) -> EngineSpec:
+    if name not in ENGINES:
+        raise KdqatError(f"--engine {name!r} is not one of {', '.join(ENGINES)}")
+    return ENGINES[name]
+
+
+def open_engine(name: str, source: StudentSource) -> Engine:
+    """The student on engine `name`."""
+    return check_engine(name).open(source)

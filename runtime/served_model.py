@@ -15,7 +15,7 @@ import numpy as np
 
 from kdqat.errors import KdqatError
 from kdqat.run_dir import open_run
-from runtime.batching import Features
+from kdqat.runtime.batching import Features
 
 MODELS = ("student", "teacher")
 
@@ -52,13 +52,12 @@ def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu",
     """Open an exported run for serving: the student on `engine`, or the float teacher (PyTorch)."""
     from transformers import AutoTokenizer
 
-    from eval.tasks import get_task
-    from runtime.registry import ENGINES, open_student_engine
+    from kdqat.glue.tasks import get_task
+    from kdqat.runtime.registry import StudentSource, check_engine, open_engine
 
     if model not in MODELS:
         raise KdqatError(f"--model {model!r} is not one of {', '.join(MODELS)}")
-    if engine not in ENGINES:
-        raise KdqatError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+    spec = check_engine(engine)
     run = open_run(run_dir)
     graph = Path(onnx) if onnx else run.root / "onnx" / "model.onnx"
     report_file = graph.parent / "export.json"
@@ -72,16 +71,12 @@ def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu",
             raise KdqatError("--model teacher runs the float teacher in PyTorch: use --engine torch")
         if run.teacher is None:
             raise KdqatError(f"{run.root}: no teacher folder to serve (the run was given one that is not there)")
-        from runtime.torch_engine import TorchEngine
+        from kdqat.runtime.torch_engine import TorchEngine
 
         runner, description = TorchEngine.teacher(run.teacher), f"teacher fp32 (torch) from {run.teacher}"
-    elif engine == "torch":
-        from runtime.torch_engine import TorchEngine
-
-        runner, description = TorchEngine.student(run.student), f"student (torch, fake-quant) from {run.student}"
     else:
-        runner = open_student_engine(engine, graph, provider)
-        description = f"student ({ENGINES[engine]}{'' if engine != 'ort' else ', ' + provider}) from {graph}"
+        runner = open_engine(engine, StudentSource(run.student, graph, provider))
+        description = f"student ({spec.label}) of {run.root}"
     tokenizer = AutoTokenizer.from_pretrained(str(graph.parent))
     return ServedModel(task.name, report["labels"], task.text_b is not None, int(report["max_seq_length"]),
                        tokenizer, runner, description)

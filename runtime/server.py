@@ -21,8 +21,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from runtime.batcher import DynamicBatcher, EngineFailure
-from runtime.served_model import ServedModel
+from kdqat.runtime.batcher import DynamicBatcher, EngineFailure
+from kdqat.runtime.served_model import ServedModel
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,6 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
 
 
 def _pad(features):
-    from runtime.batching import pad_batch
+    from kdqat.runtime.batching import pad_batch
 
     return pad_batch(features, list(range(len(features["input_ids"]))))

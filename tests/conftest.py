@@ -55,13 +55,13 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def exported_run(tmp_path_factory, tiny_model_dir) -> Path:
     """A tiny RTE student run, exported (random-token parity sample): what export's consumers read."""
-    from export.pipeline import ExportOptions, export_student
+    from kdqat.export.pipeline import ExportOptions, export_student
     from kdqat import QuantConfig
 
     run = make_student_run(tmp_path_factory.mktemp("exported") / "run", tiny_model_dir, QuantConfig())
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("GLUE_DIR", raising=False)
-        export_student(ExportOptions(str(run), samples=8, progress=False))
+        export_student(ExportOptions(str(run), samples=64, progress=False))
     return run
 
 

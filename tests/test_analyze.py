@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_student_run, tiny_classifier
 
-from eval.analyze import attention_ranges, distance
+from kdqat.eval.analyze import attention_ranges, distance
 from kdqat import QuantConfig
 from kdqat.attention import use_kdqat_attention
 from kdqat.capture import capture
@@ -58,4 +58,4 @@ def test_analyze_command_writes_plot_and_summary(tmp_path, tiny_model_dir, glue_
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "a" / "sa_prop_layer1.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((tmp_path / "a" / "analysis_layer1.json").read_text())["summary"]
-    assert list(summary) == ["run"] and summary["run"]["map_range_gap"] >= 0
+    assert list(summary) == ["run"] and summary["run"]["map_range_gap"] > 0  # the quantized student's ranges differ from the teacher's

@@ -12,8 +12,8 @@ import torch
 from conftest import make_student_run, run_cli
 from transformers import TrainerCallback
 
-from eval.data import load_split
-from eval.tasks import get_task
+from kdqat.glue.data import load_split
+from kdqat.glue.tasks import get_task
 from kdqat import KdqatError, QuantConfig
 from kdqat.train import TrainOptions, train
 
@@ -288,7 +288,7 @@ def test_export_replaces_its_own_earlier_export(finished_run, tmp_path):
 def test_bench_estimates_memory_and_refuses_what_does_not_fit(tmp_path, tiny_model_dir):
     from transformers import BertConfig
 
-    from runtime.bench import BenchOptions, activation_bytes, check_memory
+    from kdqat.runtime.bench import BenchOptions, activation_bytes, check_memory
 
     config = BertConfig(hidden_size=384, num_attention_heads=12, intermediate_size=1536)
     # 4 maps of 32 x 12 x 128 x 128, 3 of 32 x 128 x 1536, 12 of 32 x 128 x 384 float32 values

@@ -8,7 +8,7 @@ import sys
 from conftest import make_student_run, run_cli
 
 from kdqat import QuantConfig
-from runtime.cpu_info import describe, parse_cpuinfo
+from kdqat.runtime.cpu_info import describe, parse_cpuinfo
 
 CPUINFO = """processor\t: 0
 model name\t: AMD EPYC 9B14

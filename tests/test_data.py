@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from eval.data import load_split
-from eval.metrics import glue_metrics
-from eval.tasks import get_task
+from kdqat.glue.data import load_split
+from kdqat.glue.metrics import glue_metrics
+from kdqat.glue.tasks import get_task
 from kdqat import KdqatError
 
 

@@ -6,31 +6,27 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from conftest import batch, make_student_run
 from onnx import TensorProto, numpy_helper
 
-from export.onnx_graph import to_onnx
-from export.pipeline import DEPLOY, FLOAT, PACKED, REPORT, ExportOptions, export_student
-from export.qdq_modules import to_qdq
+from kdqat.export.onnx_graph import to_onnx
+from kdqat.export.pipeline import DEPLOY, FLOAT, PACKED, REPORT, ExportOptions, export_student
+from kdqat.export.qdq_modules import to_qdq
 from kdqat import KdqatError, QuantConfig, load_student
 from kdqat.student import act_quantizers
 
-onnxruntime = pytest.importorskip("onnxruntime")
+@pytest.fixture(scope="module")
+def student_run(exported_run):
+    return exported_run
 
 
 @pytest.fixture(scope="module")
-def student_run(tmp_path_factory, tiny_model_dir):
-    return make_student_run(tmp_path_factory.mktemp("run"), tiny_model_dir, QuantConfig())
-
-
-@pytest.fixture(scope="module")
-def exported(student_run):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("GLUE_DIR", raising=False)  # no data known: the parity sample is random token ids
-        report = export_student(ExportOptions(str(student_run), samples=64, progress=False))
-    return student_run / "onnx", report
+def exported(exported_run):
+    """The export folder and its report (exported without data known: the parity sample is random token ids)."""
+    return exported_run / "onnx", json.loads((exported_run / "onnx" / REPORT).read_text())
 
 
 def _initializer(model, name):
@@ -128,8 +124,8 @@ def test_four_bit_student_packs_int4(tmp_path, tiny_model_dir):
 def test_per_channel_student_exports_per_axis_weights_with_parity(tmp_path, tiny_model_dir, exported):
     """One scale per output channel: DequantizeLinear axis 1 on the [in, out] codes, TensorRT-clean, the
     packed size still reported, onnxruntime (with its CPU rewrites) and PyTorch agreeing."""
-    from export.passes import onnxruntime_cpu
-    from export.trt_check import check_trt
+    from kdqat.runtime.ort_passes import onnxruntime_cpu
+    from kdqat.export.trt_check import check_trt
 
     run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig(weight_scale="channel"))
     with pytest.MonkeyPatch.context() as mp:
@@ -152,7 +148,7 @@ def test_per_channel_student_exports_per_axis_weights_with_parity(tmp_path, tiny
 
 
 def test_exports_from_dev_data_and_the_onnxruntime_cpu_form(tmp_path, tiny_model_dir, glue_dir):
-    from export.pipeline import ORT_CPU
+    from kdqat.export.pipeline import ORT_CPU
 
     run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
     report = export_student(ExportOptions(str(run), data_dir=str(glue_dir), samples=24, progress=False, ort_cpu_graph=True))
@@ -198,7 +194,7 @@ def test_float_model_exports_without_quantization(tiny_model_dir):
 
 
 def test_onnxruntime_cpu_rewrites_keep_the_predictions(exported):
-    from runtime.ort_engine import OrtEngine
+    from kdqat.runtime.ort_engine import OrtEngine
 
     ids, mask = batch(batch_size=4, length=16, vocab=1000)
     feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": np.zeros_like(ids.numpy())}
@@ -209,7 +205,7 @@ def test_onnxruntime_cpu_rewrites_keep_the_predictions(exported):
 
 
 def test_parity_counts_flips_and_separates_near_ties():
-    from export.verify import compare
+    from kdqat.runtime.parity import compare
 
     reference = np.array([[1.0, 0.98], [2.0, 0.0], [0.0, 1.0]])  # the first is a near tie (margin 0.02)
     candidate = np.array([[0.97, 0.99], [2.0, 0.1], [0.0, 1.0]])

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.passes import activations_to_uint8, compact_names, pack_weights
+from kdqat.export.passes import compact_names, pack_weights
+from kdqat.runtime.ort_passes import activations_to_uint8
 from kdqat import KdqatError
 
-onnxruntime = pytest.importorskip("onnxruntime")
 
 
 def weight_graph(codes: np.ndarray) -> onnx.ModelProto:
@@ -95,7 +96,7 @@ def test_gather_before_dequantize_gives_the_same_rows():
         [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [None, None, 6])],
         [numpy_helper.from_array(codes, "codes"), numpy_helper.from_array(scale, "scale")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
-    from export.passes import gather_before_dequantize
+    from kdqat.runtime.ort_passes import gather_before_dequantize
 
     rewritten = gather_before_dequantize(model)
     assert "DequantizeLinear" not in {n.op_type for n in rewritten.graph.node}
@@ -108,7 +109,7 @@ def test_gather_before_dequantize_gives_the_same_rows():
 
 
 def test_fold_score_scale_moves_the_constant_into_k_dequantization():
-    from export.passes import fold_score_scale
+    from kdqat.runtime.ort_passes import fold_score_scale
 
     rng = np.random.default_rng(0)
     graph = helper.make_graph(
@@ -146,7 +147,7 @@ def test_fold_score_scale_moves_the_constant_into_k_dequantization():
 
 
 def test_fuse_linear_bias_gives_one_integer_matmul_with_the_same_output():
-    from export.passes import activations_to_uint8, fuse_linear_bias
+    from kdqat.runtime.ort_passes import activations_to_uint8, fuse_linear_bias
 
     rng = np.random.default_rng(1)
     codes = rng.integers(-1, 2, (8, 6)).astype(np.int8)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime
 import pytest
 
 from kdqat import KdqatError
-from runtime.batching import batches, pad_batch, predict
+from kdqat.runtime.batching import batches, pad_batch, predict
 
-onnxruntime = pytest.importorskip("onnxruntime")
 
 
 def features():
@@ -38,7 +38,7 @@ def test_batches_go_longest_first_and_predict_restores_the_order():
 
 
 def test_ort_engine_errors_are_one_clear_line(tmp_path):
-    from runtime.ort_engine import OrtEngine
+    from kdqat.runtime.ort_engine import OrtEngine
 
     with pytest.raises(KdqatError, match="no such ONNX file"):
         OrtEngine(tmp_path / "missing.onnx")
@@ -55,7 +55,7 @@ def test_ort_engine_errors_are_one_clear_line(tmp_path):
 def test_torch_engine_refuses_cuda_without_a_gpu():
     import torch
 
-    from runtime.torch_engine import TorchEngine
+    from kdqat.runtime.torch_engine import TorchEngine
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")

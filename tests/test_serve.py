@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from eval.data import load_split
-from eval.tasks import get_task
+from kdqat.glue.data import load_split
+from kdqat.glue.tasks import get_task
 
 
 def free_port() -> int:
@@ -77,8 +77,8 @@ def rte_pairs(glue_dir) -> list[list[str]]:
 def test_answers_match_the_engine_kdqat_eval_runs(servers, exported_run, rte_pairs):
     from transformers import AutoTokenizer
 
-    from runtime.batching import predict
-    from runtime.ort_engine import OrtEngine
+    from kdqat.runtime.batching import predict
+    from kdqat.runtime.ort_engine import OrtEngine
 
     batched, _ = servers
     answer = batched.predict(rte_pairs)
@@ -195,7 +195,7 @@ def test_serve_refuses_a_run_that_was_not_exported(tmp_path, tiny_model_dir):
 
 
 def test_answers_are_labels_with_probabilities_or_scores():
-    from runtime.served_model import ServedModel
+    from kdqat.runtime.served_model import ServedModel
 
     classify = ServedModel("rte", ["entailment", "not_entailment"], True, 32, None, None, "")
     (answer,) = classify.answers(np.array([[0.0, np.log(3.0)]], dtype=np.float32))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.sweep_table import FULL_PRECISION, collect, csv_rows, markdown
+from kdqat.eval.sweep_table import FULL_PRECISION, collect, csv_rows, markdown
 from kdqat import KdqatError
 from kdqat.sweep import Cell, grid, run_sweep
 from kdqat.train import TrainOptions
@@ -91,7 +91,7 @@ def test_sweep_plot_shows_every_seed_its_mean_and_the_teacher():
     import numpy as np
     from matplotlib.collections import LineCollection, PathCollection
 
-    from eval.sweep_plot import plot_sweep
+    from kdqat.eval.sweep_plot import plot_sweep
 
     scores = {FULL_PRECISION: {"rte": [57.0], "cola": [25.6]},
               "ternarybert": {"rte": [54.9, 55.6, 53.1], "cola": [15.0]},

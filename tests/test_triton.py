@@ -16,7 +16,7 @@ from conftest import run_cli
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.triton import write_triton_repository
+from kdqat.export.triton import write_triton_repository
 from kdqat import KdqatError
 
 DTYPE = {onnx.TensorProto.INT64: model_config_pb2.TYPE_INT64, onnx.TensorProto.FLOAT: model_config_pb2.TYPE_FP32}

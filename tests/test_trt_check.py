@@ -5,22 +5,17 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import make_student_run
 from onnx import helper, numpy_helper
 
-from export.passes import activations_to_uint8, pack_weights
-from export.pipeline import DEPLOY, PACKED, ExportOptions, export_student
-from export.trt_check import check_trt
-from kdqat import QuantConfig
+from kdqat.export.passes import pack_weights
+from kdqat.runtime.ort_passes import activations_to_uint8
+from kdqat.export.pipeline import DEPLOY, PACKED
+from kdqat.export.trt_check import check_trt
 
 
 @pytest.fixture(scope="module")
-def deploy(tmp_path_factory, tiny_model_dir):
-    run = make_student_run(tmp_path_factory.mktemp("run"), tiny_model_dir, QuantConfig())
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("GLUE_DIR", raising=False)
-        export_student(ExportOptions(str(run), samples=8, progress=False))
-    return onnx.load(run / "onnx" / DEPLOY), onnx.load(run / "onnx" / PACKED)
+def deploy(exported_run):
+    return onnx.load(exported_run / "onnx" / DEPLOY), onnx.load(exported_run / "onnx" / PACKED)
 
 
 def copy(model):

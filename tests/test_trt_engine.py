@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kdqat import KdqatError
-from runtime.trt_engine import ShapeProfile, engine_record, layer_report, stale_reason
+from kdqat.runtime.trt_engine import ShapeProfile, engine_record, layer_report, stale_reason
 
 
 def test_profile_parsing_and_shape_checks():
@@ -60,7 +60,7 @@ def test_without_tensorrt_or_gpu_the_error_names_each_missing_part(tmp_path, mon
 
     import torch
 
-    from runtime.trt_engine import TrtEngine
+    from kdqat.runtime.trt_engine import TrtEngine
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
     monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt") if tensorrt else None)
@@ -77,11 +77,11 @@ def test_engine_matches_onnxruntime_on_gpu(tmp_path):
     import numpy as np
     from conftest import make_student_run
 
-    from export.pipeline import ExportOptions, export_student
+    from kdqat.export.pipeline import ExportOptions, export_student
     from kdqat import QuantConfig
     from kdqat.models import resolve_model
-    from runtime.ort_engine import OrtEngine
-    from runtime.trt_engine import TrtEngine
+    from kdqat.runtime.ort_engine import OrtEngine
+    from kdqat.runtime.trt_engine import TrtEngine
 
     run = make_student_run(tmp_path / "run", resolve_model("default"), QuantConfig())
     export_student(ExportOptions(str(run), samples=8, progress=False))
@@ -123,7 +123,7 @@ def test_layer_precision_comes_from_the_inputs_as_the_engine_explorer_reads_it()
 def test_engine_io_dtypes_come_from_an_explicit_table():
     import enum
 
-    from runtime.trt_engine import torch_dtype
+    from kdqat.runtime.trt_engine import torch_dtype
 
     DataType = enum.Enum("DataType", "FLOAT HALF BF16 INT8 INT32 INT64 BOOL FP8 INT4")
     assert [torch_dtype(DataType[n]) for n in ("FLOAT", "HALF", "BF16", "INT32", "INT64")] == \
@@ -133,7 +133,7 @@ def test_engine_io_dtypes_come_from_an_explicit_table():
 
 
 def test_timing_cache_is_named_by_tensorrt_version_and_gpu(tmp_path):
-    from runtime.trt_engine import timing_cache_path
+    from kdqat.runtime.trt_engine import timing_cache_path
 
     path = timing_cache_path(tmp_path, "10.11.0.33", "NVIDIA H100 80GB HBM3")
     assert path == tmp_path / "timing-10.11.0.33-NVIDIA-H100-80GB-HBM3.cache"
@@ -141,7 +141,7 @@ def test_timing_cache_is_named_by_tensorrt_version_and_gpu(tmp_path):
 
 
 def test_onnxruntime_tensorrt_provider_gets_int8_profiles_and_caches(tmp_path):
-    from runtime.ort_engine import provider_options
+    from kdqat.runtime.ort_engine import provider_options
 
     names = ["input_ids", "attention_mask", "token_type_ids"]
     options = provider_options("tensorrt", tmp_path, names, ShapeProfile(1, 8, 32, 1, 64, 128))

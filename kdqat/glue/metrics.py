@@ -6,7 +6,7 @@ import numpy as np
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from eval.tasks import GlueTask
+from kdqat.glue.tasks import GlueTask
 
 
 def glue_metrics(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from eval.tasks import Column, GlueTask
+from kdqat.glue.tasks import Column, GlueTask
 from kdqat.errors import KdqatError
 
 HUB_DATASET = "nyu-mll/glue"

@@ -1,0 +1,143 @@
+"""The settings of a `kdqat train` run: one declaration of every option and its default (the command line
+reads its defaults from here), per-task defaults, validation, and the rerun check. Light to import: no
+torch, so `kdqat --help` stays fast."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdqat.config import QuantConfig
+from kdqat.errors import KdqatError
+from kdqat.glue.tasks import get_task
+
+DEFAULT_MODEL = "default"  # the embedded all-MiniLM-L6-v2 (kdqat.models.resolve_model)
+OPTIMIZERS = ("bertadam", "adamw")
+# REFERENCE.md section 1: batch size / max sequence length per task; everything else is shared.
+TASK_BATCH = {"cola": (16, 64), "sst2": (32, 64)}
+DEFAULT_BATCH = (32, 128)
+# Dev evaluation interval in steps: the paper's code uses 20 (RTE), 50 (CoLA), 100 (STS-B); the others are
+# chosen for about 20-60 evaluations over 3 epochs of the full training set.
+TASK_EVAL_STEPS = {"rte": 20, "mrpc": 20, "wnli": 10, "cola": 50, "stsb": 100, "sst2": 100,
+                   "qnli": 500, "qqp": 1000, "mnli": 1000}
+KEEP = ("best", "last")
+MIN_SEQ_LENGTH = 8
+
+
+@dataclass
+class TrainOptions:
+    """Everything that decides a run; saved as config.json beside its outputs."""
+
+    task: str
+    output_dir: str
+    model: str = DEFAULT_MODEL
+    teacher: str | None = None
+    init_student: str | None = None
+    data_dir: str | None = None
+    kd: str = "map+output"
+    gamma: float | None = None
+    gamma_on: str | None = None
+    weight_bits: int = 2
+    act_bits: int = 8
+    act_scale: str = "static"
+    weight_scale: str = "tensor"
+    epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int | None = None
+    max_seq_length: int | None = None
+    learning_rate: float = 2e-5
+    optimizer: str = "bertadam"
+    teacher_learning_rate: float = 5e-5
+    teacher_epochs: float = 3.0
+    teacher_optimizer: str = "adamw"
+    teacher_only: bool = False
+    warmup: float = 0.1
+    weight_decay: float = 0.01
+    seed: int = 42
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    eval_steps: int | None = None
+    keep: str = "best"
+    keep_checkpoints: bool = False
+    logging_steps: int = 20
+    save_total_limit: int = 2
+    progress: bool = True
+    loss_weights: dict[str, float] = field(default_factory=dict)  # resolved from kd / gamma
+
+    def resolve(self) -> TrainOptions:
+        """Fill the per-task defaults and validate; returns a new object."""
+        from kdqat.losses import loss_weights  # torch: imported only when a run is really set up
+
+        task = get_task(self.task)
+        batch, length = TASK_BATCH.get(task.name, DEFAULT_BATCH)
+        resolved = dataclasses.replace(
+            self,
+            task=task.name,
+            batch_size=batch if self.batch_size is None else self.batch_size,
+            max_seq_length=length if self.max_seq_length is None else self.max_seq_length,
+            eval_steps=self.eval_steps if self.eval_steps is not None else TASK_EVAL_STEPS[task.name],
+            loss_weights=loss_weights(self.kd, self.gamma, self.gamma_on),
+        )
+        self.quant_config_of(resolved)
+        resolved._check_numbers()
+        for name in ("optimizer", "teacher_optimizer"):
+            if getattr(resolved, name) not in OPTIMIZERS:
+                raise KdqatError(f"--{name.replace('_', '-')} {getattr(resolved, name)!r} is not one of {', '.join(OPTIMIZERS)}")
+        if resolved.keep not in KEEP:
+            raise KdqatError(f"--keep {resolved.keep!r} is not one of {', '.join(KEEP)}")
+        return resolved
+
+    def _check_numbers(self) -> None:
+        """Every numeric option in its range, named as on the command line."""
+        def bad(name: str, rule: str) -> KdqatError:
+            return KdqatError(f"--{name.replace('_', '-')} {getattr(self, name)}: {rule}")
+
+        positive = ["batch_size", "logging_steps", "eval_steps", "save_total_limit", "max_train_samples", "max_eval_samples"]
+        for name in positive:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise bad(name, "must be positive")
+        if self.max_seq_length < MIN_SEQ_LENGTH:
+            raise bad("max_seq_length", f"must be at least {MIN_SEQ_LENGTH} (the special tokens alone take 2-3)")
+        for name in ("learning_rate", "teacher_learning_rate"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise bad(name, "must be a positive number")
+        if self.max_steps <= 0:
+            for name in ("epochs", "teacher_epochs"):
+                if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                    raise bad(name, "must be positive (or give --max-steps)")
+        if not 0.0 <= self.warmup < 1.0:
+            raise bad("warmup", "must be a fraction of the steps in [0, 1)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise bad("weight_decay", "must be >= 0")
+        if not 0 <= self.seed < 2**32:
+            raise bad("seed", "must be in [0, 2^32)")
+
+    @staticmethod
+    def quant_config_of(opts: TrainOptions) -> QuantConfig:
+        return QuantConfig.for_bits(opts.weight_bits, opts.act_bits, act_scale=opts.act_scale,
+                                    weight_scale=opts.weight_scale)
+
+
+# Fields that may change between an interrupted run and its resumption without changing the result.
+RESUMABLE_CHANGES = {"progress", "logging_steps", "save_total_limit", "keep_checkpoints"}
+
+
+def check_resumable(out: Path, opts: TrainOptions) -> None:
+    """Refuse to continue a run in `out` that was started with other settings."""
+    saved_file = out / "config.json"
+    if not saved_file.is_file():
+        return
+    try:
+        saved = json.loads(saved_file.read_text())["options"]
+    except (json.JSONDecodeError, KeyError):
+        raise KdqatError(f"{saved_file}: unreadable; remove it or choose another --output-dir") from None
+    current = dataclasses.asdict(opts)
+    diff = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+    if diff:
+        changes = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)
+        raise KdqatError(f"{out} holds a run with other settings ({changes}); use another --output-dir")
+
+
