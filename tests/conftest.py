@@ -65,6 +65,16 @@ def exported_run(tmp_path_factory, tiny_model_dir) -> Path:
     return run
 
 
+def train_options(tmp_path: Path, model_dir: Path, glue_dir: Path, name: str = "run", **overrides):
+    """TrainOptions for a seconds-long run of the tiny model on a few real RTE rows."""
+    from kdqat.train import TrainOptions
+
+    base = dict(task="rte", output_dir=str(tmp_path / name), model=str(model_dir), data_dir=str(glue_dir),
+                max_train_samples=32, max_eval_samples=16, batch_size=8, max_steps=4, eval_steps=2,
+                logging_steps=1, progress=False)
+    return TrainOptions(**{**base, **overrides})
+
+
 def run_cli(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`kdqat ARGS` in a fresh interpreter, as a user runs it: exit status, stdout and stderr."""
     return subprocess.run([sys.executable, "-m", "kdqat.cli", *map(str, args)], cwd=cwd, capture_output=True,

@@ -9,13 +9,13 @@ import stat
 
 import pytest
 import torch
-from conftest import make_student_run, run_cli
+from conftest import make_student_run, run_cli, train_options
 from transformers import TrainerCallback
 
 from kdqat.glue.data import load_split
 from kdqat.glue.tasks import get_task
 from kdqat import KdqatError, QuantConfig
-from kdqat.train import TrainOptions, train
+from kdqat.train import train
 
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
 
@@ -26,12 +26,10 @@ def write(path, data: bytes | str):
     return path
 
 
-def options(tmp_path, tiny_model_dir, glue_dir, name="run", **overrides) -> TrainOptions:
-    base = dict(task="rte", output_dir=str(tmp_path / name), model=str(tiny_model_dir), data_dir=str(glue_dir),
-                max_train_samples=16, max_eval_samples=8, batch_size=8, max_steps=2, eval_steps=1,
-                logging_steps=1, progress=False)
-    base.update(overrides)
-    return TrainOptions(**base)
+def options(tmp_path, tiny_model_dir, glue_dir, name="run", **overrides):
+    """Shorter still than the training tests' runs: evaluation (and a checkpoint) after every step."""
+    return train_options(tmp_path, tiny_model_dir, glue_dir, name, **{"max_train_samples": 16, "max_eval_samples": 8,
+                                                                      "max_steps": 2, "eval_steps": 1, **overrides})
 
 
 # -- 2. byte-order marks and encodings ------------------------------------------------------------------------

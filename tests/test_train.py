@@ -4,21 +4,16 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import tiny_config, train_options
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 import kdqat.distill
 from kdqat import KdqatError, load_student
-from kdqat.train import TrainOptions, train
+from kdqat.train import train
 
 
-def options(tmp_path, tiny_model_dir, glue_dir, name="run", **overrides):
-    base = dict(task="rte", output_dir=str(tmp_path / name), model=str(tiny_model_dir), data_dir=str(glue_dir),
-                max_train_samples=32, max_eval_samples=16, batch_size=8, max_steps=4, eval_steps=2,
-                logging_steps=1, progress=False)
-    base.update(overrides)
-    return TrainOptions(**base)
+options = train_options
 
 
 def weights(folder):
