@@ -97,8 +97,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--requests", type=int, default=256, help="requests per concurrency level")
     parser.add_argument("--engine", default="ort")
-    parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--max-wait-ms", type=float, default=0.0)
     parser.add_argument("--output", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]

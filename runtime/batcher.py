@@ -1,8 +1,9 @@
 """Dynamic batching for a server: concurrent requests gathered into one engine call.
 
-A request is a list of tokenized inputs. The worker takes the first waiting request, then gathers more
-until `max_batch_size` inputs are waiting or `max_wait_ms` has passed since the first, and runs them in
-one `predict` call on a worker thread (batches padded to their longest input, longest first, as
+A request is a list of tokenized inputs. The worker takes the first waiting request and every request
+already queued behind it (the ones that arrived while the engine was busy), then, if `max_wait_ms` is
+above 0, waits up to that long for more, until `max_batch_size` inputs are gathered; it runs them in
+one `predict` call on a worker thread (sorted by length and padded per batch of `max_batch_size`, as
 `kdqat eval` runs them). When the gathered call fails, each request is run again on its own, so one
 bad request fails alone. With batching off (`max_batch_size` 1 request at a time) every request is one
 call of its own.
@@ -74,6 +75,10 @@ class DynamicBatcher:
         group, size = [first], first.size
         if not self.batching:
             return group
+        while size < self.max_batch_size and not self.queue.empty():  # arrived while the engine was busy
+            request = self.queue.get_nowait()
+            group.append(request)
+            size += request.size
         deadline = asyncio.get_running_loop().time() + self.max_wait
         while size < self.max_batch_size:
             remaining = deadline - asyncio.get_running_loop().time()

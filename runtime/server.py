@@ -27,8 +27,8 @@ from kdqat.runtime.served_model import ServedModel
 
 @dataclass(frozen=True)
 class ServeSettings:
-    max_batch_size: int = 32  # inputs per engine call
-    max_wait_ms: float = 5.0  # how long the first waiting request waits for company
+    max_batch_size: int = 8  # inputs per engine call
+    max_wait_ms: float = 0.0  # how long the first waiting request waits for company (0: only what is queued)
     batching: bool = True
     max_inputs: int = 256  # per request
     max_text_bytes: int = 16_384  # per text, UTF-8
