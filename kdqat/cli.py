@@ -313,7 +313,7 @@ def serve(
     port: int = typer.Option(8000, help="TCP port."),
     max_batch_size: int = typer.Option(8, help="Dynamic batching: at most this many inputs per engine call (8 suits a CPU; raise it on a GPU)."),
     max_wait_ms: float = typer.Option(0.0, help="Dynamic batching: how long a request waits for others to join its batch (0: batch only what queued up while the engine was busy)."),
-    batching: bool = typer.Option(True, "--batching/--no-batching", help="Gather concurrent requests into one engine call."),
+    batching: Optional[bool] = typer.Option(None, "--batching/--no-batching", help="Gather concurrent requests into one engine call (default: on for a GPU engine, off on a CPU, where it measured slower)."),
     max_inputs: int = typer.Option(256, help="Most inputs in one request (more: 413)."),
     max_text_bytes: int = typer.Option(16384, help="Longest text in bytes (longer: 413)."),
 ) -> None:
@@ -331,6 +331,8 @@ def serve(
     from kdqat.runtime.server import ServeSettings, create_app
 
     _check_exported(run_dir, onnx)
+    if batching is None:  # measured (docs/RESULTS.md): on a 2-core CPU one input at a time serves more requests
+        batching = engine == "trt" or provider in ("cuda", "tensorrt")
     settings = ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes)
     app = create_app(lambda: open_served(run_dir, engine, provider, model, onnx), settings)
     console.print(f"serving {model} of {run_dir} on http://{host}:{port} (engine {engine}, "

@@ -57,7 +57,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def servers(exported_run):
-    batched = Server(exported_run, "--max-batch-size", "8", "--max-wait-ms", "20")
+    batched = Server(exported_run, "--batching", "--max-batch-size", "8", "--max-wait-ms", "20")
     single = Server(exported_run, "--no-batching")
     try:
         batched.wait()
@@ -149,7 +149,7 @@ def test_a_slow_client_does_not_block_others(servers):
 
 
 def test_sigterm_drains_the_request_in_flight(exported_run):
-    server = Server(exported_run, "--max-wait-ms", "1500")  # a lone request waits 1.5 s for company
+    server = Server(exported_run, "--batching", "--max-wait-ms", "1500")  # a lone request waits 1.5 s for company
     try:
         server.wait()
         result = {}
