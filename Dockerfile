@@ -2,7 +2,8 @@
 # The GPU image starts from NVIDIA's TensorRT container because TensorRT's Python wheels are not on
 # the package registry (its `tensorrt` packages there only download from NVIDIA's index).
 #
-# What the GPU image expects (TensorRT container 25.06: TensorRT 10.11, CUDA 12.9, Python 3.12):
+# What the GPU image expects (TensorRT container 25.06: TensorRT 10.x, CUDA 12.9, Python 3.12, as NVIDIA's
+# 25.0x containers ship; their release notes give the exact TensorRT minor version):
 # - PyTorch's CUDA 12.6 build (cu126 index; its CUDA libraries come as wheels and run on the 12.9 driver
 #   stack). A CUDA 13 base (TensorRT containers 25.10 and later) needs TORCH_INDEX=.../cu130 and an
 #   onnxruntime-gpu built for CUDA 13 instead.
