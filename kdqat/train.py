@@ -22,18 +22,15 @@ import logging
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from datasets import Dataset
-from filelock import FileLock, Timeout
 from safetensors.torch import load_file
 from transformers import (
     DataCollatorWithPadding,
     PreTrainedModel,
     PrinterCallback,
-    ProgressCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -49,62 +46,15 @@ from kdqat.cpu_memory import keep_freed_memory
 from kdqat.errors import KdqatError
 from kdqat.files import check_checkpoint
 from kdqat.guards import DivergenceGuard, FiniteLossTrainer, require_finite
-from kdqat.io import atomic_dir, finite_json, write_json
-from kdqat.models import DEFAULT_MODEL, load_classifier, load_teacher, load_tokenizer, model_position_limit
+from kdqat.io import atomic_dir, write_json
+from kdqat.models import load_classifier, load_teacher, load_tokenizer
 from kdqat.optim import optimizer_cls_and_kwargs
 from kdqat.options import TrainOptions, check_resumable
+from kdqat.preflight import check_model_inputs, check_writable, run_lock
+from kdqat.stage_log import JsonlLog, announce, report_saved
 from kdqat.student import float_state, prepare, save_student, set_act_scale_mode
 
 log = logging.getLogger(__name__)
-
-LOCK_FILE = ".kdqat.lock"
-
-
-def check_writable(out: Path) -> None:
-    """The output folder (or the nearest folder above it that exists) must be writable."""
-    existing = next(p for p in (out, *out.parents) if p.exists())
-    if not existing.is_dir():
-        raise KdqatError(f"--output-dir {out}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise KdqatError(f"--output-dir {out}: {existing} is not writable; choose another folder or fix its permissions")
-
-
-def check_model_inputs(opts: TrainOptions) -> None:
-    """--model, --teacher and --init-student name something loadable, and --max-seq-length fits the model."""
-    for option, value in (("--teacher", opts.teacher), ("--init-student", opts.init_student)):
-        if value is not None and not Path(value).is_dir():
-            raise KdqatError(f"{option} {value}: no such folder")
-    source = opts.teacher or opts.model
-    if source == opts.model and opts.model != DEFAULT_MODEL and _looks_like_path(opts.model) and not Path(opts.model).is_dir():
-        raise KdqatError(f"--model {opts.model}: no such folder (give a local model folder, a Hugging Face id or 'default')")
-    limit = model_position_limit(source)
-    if limit is not None and opts.max_seq_length > limit:
-        raise KdqatError(f"--max-seq-length {opts.max_seq_length}: the model has {limit} positions; use at most {limit}")
-
-
-def _looks_like_path(name: str) -> bool:
-    """A folder, not a hub id ("name" or "org/name")."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
-
-
-@contextmanager
-def run_lock(out: Path):
-    """One `kdqat train` per output folder: a second one is refused instead of interleaving with the first."""
-    if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # the processes of one torchrun job share the folder
-        yield
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out / LOCK_FILE))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise KdqatError(f"{out} is in use by another kdqat train (lock {out / LOCK_FILE}); wait for it to finish "
-                         "or choose another --output-dir") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
 
 def tokenize(ds: Dataset, tokenizer, max_length: int) -> Dataset:
     pair = "text_b" in ds.column_names
@@ -113,67 +63,6 @@ def tokenize(ds: Dataset, tokenizer, max_length: int) -> Dataset:
         return tokenizer(batch["text_a"], batch["text_b"] if pair else None, truncation=True, max_length=max_length)
 
     return ds.map(encode, batched=True, remove_columns=[c for c in ds.column_names if c != "label"])
-
-
-class StageProgress(ProgressCallback):
-    """The Trainer's progress bar, labelled with its stage ("teacher", "student")."""
-
-    def __init__(self, stage: str) -> None:
-        super().__init__()
-        self.stage = stage
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        super().on_train_begin(args, state, control, **kwargs)
-        if self.training_bar is not None:
-            self.training_bar.set_description(self.stage)
-
-
-class StageLog(TrainerCallback):
-    """Without progress bars: each log record as one plain line on stderr, named by its stage (the Trainer
-    would print Python dicts to stdout, between the command's results)."""
-
-    def __init__(self, stage: str) -> None:
-        self.stage = stage
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
-            log.info("%s step %d/%d: %s", self.stage, state.global_step, state.max_steps, values)
-
-
-def announce(trainer: Trainer, stage: str, what: str) -> None:
-    """One line when a stage starts; its progress bar labelled, or plain log lines without bars."""
-    if trainer.is_world_process_zero():
-        log.info("%s: %s", stage, what)
-    if trainer.args.disable_tqdm:
-        trainer.remove_callback(PrinterCallback)
-        trainer.add_callback(StageLog(stage))
-    else:
-        trainer.remove_callback(ProgressCallback)
-        trainer.add_callback(StageProgress(stage))
-
-
-def report_saved(stage: str, target: Path, summary: dict, task: GlueTask) -> None:
-    """One line when a stage ends: where it saved, which evaluation that is."""
-    best, metric = summary["best"], task.primary_metric
-    kept = (f"the best dev evaluation, step {best['step']} of {summary['last_step']}: {metric} {best['dev'][metric]:.2f}"
-            if summary["kept"] == "best" and best else f"the last step, {summary['last_step']}")
-    log.info("%s: saved to %s (%s)", stage, target, kept)
-
-
-class JsonlLog(TrainerCallback):
-    """Append every log and evaluation record as one JSON line."""
-
-    def __init__(self, path: Path, stage: str) -> None:
-        self.path = path
-        self.stage = stage
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            record = {"stage": self.stage, "step": state.global_step, "epoch": state.epoch, **logs}
-            with self.path.open("a") as f:
-                f.write(json.dumps(finite_json(record), allow_nan=False) + "\n")  # NaN -> null
 
 
 def training_arguments(opts: TrainOptions, out: Path, stage: str, task: GlueTask, lr: float, epochs: float,

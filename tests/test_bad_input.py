@@ -154,7 +154,7 @@ def test_a_read_only_output_folder_is_refused_up_front(tmp_path, tiny_model_dir,
 def test_a_second_train_into_a_busy_folder_is_refused(tmp_path, tiny_model_dir, glue_dir):
     from filelock import FileLock
 
-    from kdqat.train import LOCK_FILE
+    from kdqat.preflight import LOCK_FILE
 
     (tmp_path / "run").mkdir()
     with FileLock(str(tmp_path / "run" / LOCK_FILE)):  # another process's lock: flock is per open file
@@ -174,7 +174,7 @@ def test_weights_follow_the_umask_and_logs_are_strict_json(tmp_path, tiny_model_
     for folder in ("teacher", "student"):
         for f in (tmp_path / "run" / folder).iterdir():
             assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
-    from kdqat.train import JsonlLog
+    from kdqat.stage_log import JsonlLog
 
     log = JsonlLog(tmp_path / "log.jsonl", "student")
 

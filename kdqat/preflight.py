@@ -1,0 +1,61 @@
+"""Checks before a `kdqat train` run writes anything, and the lock that keeps one run per output folder."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from kdqat.errors import KdqatError
+from kdqat.models import model_position_limit
+from kdqat.options import DEFAULT_MODEL, TrainOptions
+
+LOCK_FILE = ".kdqat.lock"
+
+
+def check_writable(out: Path) -> None:
+    """The output folder (or the nearest folder above it that exists) must be writable."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        raise KdqatError(f"--output-dir {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise KdqatError(f"--output-dir {out}: {existing} is not writable; choose another folder or fix its permissions")
+
+
+def check_model_inputs(opts: TrainOptions) -> None:
+    """--model, --teacher and --init-student name something loadable, and --max-seq-length fits the model."""
+    for option, value in (("--teacher", opts.teacher), ("--init-student", opts.init_student)):
+        if value is not None and not Path(value).is_dir():
+            raise KdqatError(f"{option} {value}: no such folder")
+    source = opts.teacher or opts.model
+    if source == opts.model and opts.model != DEFAULT_MODEL and _looks_like_path(opts.model) and not Path(opts.model).is_dir():
+        raise KdqatError(f"--model {opts.model}: no such folder (give a local model folder, a Hugging Face id or 'default')")
+    limit = model_position_limit(source)
+    if limit is not None and opts.max_seq_length > limit:
+        raise KdqatError(f"--max-seq-length {opts.max_seq_length}: the model has {limit} positions; use at most {limit}")
+
+
+def _looks_like_path(name: str) -> bool:
+    """A folder, not a hub id ("name" or "org/name")."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+@contextmanager
+def run_lock(out: Path):
+    """One `kdqat train` per output folder: a second one is refused instead of interleaving with the first."""
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # the processes of one torchrun job share the folder
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise KdqatError(f"{out} is in use by another kdqat train (lock {out / LOCK_FILE}); wait for it to finish "
+                         "or choose another --output-dir") from None
+    try:
+        yield
+    finally:
+        lock.release()
