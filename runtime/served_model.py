@@ -41,8 +41,8 @@ class ServedModel:
         """Per input: the label and its probabilities, or the score."""
         if self.labels is None:
             return [{"score": float(row[0])} for row in logits]
-        z = logits - logits.max(axis=1, keepdims=True)
-        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs = e / e.sum(axis=1, keepdims=True)
         return [{"label": self.labels[int(p.argmax())],
                  "probabilities": {label: float(v) for label, v in zip(self.labels, p)}} for p in probs]
 
