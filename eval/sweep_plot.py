@@ -32,7 +32,7 @@ def plot_sweep(scores_by_which: dict[str, dict], metric_of: dict[str, str]) -> A
             for teacher in scores.get(FULL_PRECISION, {}).get(task, []):
                 ax.axhline(teacher, color="black", linestyle="--", linewidth=1)
             ax.set_xticks(range(len(presets)), presets, rotation=20, fontsize=8)
-            ax.set_title(f"{task}, {which} epoch", fontsize=9)
+            ax.set_title(f"{task}, {which} evaluation", fontsize=9)
             ax.set_ylabel(metric_label(metric_of[task]), fontsize=8)
             ax.grid(axis="y", alpha=0.3)
     fig.suptitle("W2/A8 students per seed (dots), their mean (bar), the full-precision teacher (dashed)", fontsize=10)

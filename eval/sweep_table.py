@@ -13,24 +13,38 @@ from kdqat.eval.report import read_metrics
 FULL_PRECISION = "full precision (teacher)"
 
 
+def _cells(cell_dirs: dict, which: str):
+    """(cell, metric key, its teacher's score, the student's score) of every finished cell."""
+    for cell, folder in cell_dirs.items():
+        if not (Path(folder) / "metrics.json").is_file():
+            continue
+        m = read_metrics(folder)
+        metric = m["metric"]
+        student = m["student"]
+        record = student["best"] if which == "best" else (student["last"].get("static") or student["last"]["dynamic"])
+        yield cell, metric, m["teacher"]["dev"][metric], record["dev"][metric]
+
+
 def collect(cell_dirs: dict, which: str) -> tuple[dict[str, dict[str, list[float]]], dict[str, str]]:
     """scores[row][task] = one score per seed (row = preset name), and each task's metric key."""
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     metric_of: dict[str, str] = {}
     teachers_seen: set[tuple[str, float]] = set()
-    for cell, folder in cell_dirs.items():
-        if not (Path(folder) / "metrics.json").is_file():
-            continue
-        m = read_metrics(folder)
-        metric = metric_of.setdefault(cell.task, m["metric"])
-        teacher = m["teacher"]["dev"][metric]
+    for cell, metric, teacher, student in _cells(cell_dirs, which):
+        metric_of.setdefault(cell.task, metric)
         if (cell.task, teacher) not in teachers_seen:  # one teacher per task, listed once
             teachers_seen.add((cell.task, teacher))
             scores[FULL_PRECISION][cell.task].append(teacher)
-        student = m["student"]
-        record = student["best"] if which == "best" else (student["last"].get("static") or student["last"]["dynamic"])
-        scores[cell.preset][cell.task].append(record["dev"][metric])
+        scores[cell.preset][cell.task].append(student)
     return scores, metric_of
+
+
+def collect_gaps(cell_dirs: dict, which: str) -> dict[str, dict[str, list[float]]]:
+    """gaps[preset][task] = per seed, the cell's own teacher's score minus its student's (positive: below)."""
+    gaps: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for cell, _, teacher, student in _cells(cell_dirs, which):
+        gaps[cell.preset][cell.task].append(teacher - student)
+    return gaps
 
 
 def metric_label(key: str) -> str:

@@ -124,11 +124,20 @@ def train(
 def report(
     runs: list[str] = typer.Argument(..., help="Output folders of kdqat train runs."),
     which: str = typer.Option("last", help="last (end of training, static scales) or best (best dev evaluation)."),
+    curves: Optional[str] = typer.Option(None, help="Also draw every dev evaluation of each run into this PNG file."),
 ) -> None:
     """Print a Markdown table: teacher and each student, one column per task, and the average."""
     from kdqat.eval.report import results_table
 
-    print(results_table(runs, which))
+    table = results_table(runs, which)
+    if curves:  # drawn before anything is printed: a run without evaluation history fails the command whole
+        from kdqat.eval.curves import plot_curves
+        from kdqat.io import save_figure
+
+        save_figure(plot_curves(runs), curves)
+    print(table)
+    if curves:
+        stdout.print(f"wrote {curves}")
 
 
 @app.command()

@@ -107,3 +107,39 @@ def test_sweep_command_writes_the_tables(tmp_path, tiny_model_dir, glue_dir):
     assert not (tmp_path / "sweep" / "rte" / "map").exists()
     rows = {line.split(" | ")[0]: line for line in (tmp_path / "sweep" / "sweep.md").read_text().splitlines()}
     assert "| map+output" in rows and "| map" not in rows  # a preset with no finished cell has no row
+
+
+def test_report_curves_draw_every_evaluation_and_the_teacher(tmp_path):
+    import json
+
+    from kdqat.eval.curves import plot_curves
+
+    def run(name, history, teacher=60.0):
+        folder = tmp_path / name
+        folder.mkdir()
+        evals = [{"step": s, "dev": {"dev_accuracy": v}} for s, v in history]
+        best = max(evals, key=lambda e: e["dev"]["dev_accuracy"])
+        (folder / "metrics.json").write_text(json.dumps({
+            "task": "rte", "metric": "dev_accuracy", "teacher": {"dev": {"dev_accuracy": teacher}},
+            "student": {"kd": "map+output", "act_scale": "static", "best": best, "last": {"static": evals[-1]},
+                        "history": evals}}))
+        return str(folder)
+
+    runs = [run("a", [(20, 50.0), (40, 57.0), (60, 55.0)]), run("b", [(20, 52.0), (40, 53.0)])]
+    ax = plot_curves(runs).axes[0]
+    lines = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    assert [list(line.get_ydata()) for line in lines] == [[50.0, 57.0, 55.0], [52.0, 53.0]]
+    stars = [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines() if line.get_marker() == "*"]
+    assert stars == [([40], [57.0]), ([40], [53.0])]
+    assert [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] == [60.0]  # shared: once
+
+    done = kdqat("report", *runs, "--curves", str(tmp_path / "curves.png"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
+    old = tmp_path / "old"
+    old.mkdir()
+    rec = {"step": 10, "dev": {"dev_accuracy": 1.0}}
+    (old / "metrics.json").write_text(json.dumps({"task": "rte", "metric": "dev_accuracy", "teacher": {"dev": {"dev_accuracy": 1.0}},
+                                                 "student": {"kd": "map", "act_scale": "static", "best": rec, "last": {"static": rec}}}))
+    done = kdqat("report", str(old), "--which", "last", "--curves", str(tmp_path / "x.png"), cwd=tmp_path)
+    assert done.returncode == 2 and "no evaluation history" in done.stderr and not (tmp_path / "x.png").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kdqat.eval.sweep_table import FULL_PRECISION, collect, csv_rows, markdown
+from kdqat.eval.sweep_table import FULL_PRECISION, collect, collect_gaps, csv_rows, markdown
 from kdqat import KdqatError
 from kdqat.sweep import Cell, grid, run_sweep
 from kdqat.train import TrainOptions
@@ -56,6 +56,9 @@ def test_sweep_shares_the_teacher_skips_finished_cells_and_tabulates(tmp_path, t
 
     assert f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} (n=2)" in table[3]
     assert csv_rows({"last": scores}, metric_of).splitlines()[0] == "which,model,task,metric,mean,std,n,scores"
+    records = [json.loads((cell.folder(tmp_path) / "metrics.json").read_text()) for cell in cells[2:]]
+    own_gaps = [m["teacher"]["dev"]["dev_accuracy"] - m["student"]["best"]["dev"]["dev_accuracy"] for m in records]
+    assert collect_gaps(folders, "best")["map+output"]["rte"] == pytest.approx(own_gaps)  # each against its own teacher
 
     import shutil
 
@@ -97,7 +100,7 @@ def test_sweep_plot_shows_every_seed_its_mean_and_the_teacher():
               "ternarybert": {"rte": [54.9, 55.6, 53.1], "cola": [15.0]},
               "map+output": {"rte": [53.1, 52.0, 54.2]}}  # no cola cell yet: its panel leaves it out
     fig = plot_sweep({"last": scores, "best": scores}, {"rte": "dev_accuracy", "cola": "dev_mcc"})
-    assert len(fig.axes) == 4 and [a.get_title() for a in fig.axes[:2]] == ["rte, last epoch", "cola, last epoch"]
+    assert len(fig.axes) == 4 and [a.get_title() for a in fig.axes[:2]] == ["rte, last evaluation", "cola, last evaluation"]
     rte, cola = fig.axes[0], fig.axes[1]
     dots = [sorted(c.get_offsets()[:, 1]) for c in rte.collections if isinstance(c, PathCollection)]
     assert dots == [sorted(scores["ternarybert"]["rte"]), sorted(scores["map+output"]["rte"])]
