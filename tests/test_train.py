@@ -207,10 +207,10 @@ def test_progressive_bit_widths_a_student_teaches_and_initialises_the_next(tmp_p
 
 
 def test_recipes_fill_what_is_not_given(tmp_path, tiny_model_dir, glue_dir):
-    paper = options(tmp_path, tiny_model_dir, glue_dir).resolve()
-    assert (paper.recipe, paper.optimizer, paper.learning_rate, paper.epochs) == ("paper", "bertadam", 2e-5, 3.0)
-    ours = options(tmp_path, tiny_model_dir, glue_dir, recipe="kdqat").resolve()
-    assert (ours.optimizer, ours.learning_rate, ours.epochs) == ("bertadam", 1e-4, 3.0)
+    ours = options(tmp_path, tiny_model_dir, glue_dir).resolve()
+    assert (ours.recipe, ours.optimizer, ours.learning_rate, ours.epochs) == ("kdqat", "bertadam", 1e-4, 3.0)
+    paper = options(tmp_path, tiny_model_dir, glue_dir, recipe="paper").resolve()
+    assert (paper.optimizer, paper.learning_rate, paper.epochs) == ("bertadam", 2e-5, 3.0)
     mine = options(tmp_path, tiny_model_dir, glue_dir, recipe="kdqat", learning_rate=3e-5, optimizer="adamw").resolve()
     assert (mine.optimizer, mine.learning_rate) == ("adamw", 3e-5)
     with pytest.raises(KdqatError, match="--recipe 'fast' is not one of paper, kdqat"):
