@@ -23,7 +23,8 @@ def results_table(run_dirs: list[str | Path], which: str = "last") -> str:
     """Markdown: one row per model (teacher, then each distillation preset), one column per task.
 
     which: "last" (static-scale score at the end of training) or "best" (best dev evaluation).
-    Teachers shared by several runs of a task are listed once.
+    Teachers shared by several runs of a task are listed once; a preset run twice on a task (another seed or
+    option) gets a second row named by its folder.
     """
     if which not in ("last", "best"):
         raise KdqatError(f"which={which!r} is not 'last' or 'best'")
@@ -36,7 +37,10 @@ def results_table(run_dirs: list[str | Path], which: str = "last") -> str:
         rows["teacher (fp32)"][task] = m["teacher"]["dev"][metric]
         student = m["student"]
         record = student["best"] if which == "best" else student["last"].get("static") or student["last"]["dynamic"]
-        rows[f"{student['kd']} (W2/A8, {student['act_scale']})"][task] = record["dev"][metric]
+        row = f"{student['kd']} (W2/A8, {student['act_scale']})"
+        if task in rows[row]:  # a second run of the same preset on the task gets its own row, named by its folder
+            row = f"{row}: {run}"
+        rows[row][task] = record["dev"][metric]
     tasks = sorted(metric_of)
     header = "| model | " + " | ".join(f"{t} ({metric_of[t].split('_', 1)[1]})" for t in tasks) + " | avg |"
     lines = [header, "|---" * (len(tasks) + 2) + "|"]

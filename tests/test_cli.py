@@ -52,6 +52,10 @@ def test_report_builds_a_table_from_metrics(tmp_path):
     assert lines[4] == "| map+output (W2/A8, static) | 30.00 | 57.00 | 43.50 |"
     best = kdqat("report", "--which", "best", *runs, cwd=tmp_path).stdout
     assert "| map+output (W2/A8, static) | 31.00 | 58.00 | 44.50 |" in best
+    again = run("d", "rte", "dev_accuracy", 60.0, "map+output", 54.0, 55.0)  # same preset and task: a row of its own
+    both = kdqat("report", *runs, again, cwd=tmp_path).stdout
+    assert "| map+output (W2/A8, static) | 30.00 | 57.00 | 43.50 |" in both
+    assert f"| map+output (W2/A8, static): {again} | - | 54.00 | - |" in both
     missing = kdqat("report", str(tmp_path / "nope"), cwd=tmp_path)
     assert missing.returncode == 2 and "metrics.json: not found" in missing.stderr
 
