@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ def plot_curves(run_dirs: list[str | Path]) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [(str(d), read_metrics(d)) for d in run_dirs]
+    runs = [(_short_name(d, run_dirs), read_metrics(d)) for d in run_dirs]
     for name, m in runs:
         if not m["student"].get("history"):
             raise KdqatError(f"{name}/metrics.json: no evaluation history (written by a kdqat before step-wise evaluation)")
@@ -30,7 +31,7 @@ def plot_curves(run_dirs: list[str | Path]) -> Any:
             metric, student = m["metric"], m["student"]
             steps = [e["step"] for e in student["history"]]
             scores = [e["dev"][metric] for e in student["history"]]
-            ax.plot(steps, scores, color=f"C{i}", marker=".", label=f"{name} ({student['kd']})")
+            ax.plot(steps, scores, color=f"C{i}", marker=".", label=name if student["kd"] in name else f"{name} ({student['kd']})")
             best = student["best"]
             ax.plot([best["step"]], [best["dev"][metric]], color=f"C{i}", marker="*", markersize=12, linestyle="none")
             teacher = m["teacher"]["dev"][metric]
@@ -44,3 +45,11 @@ def plot_curves(run_dirs: list[str | Path]) -> Any:
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def _short_name(run: str | Path, runs: list[str | Path]) -> str:
+    """A run's label: its path below the folder all runs share (e.g. "rte/map+output/seed42"), else as given."""
+    if len(runs) < 2:
+        return str(run)
+    common = os.path.commonpath([os.path.abspath(r) for r in runs])
+    return os.path.relpath(os.path.abspath(run), common)

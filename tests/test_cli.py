@@ -133,6 +133,7 @@ def test_report_curves_draw_every_evaluation_and_the_teacher(tmp_path):
     ax = plot_curves(runs).axes[0]
     lines = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
     assert [list(line.get_ydata()) for line in lines] == [[50.0, 57.0, 55.0], [52.0, 53.0]]
+    assert [line.get_label() for line in lines] == ["a (map+output)", "b (map+output)"]  # below their shared folder
     stars = [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines() if line.get_marker() == "*"]
     assert stars == [([40], [57.0]), ([40], [53.0])]
     assert [line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"] == [60.0]  # shared: once
