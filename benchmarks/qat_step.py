@@ -3,7 +3,9 @@
 QAT step = teacher forward (no grad) + W2/A8 student forward/backward with the map+output losses +
 optimizer step; plain step = float forward/backward + optimizer step. Prints both and their ratio.
 Both steps run in one process with the same malloc settings as `kdqat train` (--glibc-defaults: without).
-Run: python benchmarks/qat_step.py [--batch-size 32] [--seq-len 128] [--steps 8]
+With --compile it instead times the QAT step eager against the same step with torch.compile'd teacher
+and student (issue 12), after comparing the two on one step with dropout off (loss and gradients).
+Run: python benchmarks/qat_step.py [--batch-size 32] [--seq-len 128] [--steps 8] [--compile]
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def main() -> None:
                         help="the student's optimizer (kdqat train's default: bertadam); the plain step uses AdamW")
     parser.add_argument("--glibc-defaults", action="store_true",
                         help="leave glibc malloc untuned (kdqat train tunes it: see kdqat/cpu_memory.py)")
+    parser.add_argument("--compile", action="store_true",
+                        help="time the QAT step eager against torch.compile (inductor) instead of against plain fine-tuning")
     args = parser.parse_args()
     tuned = False if args.glibc_defaults else keep_freed_memory()
     torch.manual_seed(0)
@@ -72,17 +76,29 @@ def main() -> None:
     use_kdqat_attention(teacher)
     teacher.eval().requires_grad_(False)
     weights = loss_weights(args.kd)
-    opt = (BertAdam(student.parameters(), lr=2e-5, weight_decay=0.01) if args.optimizer == "bertadam"
-           else torch.optim.AdamW(student.parameters(), lr=2e-5))
 
-    def qat_step():
-        opt.zero_grad()
-        with torch.no_grad():
-            t = run_captured(teacher, inputs)
-        s = run_captured(student, inputs)
-        terms = distillation_losses(s, t, inputs["attention_mask"], weights, regression=False)
-        sum(weights[k] * v for k, v in terms.items()).backward()
-        opt.step()
+    def make_qat_step(student: torch.nn.Module, compiled: bool):
+        opt = (BertAdam(student.parameters(), lr=2e-5, weight_decay=0.01) if args.optimizer == "bertadam"
+               else torch.optim.AdamW(student.parameters(), lr=2e-5))
+        run_teacher, run_student = (torch.compile(teacher), torch.compile(student)) if compiled else (teacher, student)
+
+        def qat_step(update: bool = True) -> float:
+            opt.zero_grad()
+            with torch.no_grad():
+                t = run_captured(run_teacher, inputs, unwrapped=teacher)
+            s = run_captured(run_student, inputs, unwrapped=student)
+            terms = distillation_losses(s, t, inputs["attention_mask"], weights, regression=False)
+            loss = sum(weights[k] * v for k, v in terms.items())
+            loss.backward()
+            if update:
+                opt.step()
+            return loss.item()
+        return qat_step
+
+    if args.compile:
+        compare_compiled(student, make_qat_step, args)
+        return
+    qat_step = make_qat_step(student, compiled=False)
 
     t_plain, t_qat = timed_pair(plain_step, qat_step, args.steps)
     print(f"model={args.model} batch={args.batch_size} seq={args.seq_len} threads={torch.get_num_threads()} kd={args.kd} optimizer={args.optimizer} "
@@ -90,6 +106,32 @@ def main() -> None:
     print(f"plain fine-tuning step: {t_plain * 1000:8.1f} ms")
     print(f"QAT + KD step:          {t_qat * 1000:8.1f} ms")
     print(f"ratio:                  {t_qat / t_plain:8.2f}x (target <= 1.8x)")
+
+
+def compare_compiled(student: torch.nn.Module, make_qat_step, args: argparse.Namespace) -> None:
+    """Eager against torch.compile'd QAT step: one step compared with dropout off, then timed alternately."""
+    eager, compiled = copy.deepcopy(student), copy.deepcopy(student)
+    for model in (eager, compiled):  # dropout off, so that both draw nothing random; the rest runs as in training
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+    eager_step, compiled_step = make_qat_step(eager, compiled=False), make_qat_step(compiled, compiled=True)
+    loss_eager = eager_step(update=False)
+    start = time.perf_counter()
+    loss_compiled = compiled_step(update=False)
+    first = time.perf_counter() - start
+    grads = [(a.grad, b.grad) for a, b in zip(eager.parameters(), compiled.parameters()) if a.grad is not None]
+    grad_diff = max((a - b).abs().max().item() for a, b in grads)
+    grad_max = max(a.abs().max().item() for a, _ in grads)
+    t_eager, t_compiled = timed_pair(eager_step, compiled_step, args.steps)
+    print(f"model={args.model} batch={args.batch_size} seq={args.seq_len} threads={torch.get_num_threads()} kd={args.kd} "
+          f"optimizer={args.optimizer} torch={torch.__version__}")
+    print(f"first compiled step (compilation): {first:8.1f} s")
+    print(f"same inputs, dropout off: loss eager {loss_eager:.6f}, compiled {loss_compiled:.6f}; "
+          f"gradients max |diff| {grad_diff:.3g} (largest gradient {grad_max:.3g})")
+    print(f"QAT + KD step, eager:      {t_eager * 1000:8.1f} ms")
+    print(f"QAT + KD step, compiled:   {t_compiled * 1000:8.1f} ms")
+    print(f"speed-up:                  {t_eager / t_compiled:8.2f}x")
 
 
 if __name__ == "__main__":
