@@ -109,7 +109,7 @@ def main() -> None:
 
 
 def compare_compiled(student: torch.nn.Module, make_qat_step, args: argparse.Namespace) -> None:
-    """Eager against torch.compile'd QAT step: one step compared with dropout off, then timed alternately."""
+    """Eager against torch.compile'd QAT step: one step compared, then both timed alternately (dropout off in both)."""
     eager, compiled = copy.deepcopy(student), copy.deepcopy(student)
     for model in (eager, compiled):  # dropout off, so that both draw nothing random; the rest runs as in training
         for m in model.modules():
