@@ -19,10 +19,12 @@ def plot_curves(run_dirs: list[str | Path]) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [(_short_name(d, run_dirs), read_metrics(d)) for d in run_dirs]
-    for name, m in runs:
+    runs = []
+    for d in run_dirs:
+        m = read_metrics(d)
         if not m["student"].get("history"):
-            raise KdqatError(f"{name}/metrics.json: no evaluation history (written by a kdqat before step-wise evaluation)")
+            raise KdqatError(f"{d}/metrics.json: no evaluation history (written by a kdqat before step-wise evaluation)")
+        runs.append((_short_name(d, run_dirs), m))
     tasks = list(dict.fromkeys(m["task"] for _, m in runs))
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.0 * len(tasks), 3.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -31,7 +33,7 @@ def plot_curves(run_dirs: list[str | Path]) -> Any:
             metric, student = m["metric"], m["student"]
             steps = [e["step"] for e in student["history"]]
             scores = [e["dev"][metric] for e in student["history"]]
-            ax.plot(steps, scores, color=f"C{i}", marker=".", label=name if student["kd"] in name else f"{name} ({student['kd']})")
+            ax.plot(steps, scores, color=f"C{i}", marker=".", label=name if student["kd"] in Path(name).parts else f"{name} ({student['kd']})")
             best = student["best"]
             ax.plot([best["step"]], [best["dev"][metric]], color=f"C{i}", marker="*", markersize=12, linestyle="none")
             teacher = m["teacher"]["dev"][metric]
