@@ -213,5 +213,9 @@ def test_recipes_fill_what_is_not_given(tmp_path, tiny_model_dir, glue_dir):
     assert (paper.optimizer, paper.learning_rate, paper.epochs) == ("bertadam", 2e-5, 3.0)
     mine = options(tmp_path, tiny_model_dir, glue_dir, recipe="kdqat", learning_rate=3e-5, optimizer="adamw").resolve()
     assert (mine.optimizer, mine.learning_rate) == ("adamw", 3e-5)
+    # STS-B measured short at 3 epochs: the kdqat recipe gives it 6, the paper's keeps 3, --epochs wins over both
+    assert options(tmp_path, tiny_model_dir, glue_dir, task="stsb").resolve().epochs == 6.0
+    assert options(tmp_path, tiny_model_dir, glue_dir, task="stsb", recipe="paper").resolve().epochs == 3.0
+    assert options(tmp_path, tiny_model_dir, glue_dir, task="stsb", epochs=2.0).resolve().epochs == 2.0
     with pytest.raises(KdqatError, match="--recipe 'fast' is not one of paper, kdqat"):
         options(tmp_path, tiny_model_dir, glue_dir, recipe="fast").resolve()
