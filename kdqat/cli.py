@@ -90,7 +90,7 @@ def train(
     learning_rate: Optional[float] = typer.Option(TrainOptions.learning_rate, help="Student learning rate (default: the recipe's)."),
     optimizer: Optional[str] = typer.Option(TrainOptions.optimizer, help="Student optimizer (default: the recipe's, bertadam: no bias correction, per-parameter clip), or adamw."),
     teacher_learning_rate: float = typer.Option(TrainOptions.teacher_learning_rate, help="Teacher fine-tuning learning rate."),
-    teacher_epochs: Optional[float] = typer.Option(TrainOptions.teacher_epochs, help="Teacher fine-tuning epochs (default 6 on RTE, CoLA, STS-B, measured best on the default model; 3 on the others)."),
+    teacher_epochs: Optional[float] = typer.Option(TrainOptions.teacher_epochs, help="Teacher fine-tuning epochs (default 6 on CoLA and STS-B, measured best on the default model; 3 on the others)."),
     teacher_optimizer: str = typer.Option(TrainOptions.teacher_optimizer, help="Teacher optimizer: adamw or bertadam."),
     teacher_only: bool = typer.Option(TrainOptions.teacher_only, "--teacher-only", help="Stop after fine-tuning the teacher (metrics.json then holds its scores)."),
     seed: int = typer.Option(TrainOptions.seed, help="Random seed (data order, dropout, head initialisation)."),
