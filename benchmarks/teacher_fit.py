@@ -1,8 +1,8 @@
 """How a fine-tuned teacher fits its training set against its dev set: the task metric on both, and for
 classification how confident it is (mean top-class probability, mean entropy in nats, cross-entropy).
 
-Issue 12: the RTE teacher at 3 epochs is nearly uniform, at 6 it fits the training set; the students distilled
-from the second are worse (docs/RESULTS.md). Prints one line per teacher and split.
+Issue 12: the RTE teacher at 3 epochs is nearly uniform, at 6 it fits the training set; the map+output students
+distilled from the second are worse (docs/RESULTS.md). Prints one line per teacher and split.
 Run: python benchmarks/teacher_fit.py --task rte TEACHER_DIR [TEACHER_DIR ...] [--data-dir ../shared/glue]
 """
 
@@ -13,25 +13,13 @@ import argparse
 import numpy as np
 import torch
 
-from kdqat.glue.data import load_split
+from kdqat.glue.data import encode, load_split
 from kdqat.glue.metrics import glue_metrics
 from kdqat.glue.tasks import GlueTask, get_task
-from kdqat.models import load_teacher, load_tokenizer
-
-
-def split_logits(model: torch.nn.Module, tokenizer, task: GlueTask, split: str, data_dir: str | None,
-                 batch_size: int = 32, max_length: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """The model's logits and the labels over one split of `task`."""
-    ds = load_split(task, split, data_dir)
-    pair = "text_b" in ds.column_names
-    chunks = []
-    with torch.no_grad():
-        for i in range(0, len(ds), batch_size):
-            rows = ds[i:i + batch_size]
-            enc = tokenizer(rows["text_a"], rows["text_b"] if pair else None, truncation=True,
-                            max_length=max_length, padding=True, return_tensors="pt")
-            chunks.append(model(**enc).logits)
-    return torch.cat(chunks).numpy(), np.asarray(ds["label"])
+from kdqat.models import load_tokenizer
+from kdqat.options import DEFAULT_BATCH, TASK_BATCH
+from kdqat.runtime.batching import predict
+from kdqat.runtime.torch_engine import TorchEngine
 
 
 def fit_summary(task: GlueTask, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -53,10 +41,13 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="GLUE_DIR-layout folder (default: GLUE_DIR)")
     args = parser.parse_args()
     task = get_task(args.task)
+    batch_size, max_length = TASK_BATCH.get(task.name, DEFAULT_BATCH)  # as the teachers were trained
+    splits = {split: load_split(task, split, args.data_dir) for split in ("train", task.dev_splits[0])}
     for path in args.teachers:
-        model, tokenizer = load_teacher(path, task).eval(), load_tokenizer(path)
-        for split in ("train", task.dev_splits[0]):
-            figures = fit_summary(task, *split_logits(model, tokenizer, task, split, args.data_dir))
+        teacher, tokenizer = TorchEngine.teacher(path), load_tokenizer(path)
+        for split, ds in splits.items():
+            logits = predict(teacher.run, encode(ds, tokenizer, max_length), batch_size)
+            figures = fit_summary(task, logits, np.asarray(ds["label"]))
             print(f"{path} {split}: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()), flush=True)
 
 
