@@ -19,8 +19,10 @@ from kdqat.options import TrainOptions  # every train default is declared once, 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Ternary-weight / 8-bit-activation QAT with distillation for BERT-style encoders.")
 # Messages hold user text (paths, option values, install hints with [extras]): never parse them as markup.
 console = Console(stderr=True, markup=False)
-# tables go to stdout; when it is not a terminal (a log, a pipe) do not wrap them at 80 columns
-stdout = Console(width=None if sys.stdout.isatty() else 160, markup=False)
+# tables and result lines go to stdout; when it is not a terminal (a log, a pipe) nothing is wrapped: every line
+# arrives whole, however long (a CPU's feature list, a path), so that grep and log readers see it as one line
+_STDOUT_IS_TTY = sys.stdout.isatty()
+stdout = Console(width=None if _STDOUT_IS_TTY else 100_000, soft_wrap=not _STDOUT_IS_TTY, markup=False)
 
 
 @app.callback()

@@ -65,4 +65,18 @@ def test_export_eval_and_bench_say_where_they_wrote(tmp_path, tiny_model_dir, gl
                     cwd=tmp_path)
     assert bench.returncode == 0, bench.stderr
     assert f"wrote {run / 'bench' / 'bench.json'}, {run / 'bench' / 'latency.png'}" in bench.stdout.replace("\n", "")
-    assert "CPU: " in bench.stdout and "dot-product features" in bench.stdout
+    cpu_lines = [line for line in bench.stdout.splitlines() if line.startswith("CPU: ")]
+    assert len(cpu_lines) == 1 and cpu_lines[0].endswith("compare figures only between machines that share them.")
+
+
+def test_redirected_stdout_gets_whole_lines_however_long(tmp_path):
+    """A log or a pipe gets each line whole: no wrapping at any width, whatever the CPU's feature list adds."""
+    from kdqat.runtime.cpu_info import DOT_PRODUCT_FEATURES
+
+    info = {"model": "Intel(R) Xeon(R) Platinum 8480+ with a very long marketing name", "arch": "x86_64",
+            "logical_cores": 224, "features": list(DOT_PRODUCT_FEATURES.values())}
+    line = (f"CPU: {describe(info)}. " + "integer dot-product features " * 20).strip()
+    probe = f"from kdqat.cli import stdout; stdout.print({line!r}); stdout.print('next')"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [line, "next"]
