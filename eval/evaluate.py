@@ -1,4 +1,5 @@
-"""`kdqat eval`: GLUE dev scores of the teacher, the PyTorch student and the student on another engine."""
+"""`kdqat eval`: dev (and test) scores of the teacher, the PyTorch student and the student on another engine,
+for a GLUE task or your own data (its validation and test files, or another --test-file)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from kdqat.glue.data import encode, load_split
-from kdqat.glue.metrics import glue_metrics
-from kdqat.glue.tasks import get_task
+from kdqat.data.metrics import class_report, task_metrics
+from kdqat.glue.data import encode
 from kdqat.runtime.parity import compare
+from kdqat.errors import KdqatError
 from kdqat.io import write_json
 from kdqat.models import load_tokenizer
 from kdqat.run_dir import open_run
@@ -38,15 +39,19 @@ class EvalOptions:
     batch_size: int = 32
     max_samples: int | None = None
     progress: bool = True
+    test_file: str | None = None  # your own data: score this file as the test split (the run's columns and labels)
 
 
 def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
     """Scores per dev split for each model, and how often the engine's student agrees with PyTorch's;
     also written to RUN_DIR/eval/<engine>.json."""
     run = open_run(opts.run_dir)
-    task = get_task(run.task)
-    tokenizer = load_tokenizer(str(run.student))
+    if opts.test_file and run.spec.source == "glue":
+        raise KdqatError(f"--test-file: {run.root} was trained on the GLUE task {run.task}, which is scored on its dev files")
     data_dir = opts.data_dir or (run.data_dir if run.data_dir and Path(run.data_dir).is_dir() else None)
+    source = run.data_source(data_dir, test_file=opts.test_file)
+    task = source.task
+    tokenizer = load_tokenizer(str(run.student))
     models = {}
     if run.teacher is not None:
         models["teacher (fp32, PyTorch)"] = TorchEngine.teacher(run.teacher)
@@ -60,15 +65,17 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
               "teacher": str(run.teacher) if run.teacher else None}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console or Console(stderr=True), disable=not opts.progress) as bar:
-        for split in task.dev_splits:
-            ds = load_split(task, split, data_dir, opts.max_samples)
+        for split in source.splits:
+            ds = source.load(split, opts.max_samples)
             features, labels = encode(ds, tokenizer, run.max_seq_length), np.asarray(ds["label"])
             logits = {}
             for name, engine in models.items():
                 job = bar.add_task(f"{split}: {name}", total=len(labels))
                 logits[name] = predict(engine.run, features, opts.batch_size, lambda n, j=job: bar.advance(j, n))
-            record = {"examples": len(labels), "scores": {n: glue_metrics(task, lg, labels) for n, lg in logits.items()}}
+            record = {"examples": len(labels), "scores": {n: task_metrics(task, lg, labels) for n, lg in logits.items()}}
             names = [n for n in logits if n.startswith("student")]
+            if task.source != "glue" and not task.is_regression:  # per class, for the engine's student
+                record["classes"] = class_report(task, logits[names[-1]], labels)
             if len(names) == 2:
                 record["agreement"] = compare(logits[names[0]], logits[names[1]], task.is_regression).to_dict()
             result["splits"][split] = record

@@ -26,8 +26,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from kdqat.glue.data import encode, load_split, resolve_data_dir
-from kdqat.glue.tasks import GlueTask, get_task
+from kdqat.data.task import TaskSpec
+from kdqat.glue.data import encode, resolve_data_dir
 from kdqat.export.onnx_graph import to_onnx
 from kdqat.export.passes import compact_names, pack_weights, strip_doc_strings
 from kdqat.export.qdq_modules import check_exportable, to_qdq
@@ -65,15 +65,21 @@ class ExportOptions:
     ort_cpu_graph: bool = False  # also write ORT_CPU (kdqat's own runtime rewrites in memory instead)
 
 
-def sample_features(task: GlueTask, run: TrainedRun, tokenizer, opts: ExportOptions) -> tuple[Features, str]:
-    """A seeded sample of the task's dev set, or random token ids when no data folder is known."""
-    data_dir = opts.data_dir or run.data_dir
-    if data_dir is not None and not Path(data_dir).is_dir() and opts.data_dir is None:
-        data_dir = None  # the run's folder moved; fall through to GLUE_DIR / random ids
-    if data_dir is not None or resolve_data_dir(None) is not None:
-        dev = load_split(task, task.dev_splits[0], data_dir)
+def sample_features(task: TaskSpec, run: TrainedRun, tokenizer, opts: ExportOptions) -> tuple[Features, str]:
+    """A seeded sample of the task's dev set (your data: its validation split), or random token ids when no GLUE
+    data folder is known."""
+    if task.source == "glue":
+        data_dir = opts.data_dir or run.data_dir
+        if data_dir is not None and not Path(data_dir).is_dir() and opts.data_dir is None:
+            data_dir = None  # the run's folder moved; fall through to GLUE_DIR / random ids
+        source = run.data_source(data_dir) if data_dir is not None or resolve_data_dir(None) is not None else None
+    else:
+        source = run.data_source()
+    if source is not None:
+        split = task.dev_splits[0]
+        dev = source.load(split)
         dev = dev.shuffle(seed=opts.seed).select(range(min(opts.samples, len(dev))))
-        return encode(dev, tokenizer, run.max_seq_length), f"{task.name} {task.dev_splits[0]} ({len(dev)} examples)"
+        return encode(dev, tokenizer, run.max_seq_length), f"{task.name} {split} ({len(dev)} examples)"
     rng = np.random.default_rng(opts.seed)
     ids = []
     for _ in range(opts.samples):
@@ -145,7 +151,7 @@ def export_student(opts: ExportOptions, console: Console | None = None) -> dict:
     run = open_run(opts.run_dir)
     out = output_folder(opts)
     check_target(out, run)
-    task = get_task(run.task)
+    task = run.spec
     student = load_student(run.student)
     check_exportable(student)
     set_act_scale_mode(student, "static")
@@ -196,6 +202,7 @@ def export_student(opts: ExportOptions, console: Console | None = None) -> dict:
         report = {
             "task": task.name,
             "labels": list(task.labels) if task.labels else None,
+            "pair": task.pair,  # inputs are [text, text_pair]
             "problem_type": "regression" if regression else "single_label_classification",
             "max_seq_length": run.max_seq_length,
             "inputs": ["input_ids", "attention_mask", "token_type_ids"],

@@ -8,6 +8,9 @@
     OUT/<task>_text/           ensemble: TEXT (and TEXT_PAIR for pair tasks) -> tokenizer -> student -> LOGITS
     OUT/kdqat_triton.json      what was written, from which export
 
+A classifier's student models get labels.txt (one label name per line, in id order) as the logits output's
+label_filename, so that Triton's classification extension answers with the dataset's label names.
+
 Every model's inputs and outputs are read from the ONNX graph, so names, types and shapes match it.
 """
 
@@ -41,9 +44,15 @@ def _tensors(values, what: str) -> list[dict]:
     return out
 
 
+LABELS_FILE = "labels.txt"
+
+
 def _io_block(kind: str, tensors: list[dict]) -> str:
-    items = ",\n".join(f'  {{ name: "{t["name"]}" data_type: {t["type"]} dims: [ {", ".join(map(str, t["dims"]))} ] }}'
-                       for t in tensors)
+    def item(t: dict) -> str:
+        labels = f' label_filename: "{t["label_filename"]}"' if t.get("label_filename") else ""
+        return f'  {{ name: "{t["name"]}" data_type: {t["type"]} dims: [ {", ".join(map(str, t["dims"]))} ]{labels} }}'
+
+    items = ",\n".join(item(t) for t in tensors)
     return f"{kind} [\n{items}\n]\n"
 
 
@@ -58,7 +67,7 @@ def _model_config(name: str, kind: str, max_batch_size: int, inputs: list[dict],
 def _ensemble_config(name: str, max_batch_size: int, text_inputs: list[str], tokenizer: str, student: str,
                      graph_inputs: list[dict], logits: dict) -> str:
     inputs = [{"name": t, "type": "TYPE_STRING", "dims": [1]} for t in text_inputs]
-    outputs = [{"name": "LOGITS", "type": logits["type"], "dims": logits["dims"]}]
+    outputs = [{"name": "LOGITS", "type": logits["type"], "dims": logits["dims"]}]  # names stay on the student model
     tok_in = "".join(f' input_map {{ key: "{t}" value: "{t}" }}' for t in text_inputs)
     tok_out = "".join(f' output_map {{ key: "{g["name"]}" value: "{g["name"]}" }}' for g in graph_inputs)
     model_in = "".join(f' input_map {{ key: "{g["name"]}" value: "{g["name"]}" }}' for g in graph_inputs)
@@ -84,7 +93,10 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
     task, length = report["task"], int(report["max_seq_length"])
     graph = onnx.load(str(onnx_dir / "model.onnx"), load_external_data=False)
     graph_inputs, graph_outputs = _tensors(graph.graph.input, "input"), _tensors(graph.graph.output, "output")
-    pair = _is_pair(task)
+    pair = report["pair"] if "pair" in report else _is_pair(task)  # export.json from before "pair" was written
+    labels = report.get("labels")
+    if labels:  # the logits output names its classes: Triton's classification extension returns names
+        graph_outputs[0]["label_filename"] = LABELS_FILE
     names = {"student": f"{task}_student", "trt": f"{task}_student_trt", "tokenizer": f"{task}_tokenizer",
              "text": f"{task}_text"}
     text_inputs = ["TEXT", "TEXT_PAIR"] if pair else ["TEXT"]
@@ -93,12 +105,16 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
         model = tmp / names["student"]
         (model / "1").mkdir(parents=True)
         shutil.copyfile(onnx_dir / "model.onnx", model / "1" / "model.onnx")
+        if labels:
+            (model / LABELS_FILE).write_text("".join(f"{name}\n" for name in labels))
         (model / "config.pbtxt").write_text(_model_config(names["student"], "onnxruntime", max_batch_size, graph_inputs,
                                                           graph_outputs, device, max_queue_delay_us))
         if plan.is_file():
             trt = tmp / names["trt"]
             (trt / "1").mkdir(parents=True)
             shutil.copyfile(plan, trt / "1" / "model.plan")
+            if labels:
+                (trt / LABELS_FILE).write_text("".join(f"{name}\n" for name in labels))
             profile_max = json.loads(plan.with_suffix(".plan.json").read_text())["profile"]["max_batch"]
             (trt / "config.pbtxt").write_text(_model_config(names["trt"], "tensorrt_plan", min(max_batch_size, profile_max),
                                                             graph_inputs, graph_outputs, "gpu", max_queue_delay_us))

@@ -71,8 +71,22 @@ def _csv(text: str, option: str, kind=str) -> list:
 
 @app.command()
 def train(
-    task: str = typer.Option(..., help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli."),
+    task: Optional[str] = typer.Option(None, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli. With your own data (--train-file / --dataset): the run's name (default: the data's folder or dataset name)."),
     output_dir: str = typer.Option(..., help="Folder for teacher/, student/, metrics.json, logs and checkpoints."),
+    train_file: Optional[str] = typer.Option(None, help="Your own training data: a .csv, .tsv, .jsonl, .json or .parquet file (instead of --task)."),
+    validation_file: Optional[str] = typer.Option(None, help="Validation data (selects checkpoints); default: a stratified --validation-fraction of the training file."),
+    test_file: Optional[str] = typer.Option(None, help="Test data: scored once, for the kept checkpoints, never used to select."),
+    dataset: Optional[str] = typer.Option(None, help="A Hugging Face dataset id (where the hub or its cache is reachable) instead of files."),
+    dataset_config: Optional[str] = typer.Option(None, help="The --dataset's configuration name."),
+    train_split: Optional[str] = typer.Option(None, help="The --dataset's training split (default train)."),
+    validation_split: Optional[str] = typer.Option(None, help="The --dataset's validation split (default: held out from train)."),
+    test_split: Optional[str] = typer.Option(None, help="The --dataset's test split (default: none)."),
+    text_column: Optional[str] = typer.Option(None, help="Column holding the text (default: the first of text, sentence, sentence1, premise, question, ...)."),
+    text_pair_column: Optional[str] = typer.Option(None, help="Column holding the second text of a pair (default: sentence2, hypothesis, ... beside the text column)."),
+    label_column: Optional[str] = typer.Option(None, help="Column holding the label (default: the first of label, labels, intent, category, class, target, score)."),
+    problem: Optional[str] = typer.Option(None, help="classification or regression (default: strings and integers classify, floats regress)."),
+    metric: Optional[str] = typer.Option(None, help="Metric that selects checkpoints on your data: accuracy, macro_f1, weighted_f1 (classification, default accuracy); pearson, spearman, mse (regression, default pearson)."),
+    validation_fraction: float = typer.Option(TrainOptions.validation_fraction, help="Without validation data: the seeded, stratified fraction of the training rows held out for it."),
     model: str = typer.Option(TrainOptions.model, help="Pretrained encoder: 'default' (all-MiniLM-L6-v2, shipped offline), a Hugging Face id or a local folder."),
     teacher: Optional[str] = typer.Option(None, help="Fine-tuned teacher folder (full precision, or a kdqat student folder); if omitted one is fine-tuned into OUTPUT_DIR/teacher."),
     init_student: Optional[str] = typer.Option(None, help="Start the student from this kdqat student folder (e.g. a W8/A8 one, for progressive bit-widths) instead of the teacher."),
@@ -110,6 +124,10 @@ def train(
 
     opts = TrainOptions(
         task=task, output_dir=output_dir, model=model, teacher=teacher, init_student=init_student, data_dir=data_dir,
+        train_file=train_file, validation_file=validation_file, test_file=test_file, dataset=dataset,
+        dataset_config=dataset_config, train_split=train_split, validation_split=validation_split, test_split=test_split,
+        text_column=text_column, text_pair_column=text_pair_column, label_column=label_column, problem=problem,
+        metric=metric, validation_fraction=validation_fraction,
         kd=kd, gamma=gamma, gamma_on=gamma_on, weight_bits=weight_bits, act_bits=act_bits, act_scale=act_scale,
         weight_scale=weight_scale, recipe=recipe, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         max_seq_length=max_seq_length, learning_rate=learning_rate, optimizer=optimizer,
@@ -209,10 +227,11 @@ def evaluate(
     provider: str = typer.Option("cpu", help="onnxruntime execution provider: cpu, cuda, tensorrt."),
     data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout data folder (default: the run's, else GLUE_DIR, else the hub)."),
     batch_size: int = typer.Option(32, help="Examples per batch (padded to the batch's longest)."),
-    max_samples: Optional[int] = typer.Option(None, help="Score only the first N dev examples."),
+    max_samples: Optional[int] = typer.Option(None, help="Score only the first N examples of each split."),
+    test_file: Optional[str] = typer.Option(None, help="Your own data: score this file as the test split, with the run's columns and labels (default: the run's --test-file, if any)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
-    """Score the GLUE dev set: teacher, PyTorch student, the student on ENGINE, and their agreement."""
+    """Score the dev set (and your test file): teacher, PyTorch student, the student on ENGINE, and their agreement."""
     from kdqat.runtime.registry import check_engine
 
     check_engine(engine)
@@ -221,7 +240,8 @@ def evaluate(
     _quiet_libraries()
     from kdqat.eval.evaluate import EvalOptions, evaluate_run
 
-    result = evaluate_run(EvalOptions(run_dir, engine, onnx, provider, data_dir, batch_size, max_samples, _progress(progress)))
+    result = evaluate_run(EvalOptions(run_dir, engine, onnx, provider, data_dir, batch_size, max_samples, _progress(progress),
+                                      test_file))
     print_eval(result)
     stdout.print(f"wrote {result['file']}")
 
@@ -452,20 +472,33 @@ def print_metrics(result: dict) -> None:
     from kdqat.eval.sweep_table import metric_label
 
     metric = result["metric"]
-    table = Table(title=f"{result['task']} dev")
-    table.add_column("model")
-    table.add_column(metric_label(metric), justify="right")  # as kdqat eval's tables name it
-    table.add_row("teacher (fp32)", f"{result['teacher']['dev'][metric]:.2f}")
+    name = metric_label(metric)
     student = result["student"]
+    test = "test" in result["teacher"] or (student is not None and "test" in student)
+    table = Table(title=f"{result['task']}: {metric.split('_', 1)[0]}" + (" (selection) and test (scored once)" if test else ""))
+    table.add_column("model")
+    table.add_column(name, justify="right")  # as kdqat eval's tables name it
+    if test:
+        table.add_column(f"test {name}", justify="right")
+
+    def row(label: str, dev: dict, test_record: dict | None = None) -> None:
+        cells = [f"{dev[metric]:.2f}"]
+        if test:
+            cells.append(f"{test_record['scores'][name]:.2f}" if test_record else "")
+        table.add_row(label, *cells)
+
+    row("teacher (fp32)", result["teacher"]["dev"], result["teacher"].get("test"))
     if student is None:  # --teacher-only
         stdout.print(table)
         return
     if student["best"]:
         kept = " (kept in student/)" if student["kept"] == "best" else ""
-        table.add_row(f"student best (step {student['best']['step']}){kept}", f"{student['best']['dev'][metric]:.2f}")
+        row(f"student best (step {student['best']['step']}){kept}", student["best"]["dev"],
+            student.get("test") if student["kept"] == "best" else None)
     for mode, rec in student["last"].items():
-        kept = " (kept in student/)" if student["kept"] == "last" and mode != "dynamic" else ""
-        table.add_row(f"student last (step {rec['step']}), {mode} scales{kept}", f"{rec['dev'][metric]:.2f}")
+        kept = student["kept"] == "last" and mode != "dynamic"
+        row(f"student last (step {rec['step']}), {mode} scales{' (kept in student/)' if kept else ''}", rec["dev"],
+            student.get("test") if kept else None)
     stdout.print(table)
 
 

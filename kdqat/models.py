@@ -11,11 +11,18 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from kdqat.glue.tasks import GlueTask
+import json
+import logging
+import re
+
+from kdqat.data.task import TaskSpec
 from kdqat.errors import KdqatError
 from kdqat.files import check_model_folder
 
 from kdqat.options import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+GENERIC_LABEL = re.compile(r"LABEL_\d+")
 
 
 def resolve_model(name: str) -> str:
@@ -56,7 +63,7 @@ def model_position_limit(name: str) -> int | None:
     return getattr(config, "max_position_embeddings", None)
 
 
-def load_classifier(name: str, task: GlueTask) -> PreTrainedModel:
+def load_classifier(name: str, task: TaskSpec) -> PreTrainedModel:
     """A sequence classifier for `task` from a pretrained encoder (the head is newly initialised if absent)."""
     path = resolve_model(name)
     labels = task.labels or ("score",)
@@ -72,7 +79,7 @@ def load_classifier(name: str, task: GlueTask) -> PreTrainedModel:
         raise KdqatError(f"cannot load model {name!r}: {_first_line(e)}") from None
 
 
-def load_teacher(path: str | Path, task: GlueTask, option: str = "--teacher") -> PreTrainedModel:
+def load_teacher(path: str | Path, task: TaskSpec, option: str = "--teacher") -> PreTrainedModel:
     """A fine-tuned classifier for `task`: a full-precision folder, or a kdqat student folder (quant_config.json
     beside its weights: a fake-quant model, e.g. a W8/A8 student teaching a W4/A8 one). Refused, naming
     `option`, when its label space does not fit the task."""
@@ -92,4 +99,38 @@ def load_teacher(path: str | Path, task: GlueTask, option: str = "--teacher") ->
         kind = "a regression head" if regression else f"{n} labels ({', '.join(map(str, model.config.id2label.values()))})"
         want = "a regression head (1 output)" if task.is_regression else f"{task.num_labels} labels ({', '.join(task.labels)})"
         raise KdqatError(f"{option} {path} has {kind}; task {task.name} needs {want}")
+    if not task.is_regression:
+        names = tuple(str(model.config.id2label[i]) for i in range(n))
+        if label_order(task.labels, names, option, path) != task.labels:
+            raise KdqatError(f"{option} {path} has the task's labels in another order ({', '.join(names)}; the run's: "
+                             f"{', '.join(task.labels)}): its classifier rows would answer for the wrong classes")
     return model
+
+
+def model_label_names(path: str | Path) -> tuple[str, ...] | None:
+    """The id2label names of a model folder in id order (None when its config.json cannot be read)."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+        id2label = config["id2label"]
+        return tuple(str(id2label[str(i)]) for i in range(len(id2label)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _shown(names) -> str:
+    return "[" + ", ".join(names) + "]"
+
+
+def label_order(data: tuple[str, ...], model: tuple[str, ...], option: str, path) -> tuple[str, ...]:
+    """The label order a run uses with a given model head: the model's, when it names the data's labels; the
+    data's, with a warning, when the model has generic names (LABEL_0, ...) of the same number. Anything else
+    is refused with both lists."""
+    if all(GENERIC_LABEL.fullmatch(name) for name in model) and len(model) == len(data):
+        log.warning("%s %s names its labels LABEL_0..LABEL_%d: matched to the data's labels by index (%s)",
+                    option, path, len(model) - 1, ", ".join(data[:10]) + (", ..." if len(data) > 10 else ""))
+        return data
+    if sorted(model) == sorted(data):
+        return tuple(model)
+    missing, extra = sorted(set(data) - set(model)), sorted(set(model) - set(data))
+    raise KdqatError(f"{option} {path}: its labels {_shown(model)} do not match the data's {_shown(data)} "
+                     f"(not in the model: {', '.join(missing) or '-'}; not in the data: {', '.join(extra) or '-'})")

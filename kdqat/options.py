@@ -41,9 +41,19 @@ TASK_EVAL_STEPS = {"rte": 20, "mrpc": 20, "wnli": 10, "cola": 50, "stsb": 100, "
                    "qnli": 500, "qqp": 1000, "mnli": 1000}
 KEEP = ("best", "last")
 MIN_SEQ_LENGTH = 8
+# Your own data (not a GLUE task): batch 32 (16 below SMALL_TRAIN training rows), 128 tokens, and about
+# EVALS_PER_EPOCH dev evaluations per epoch, never more often than every MIN_EVAL_STEPS steps.
+SMALL_TRAIN, SMALL_BATCH = 1000, 16
+EVALS_PER_EPOCH, MIN_EVAL_STEPS = 4, 20
 
 
-def recipe_defaults(recipe: str, task: str) -> dict[str, object]:
+def file_task_eval_steps(n_train: int, batch_size: int) -> int:
+    """The dev evaluation interval for your own data: about four evaluations per epoch, at least 20 steps apart."""
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    return max(MIN_EVAL_STEPS, math.ceil(steps_per_epoch / EVALS_PER_EPOCH))
+
+
+def recipe_defaults(recipe: str, task: str | None) -> dict[str, object]:
     """The optimizer, learning rate and epochs a recipe gives a task's student."""
     epochs = RECIPE_TASK_EPOCHS.get(recipe, {}).get(task, RECIPES[recipe]["epochs"])
     return {**RECIPES[recipe], "epochs": epochs}
@@ -53,12 +63,27 @@ def recipe_defaults(recipe: str, task: str) -> dict[str, object]:
 class TrainOptions:
     """Everything that decides a run; saved as config.json beside its outputs."""
 
-    task: str
+    task: str | None  # a GLUE task; with your own data, the run's name (default: the data's folder or dataset name)
     output_dir: str
     model: str = DEFAULT_MODEL
     teacher: str | None = None
     init_student: str | None = None
     data_dir: str | None = None
+    # your own data instead of a GLUE task (kdqat.data): files, or a Hugging Face dataset and its splits
+    train_file: str | None = None
+    validation_file: str | None = None  # None: a stratified, seeded validation_fraction of train is held out
+    test_file: str | None = None  # scored once, for the kept checkpoints; never used for selection
+    dataset: str | None = None
+    dataset_config: str | None = None
+    train_split: str | None = None  # with --dataset: "train" unless given
+    validation_split: str | None = None
+    test_split: str | None = None
+    text_column: str | None = None  # None: the usual names (kdqat.data.files)
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    problem: str | None = None  # None: from the labels (strings, integers: classification; floats: regression)
+    metric: str | None = None  # selects checkpoints; None: accuracy (classification) or pearson (regression)
+    validation_fraction: float = 0.1
     kd: str = "map+output"
     gamma: float | None = None
     gamma_on: str | None = None
@@ -90,24 +115,69 @@ class TrainOptions:
     progress: bool = True
     loss_weights: dict[str, float] = field(default_factory=dict)  # resolved from kd / gamma
 
-    def resolve(self) -> TrainOptions:
-        """Fill the per-task defaults and validate; returns a new object."""
+    @property
+    def uses_files(self) -> bool:
+        """Your own data (files or a Hugging Face dataset) rather than a GLUE task."""
+        return bool(self.train_file or self.dataset)
+
+    def data_settings(self) -> dict:
+        from kdqat.data.source import DATA_FIELDS
+
+        return {name: getattr(self, name) for name in DATA_FIELDS}
+
+    def check_data(self) -> None:
+        """The data options fit together (before any file is read)."""
+        if self.train_file and self.dataset:
+            raise KdqatError("give --train-file or --dataset, not both")
+        if not self.uses_files:
+            for name in ("validation_file", "test_file", "text_column", "text_pair_column", "label_column", "problem",
+                         "metric", "dataset_config", "train_split", "validation_split", "test_split"):
+                if getattr(self, name) is not None:
+                    raise KdqatError(f"--{name.replace('_', '-')} applies to your own data: give --train-file or --dataset "
+                                     "(GLUE tasks read their own columns and select on their own metric)")
+            if self.task is None:
+                raise KdqatError("give --task (a GLUE task) or your own data with --train-file / --dataset")
+            get_task(self.task)
+        if self.dataset and (self.validation_file or self.test_file):
+            raise KdqatError("with --dataset, name its splits (--validation-split, --test-split), not files")
+        if self.train_file and any(getattr(self, n) for n in ("train_split", "validation_split", "test_split", "dataset_config")):
+            raise KdqatError("--train-split/--validation-split/--test-split/--dataset-config apply to --dataset")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise KdqatError(f"--validation-fraction {self.validation_fraction}: must be in (0, 1)")
+        if self.uses_files and self.data_dir is not None:
+            raise KdqatError("--data-dir is the GLUE folder; with your own data give the files themselves")
+
+    def resolve(self, n_train: int | None = None) -> TrainOptions:
+        """Fill the per-task defaults and validate; returns a new object. Your own data needs `n_train`, the
+        number of training rows, for its evaluation interval (file_task_eval_steps)."""
         from kdqat.losses import loss_weights  # torch: imported only when a run is really set up
 
-        task = get_task(self.task)
+        self.check_data()
         if self.recipe not in RECIPES:
             raise KdqatError(f"--recipe {self.recipe!r} is not one of {', '.join(RECIPES)}")
-        recipe = {k: v for k, v in recipe_defaults(self.recipe, task.name).items() if getattr(self, k) is None}
-        batch, length = TASK_BATCH.get(task.name, DEFAULT_BATCH)
+        if self.uses_files:
+            if n_train is None:
+                raise ValueError("resolve() of a run on your own data needs n_train")
+            name = self.task
+            batch = self.batch_size or (SMALL_BATCH if n_train < SMALL_TRAIN else DEFAULT_BATCH[0])
+            length, eval_steps = DEFAULT_BATCH[1], file_task_eval_steps(n_train, batch)
+            teacher_epochs, recipe_task = TEACHER_EPOCHS, None
+            extra = {"train_split": self.train_split or "train"} if self.dataset else {}
+        else:
+            name = get_task(self.task).name
+            batch, length = TASK_BATCH.get(name, DEFAULT_BATCH)
+            eval_steps, teacher_epochs = TASK_EVAL_STEPS[name], TEACHER_TASK_EPOCHS.get(name, TEACHER_EPOCHS)
+            recipe_task, extra = name, {}
+        recipe = {k: v for k, v in recipe_defaults(self.recipe, recipe_task).items() if getattr(self, k) is None}
         resolved = dataclasses.replace(
             self,
             **recipe,
-            task=task.name,
+            **extra,
+            task=name,
             batch_size=batch if self.batch_size is None else self.batch_size,
             max_seq_length=length if self.max_seq_length is None else self.max_seq_length,
-            eval_steps=self.eval_steps if self.eval_steps is not None else TASK_EVAL_STEPS[task.name],
-            teacher_epochs=self.teacher_epochs if self.teacher_epochs is not None
-            else TEACHER_TASK_EPOCHS.get(task.name, TEACHER_EPOCHS),
+            eval_steps=self.eval_steps if self.eval_steps is not None else eval_steps,
+            teacher_epochs=self.teacher_epochs if self.teacher_epochs is not None else teacher_epochs,
             loss_weights=loss_weights(self.kd, self.gamma, self.gamma_on),
         )
         self.quant_config_of(resolved)

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kdqat.data.task import TaskSpec
 from kdqat.errors import KdqatError
 from kdqat.student import QUANT_CONFIG_FILE
 
@@ -20,6 +21,20 @@ class TrainedRun:
     task: str
     max_seq_length: int
     data_dir: str | None
+    spec: TaskSpec | None = None  # labels, pairs, splits, metric
+    options: dict | None = None  # the run's resolved options (its data settings among them)
+    seed: int = 42
+
+    def data_source(self, data_dir: str | None = None, **overrides):
+        """The run's data, as kdqat train read it (GLUE: `data_dir`, else the run's; your files: `overrides` such as
+        test_file replace the recorded settings)."""
+        from kdqat.data.source import DATA_FIELDS, source_for_run
+
+        settings = {name: (self.options or {}).get(name) for name in DATA_FIELDS}
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        if settings.get("validation_fraction") is None:
+            settings["validation_fraction"] = 0.1
+        return source_for_run(self.spec, settings, self.seed, data_dir)
 
 
 def _teacher_folder(root: Path, given: str | None) -> Path | None:
@@ -42,10 +57,23 @@ def open_run(path: str | Path) -> TrainedRun:
         raise KdqatError(f"{path}: not a kdqat run (no student/{QUANT_CONFIG_FILE}); pass the --output-dir of a finished kdqat train")
     config_file = root / RUN_CONFIG
     try:
-        options = json.loads(config_file.read_text())["options"]
+        saved = json.loads(config_file.read_text())
+        options = saved["options"]
         task, length = options["task"], int(options["max_seq_length"])
+        spec = TaskSpec.from_dict(saved["task_spec"], str(config_file)) if "task_spec" in saved else _glue_spec(task, config_file)
     except FileNotFoundError:
         raise KdqatError(f"{config_file}: missing (the run's settings: task, sequence length)") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise KdqatError(f"{config_file}: unreadable or not written by kdqat train") from None
-    return TrainedRun(root, student, _teacher_folder(root, options.get("teacher")), task, length, options.get("data_dir"))
+    return TrainedRun(root, student, _teacher_folder(root, options.get("teacher")), task, length, options.get("data_dir"),
+                      spec, options, int(options.get("seed", 42)))
+
+
+def _glue_spec(task: str, config_file: Path) -> TaskSpec:
+    """A run from before task_spec was recorded: always a GLUE task."""
+    from kdqat.data.source import glue_spec
+
+    try:
+        return glue_spec(task)
+    except KdqatError:
+        raise KdqatError(f"{config_file}: task {task!r} is not a GLUE task and the file records no task_spec") from None

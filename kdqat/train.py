@@ -37,10 +37,10 @@ from transformers import (
     set_seed,
 )
 
-from kdqat.glue.data import load_split
-from kdqat.glue.metrics import glue_metrics
-from kdqat.glue.tasks import GlueTask, get_task
 from kdqat import __version__
+from kdqat.data.metrics import class_report, task_metrics
+from kdqat.data.source import DataSource, open_source
+from kdqat.data.task import TaskSpec
 from kdqat.distill import DistillationTrainer
 from kdqat.cpu_memory import keep_freed_memory
 from kdqat.errors import KdqatError
@@ -65,7 +65,7 @@ def tokenize(ds: Dataset, tokenizer, max_length: int) -> Dataset:
     return ds.map(encode, batched=True, remove_columns=[c for c in ds.column_names if c != "label"])
 
 
-def training_arguments(opts: TrainOptions, out: Path, stage: str, task: GlueTask, lr: float, epochs: float,
+def training_arguments(opts: TrainOptions, out: Path, stage: str, task: TaskSpec, lr: float, epochs: float,
                        optimizer: str) -> TrainingArguments:
     """Evaluate and checkpoint every eval_steps; the best evaluation's checkpoint is tracked (and spared by
     the checkpoint rotation) by the task's own metric. BertAdam clips per parameter: no global clip then."""
@@ -89,7 +89,7 @@ def training_arguments(opts: TrainOptions, out: Path, stage: str, task: GlueTask
         save_steps=opts.eval_steps,
         save_total_limit=opts.save_total_limit,
         metric_for_best_model=task.primary_metric,
-        greater_is_better=True,
+        greater_is_better=task.greater_is_better,
         logging_steps=opts.logging_steps,
         seed=opts.seed,
         data_seed=opts.seed,
@@ -101,16 +101,16 @@ def training_arguments(opts: TrainOptions, out: Path, stage: str, task: GlueTask
     )
 
 
-def eval_sets(task: GlueTask, opts: TrainOptions, tokenizer) -> dict[str, Dataset]:
+def eval_sets(source: DataSource, opts: TrainOptions, tokenizer) -> dict[str, Dataset]:
     return {
-        split: tokenize(load_split(task, split, opts.data_dir, opts.max_eval_samples), tokenizer, opts.max_seq_length)
-        for split in task.dev_splits
+        split: tokenize(source.load(split, opts.max_eval_samples), tokenizer, opts.max_seq_length)
+        for split in source.task.dev_splits
     }
 
 
-def metrics_fn(task: GlueTask):
+def metrics_fn(task: TaskSpec):
     def compute(pred) -> dict[str, float]:
-        return glue_metrics(task, pred.predictions, pred.label_ids)
+        return task_metrics(task, pred.predictions, pred.label_ids)
 
     return compute
 
@@ -123,7 +123,7 @@ def _dev_metrics(record: dict) -> dict[str, float]:
     return {k[len("eval_"):]: v for k, v in record.items() if k.startswith("eval_") and not k.endswith(NON_METRICS)}
 
 
-def eval_history(trainer: Trainer, task: GlueTask) -> list[dict]:
+def eval_history(trainer: Trainer, task: TaskSpec) -> list[dict]:
     """Step and metrics of every dev evaluation so far, from the Trainer's log (survives resumption)."""
     by_step: dict[int, dict[str, float]] = {}
     for rec in trainer.state.log_history:  # one record per dev split (MNLI has two) at each evaluation
@@ -173,7 +173,7 @@ def remove_checkpoints(opts: TrainOptions, trainer: Trainer) -> None:
             stage.parent.rmdir()  # checkpoints/ itself, once no stage has any left
 
 
-def trainer_kwargs(opts: TrainOptions, out: Path, stage: str, task: GlueTask, lr: float, epochs: float, optimizer: str,
+def trainer_kwargs(opts: TrainOptions, out: Path, stage: str, task: TaskSpec, lr: float, epochs: float, optimizer: str,
                    train_set: Dataset, dev: dict[str, Dataset], tokenizer) -> dict:
     """What both stages pass to their Trainer."""
     return dict(
@@ -186,7 +186,7 @@ def trainer_kwargs(opts: TrainOptions, out: Path, stage: str, task: GlueTask, lr
     )
 
 
-def stage_summary(trainer: Trainer, task: GlueTask, kept_step: int | None, history: list[dict] | None = None) -> dict:
+def stage_summary(trainer: Trainer, task: TaskSpec, kept_step: int | None, history: list[dict] | None = None) -> dict:
     """Every dev evaluation of a stage (`history`, default the trainer's), its best one, and which one the
     stage's folder holds."""
     history = eval_history(trainer, task) if history is None else history
@@ -198,7 +198,7 @@ def stage_summary(trainer: Trainer, task: GlueTask, kept_step: int | None, histo
 TEACHER_SUMMARY = "kdqat_training.json"  # in teacher/: how the teacher was fine-tuned, read by later runs
 
 
-def train_teacher(opts: TrainOptions, task: GlueTask, out: Path, train_set: Dataset, dev: dict[str, Dataset], tokenizer) -> PreTrainedModel:
+def train_teacher(opts: TrainOptions, task: TaskSpec, out: Path, train_set: Dataset, dev: dict[str, Dataset], tokenizer) -> PreTrainedModel:
     """Fine-tune the float model on hard labels into out/teacher (skipped if it is already there)."""
     target = out / "teacher"
     if (target / "config.json").is_file():
@@ -231,31 +231,42 @@ def train_teacher(opts: TrainOptions, task: GlueTask, out: Path, train_set: Data
 
 def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) -> dict:
     """Run (or resume) the whole job; returns what metrics.json holds."""
-    opts = opts.resolve()
-    task = get_task(opts.task)
-    out = Path(opts.output_dir)
     # everything is checked before anything is written: a failed start leaves no trace to trip a rerun
+    if opts.uses_files:  # your data decides the task's labels and its evaluation interval: read it first
+        source = open_source(opts)
+        opts = dataclasses.replace(opts, task=source.task.name).resolve(n_train=len(source.load("train", opts.max_train_samples)))
+    else:
+        opts = opts.resolve()
+        source = open_source(opts)
+    task = source.task
+    out = Path(opts.output_dir)
     check_resumable(out, opts)
     check_writable(out)
     check_model_inputs(opts)
     tokenizer = load_tokenizer(opts.teacher or opts.model)
-    train_set = tokenize(load_split(task, "train", opts.data_dir, opts.max_train_samples), tokenizer, opts.max_seq_length)
-    dev = eval_sets(task, opts, tokenizer)
+    train_set = tokenize(source.load("train", opts.max_train_samples), tokenizer, opts.max_seq_length)
+    dev = eval_sets(source, opts, tokenizer)
+    test = ({task.test_split: tokenize(source.load(task.test_split, opts.max_eval_samples), tokenizer, opts.max_seq_length)}
+            if task.test_split else {})
     given_teacher = reusable_teacher(opts.teacher, task) if opts.teacher else None
+    if opts.init_student:
+        load_teacher(opts.init_student, task, "--init-student")  # refused now, not after the teacher's fine-tuning
     with run_lock(out):
-        return _run_stages(opts, task, out, tokenizer, train_set, dev, given_teacher, callbacks)
+        return _run_stages(opts, task, out, tokenizer, train_set, dev, test, given_teacher, callbacks)
 
 
-def _run_stages(opts: TrainOptions, task: GlueTask, out: Path, tokenizer, train_set: Dataset, dev: dict[str, Dataset],
-                given_teacher: PreTrainedModel | None, callbacks: list[TrainerCallback] | None) -> dict:
+def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_set: Dataset, dev: dict[str, Dataset],
+                test: dict[str, Dataset], given_teacher: PreTrainedModel | None,
+                callbacks: list[TrainerCallback] | None) -> dict:
     keep_freed_memory()  # CPU steps stop re-faulting their activations; results are unchanged
     set_seed(opts.seed)  # the teacher's new classifier head is drawn before any Trainer exists
-    write_json(out / "config.json", {"kdqat_version": __version__, "torch": torch.__version__, "options": dataclasses.asdict(opts)})
+    write_json(out / "config.json", {"kdqat_version": __version__, "torch": torch.__version__,
+                                     "options": dataclasses.asdict(opts), "task_spec": task.to_dict()})
     teacher_dir = Path(opts.teacher) if opts.teacher else out / "teacher"
     teacher = given_teacher or train_teacher(opts, task, out, train_set, dev, tokenizer)
     if opts.teacher_only:
-        result = {"task": task.name, "metric": task.primary_metric,
-                  "teacher": teacher_record(teacher, teacher_dir, task, dev, tokenizer, opts), "student": None}
+        result = {"task": task.name, "metric": task.primary_metric, "labels": _labels(task),
+                  "teacher": teacher_record(teacher, teacher_dir, task, dev, test, tokenizer, opts), "student": None}
         if int(os.environ.get("RANK", "0")) == 0:
             write_json(out / "metrics.json", result)
         return result
@@ -281,8 +292,10 @@ def _run_stages(opts: TrainOptions, task: GlueTask, out: Path, tokenizer, train_
         "task": task.name,
         "metric": task.primary_metric,
         "metric_names": sorted(last[opts.act_scale]["dev"]),
-        "teacher": teacher_record(teacher, teacher_dir, task, dev, tokenizer, opts),
+        "labels": _labels(task),
+        "teacher": teacher_record(teacher, teacher_dir, task, dev, test, tokenizer, opts),
         "student": {
+            **score_test(trainer, task, test),
             "kd": opts.kd if opts.gamma is None else f"gamma={opts.gamma} on {opts.gamma_on}",
             "loss_weights": opts.loss_weights,
             "act_scale": opts.act_scale,
@@ -301,7 +314,7 @@ def _run_stages(opts: TrainOptions, task: GlueTask, out: Path, tokenizer, train_
     return result
 
 
-def score_last(opts: TrainOptions, task: GlueTask, trainer: Trainer, dev: dict[str, Dataset], history: list[dict]) -> dict:
+def score_last(opts: TrainOptions, task: TaskSpec, trainer: Trainer, dev: dict[str, Dataset], history: list[dict]) -> dict:
     """The student at the end of training on dev: its final evaluation (static scales, from the history)
     and, with static scales, the same weights re-scored with dynamic (per-batch) ones."""
     step = trainer.state.global_step
@@ -314,9 +327,24 @@ def score_last(opts: TrainOptions, task: GlueTask, trainer: Trainer, dev: dict[s
     return last
 
 
-def teacher_record(teacher: PreTrainedModel, folder: Path, task: GlueTask, dev: dict[str, Dataset], tokenizer,
-                   opts: TrainOptions) -> dict:
-    """The teacher's dev scores, with how it was fine-tuned when its folder says (kdqat_training.json)."""
+def _labels(task: TaskSpec) -> list[str] | None:
+    return list(task.labels) if task.labels is not None else None
+
+
+def score_test(trainer: Trainer, task: TaskSpec, test: dict[str, Dataset]) -> dict:
+    """The model in `trainer` scored once on the test split (kept checkpoint only; nothing is selected on it):
+    {"test": {"split", "examples", "scores", per-class report}}, or {} without a test split."""
+    if not test:
+        return {}
+    (split, ds), = test.items()
+    pred = trainer.predict(ds, metric_key_prefix=split)
+    return {"test": {"split": split, "examples": len(ds), "scores": task_metrics(task, pred.predictions, pred.label_ids),
+                     **class_report(task, pred.predictions, pred.label_ids)}}
+
+
+def teacher_record(teacher: PreTrainedModel, folder: Path, task: TaskSpec, dev: dict[str, Dataset],
+                   test: dict[str, Dataset], tokenizer, opts: TrainOptions) -> dict:
+    """The teacher's dev (and test) scores, with how it was fine-tuned when its folder says (kdqat_training.json)."""
     with tempfile.TemporaryDirectory() as scratch:  # the Trainer makes its output folder; nothing goes there
         evaluator = Trainer(
             model=teacher,
@@ -331,14 +359,14 @@ def teacher_record(teacher: PreTrainedModel, folder: Path, task: GlueTask, dev: 
             compute_metrics=metrics_fn(task),
         )
         evaluator.remove_callback(PrinterCallback)  # the scores go into the result, not to stdout
-        record = {"dev": evaluate(evaluator, dev), "folder": str(folder)}
+        record = {"dev": evaluate(evaluator, dev), "folder": str(folder), **score_test(evaluator, task, test)}
     summary = folder / TEACHER_SUMMARY
     if summary.is_file():
         record["training"] = json.loads(summary.read_text())
     return record
 
 
-def reusable_teacher(path: str | Path, task: GlueTask) -> PreTrainedModel:
+def reusable_teacher(path: str | Path, task: TaskSpec) -> PreTrainedModel:
     """A teacher folder to distil from, refused when it does not fit the task or holds non-finite weights."""
     teacher = load_teacher(path, task)
     require_finite(teacher, f"teacher {path} (delete the folder to fine-tune it again)")
@@ -352,7 +380,7 @@ def copy_of(model: PreTrainedModel) -> PreTrainedModel:
     return student
 
 
-def initial_student(opts: TrainOptions, task: GlueTask, teacher: PreTrainedModel) -> PreTrainedModel:
+def initial_student(opts: TrainOptions, task: TaskSpec, teacher: PreTrainedModel) -> PreTrainedModel:
     """The fake-quant student before training: the teacher's weights, or --init-student's (a kdqat student
     of other bit widths, e.g. W8/A8 -> W4/A8 -> W2/A8), whose learned activation ranges it also starts from."""
     start = load_teacher(opts.init_student, task, "--init-student") if opts.init_student else teacher

@@ -52,7 +52,6 @@ def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu",
     """Open an exported run for serving: the student on `engine`, or the float teacher (PyTorch)."""
     from transformers import AutoTokenizer
 
-    from kdqat.glue.tasks import get_task
     from kdqat.runtime.registry import StudentSource, check_engine, open_engine
 
     if model not in MODELS:
@@ -65,7 +64,7 @@ def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu",
         raise KdqatError(f"{report_file}: missing; run kdqat export {run.root} first (the server reads the task, "
                          "labels and sequence length the export verified)")
     report = json.loads(report_file.read_text())
-    task = get_task(report["task"])
+    pair = report["pair"] if "pair" in report else run.spec.pair  # export.json from before "pair" was written
     if model == "teacher":
         if engine != "torch":
             raise KdqatError("--model teacher runs the float teacher in PyTorch: use --engine torch")
@@ -78,5 +77,5 @@ def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu",
         runner = open_engine(engine, StudentSource(run.student, graph, provider))
         description = f"student ({spec.label}) of {run.root}"
     tokenizer = AutoTokenizer.from_pretrained(str(graph.parent))
-    return ServedModel(task.name, report["labels"], task.text_b is not None, int(report["max_seq_length"]),
+    return ServedModel(report["task"], report["labels"], pair, int(report["max_seq_length"]),
                        tokenizer, runner, description)
