@@ -49,8 +49,8 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
     if opts.test_file and run.spec.source == "glue":
         raise KdqatError(f"--test-file: {run.root} was trained on the GLUE task {run.task}, which is scored on its dev files")
     data_dir = opts.data_dir or (run.data_dir if run.data_dir and Path(run.data_dir).is_dir() else None)
-    source = run.data_source(data_dir, test_file=opts.test_file)
-    task = source.task
+    data = run.data_source(data_dir, test_file=opts.test_file)
+    task = data.task
     tokenizer = load_tokenizer(str(run.student))
     models = {}
     if run.teacher is not None:
@@ -65,8 +65,8 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
               "teacher": str(run.teacher) if run.teacher else None}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console or Console(stderr=True), disable=not opts.progress) as bar:
-        for split in source.splits:
-            ds = source.load(split, opts.max_samples)
+        for split in data.splits:
+            ds = data.load(split, opts.max_samples)
             features, labels = encode(ds, tokenizer, run.max_seq_length), np.asarray(ds["label"])
             logits = {}
             for name, engine in models.items():

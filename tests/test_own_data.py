@@ -247,3 +247,53 @@ def test_glue_options_and_your_data_options_do_not_mix(tmp_path, tiny_model_dir,
     assert done.returncode == 2 and "--label-column applies to your own data" in done.stderr
     done = run_cli("train", "--output-dir", tmp_path / "run", cwd=tmp_path)
     assert done.returncode == 2 and "give --task (a GLUE task) or your own data" in done.stderr
+
+
+def test_a_csv_run_exports_evaluates_serves_and_names_its_labels(tmp_path, tiny_model_dir, intents):
+    """The README's path for your own data, command by command: train, export, eval (another test file), a
+    Triton repository with labels.txt, and a server that answers with the dataset's label names."""
+    import httpx
+    from test_serve import Server
+
+    run = tmp_path / "run"
+    done = run_cli("train", "--train-file", intents / "train.csv", "--validation-file", intents / "validation.csv",
+                   "--test-file", intents / "test.csv", "--model", tiny_model_dir, "--output-dir", run,
+                   "--max-steps", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "test accuracy" in done.stdout and "data: text column 'text', label column 'intent'" in done.stderr
+    done = run_cli("export", run, "--samples", "12", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((run / "onnx" / "export.json").read_text())
+    assert report["labels"] == list(LABELS) and report["pair"] is False
+    assert report["parity"]["inputs"] == "intents validation (12 examples)"
+    write_csv(intents / "other.csv", ROWS[:6])
+    done = run_cli("eval", run, "--test-file", intents / "other.csv", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    scored = json.loads((run / "eval" / "ort.json").read_text())
+    assert list(scored["splits"]) == ["validation", "test"] and scored["splits"]["test"]["examples"] == 6
+    assert set(scored["splits"]["test"]["classes"]["per_class"]) == set(LABELS)
+    done = run_cli("export", run, "--no-onnx", "--triton", tmp_path / "repo", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "repo" / "intents_student" / "labels.txt").read_text() == "balance\ntransfer\nweather\n"
+    assert 'label_filename: "labels.txt"' in (tmp_path / "repo" / "intents_student" / "config.pbtxt").read_text()
+    server = Server(run)
+    try:
+        server.wait()
+        answer = server.predict(["what is my balance", "will it rain today"])
+        assert answer.status_code == 200, answer.text
+        for prediction in answer.json()["predictions"]:
+            assert prediction["label"] in LABELS and set(prediction["probabilities"]) == set(LABELS)
+        assert httpx.get(f"{server.url}/health").json()["status"] == "ready"
+    finally:
+        server.stop()
+
+
+def test_a_dataset_by_name_with_its_splits(tmp_path, intents):
+    """--dataset goes through `datasets.load_dataset` (here a local folder, as the hub's cache would serve it);
+    an unknown split is one line naming the option."""
+    given = settings(dataset=str(intents), train_split="train", validation_split="validation", test_split="test")
+    src = open_file_source(given, "intents", 0)
+    assert src.task.labels == LABELS and src.task.test_split == "test"
+    assert src.load("test")["text_a"] == [t for t, _ in ROWS[::-1]]
+    with pytest.raises(KdqatError, match=r"--dataset .*intents --test-split nope: cannot load it \(Unknown split"):
+        open_file_source({**given, "test_split": "nope"}, "intents", 0)
