@@ -6,7 +6,11 @@
     OUT/<task>_tokenizer/      Python backend: texts -> input_ids / attention_mask / token_type_ids, padded to
                                the run's max length (so that requests batch together), with the run's tokenizer
     OUT/<task>_text/           ensemble: TEXT (and TEXT_PAIR for pair tasks) -> tokenizer -> student -> LOGITS
-    OUT/kdqat_triton.json      what was written, from which export
+    OUT/kdqat_triton.json      what was written, per task, from which export
+
+A model repository is shared by design: export writes (and replaces) only the model folders it names, each one
+whole and atomically, and leaves every other folder in OUT alone; a folder of one of those names that kdqat did
+not write (no MODEL_MARKER inside) is refused, never replaced.
 
 A classifier's student models get labels.txt (one label name per line, in id order) as the logits output's
 label_filename, so that Triton's classification extension answers with the dataset's label names.
@@ -25,7 +29,8 @@ import onnx
 from kdqat.errors import KdqatError
 from kdqat.io import atomic_dir, write_json
 
-MARKER = "kdqat_triton.json"
+MARKER = "kdqat_triton.json"  # in OUT: {"tasks": {task: record}}
+MODEL_MARKER = "kdqat_model.json"  # in each model folder kdqat wrote (Triton ignores files beside config.pbtxt)
 # ONNX element type -> Triton data type
 TRITON_TYPES = {onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.INT32: "TYPE_INT32",
                 onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16"}
@@ -101,16 +106,23 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
              "text": f"{task}_text"}
     text_inputs = ["TEXT", "TEXT_PAIR"] if pair else ["TEXT"]
     plan = onnx_dir / "model.plan"
-    with atomic_dir(out) as tmp:
-        model = tmp / names["student"]
+    kinds = [k for k in names if k != "trt" or plan.is_file()]
+    ours = _recorded_models(out)
+    for kind in kinds:
+        _check_model_folder(out / names[kind], ours)
+    source = str(onnx_dir.resolve())
+    out.mkdir(parents=True, exist_ok=True)
+
+    with atomic_dir(out / names["student"]) as model:
         (model / "1").mkdir(parents=True)
         shutil.copyfile(onnx_dir / "model.onnx", model / "1" / "model.onnx")
         if labels:
             (model / LABELS_FILE).write_text("".join(f"{name}\n" for name in labels))
         (model / "config.pbtxt").write_text(_model_config(names["student"], "onnxruntime", max_batch_size, graph_inputs,
                                                           graph_outputs, device, max_queue_delay_us))
-        if plan.is_file():
-            trt = tmp / names["trt"]
+        write_json(model / MODEL_MARKER, {"task": task, "from": source})
+    if plan.is_file():
+        with atomic_dir(out / names["trt"]) as trt:
             (trt / "1").mkdir(parents=True)
             shutil.copyfile(plan, trt / "1" / "model.plan")
             if labels:
@@ -118,7 +130,8 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
             profile_max = json.loads(plan.with_suffix(".plan.json").read_text())["profile"]["max_batch"]
             (trt / "config.pbtxt").write_text(_model_config(names["trt"], "tensorrt_plan", min(max_batch_size, profile_max),
                                                             graph_inputs, graph_outputs, "gpu", max_queue_delay_us))
-        tok = tmp / names["tokenizer"]
+            write_json(trt / MODEL_MARKER, {"task": task, "from": source})
+    with atomic_dir(out / names["tokenizer"]) as tok:
         (tok / "1").mkdir(parents=True)
         shutil.copyfile(MODEL_PY, tok / "1" / "model.py")
         for f in onnx_dir.iterdir():
@@ -130,15 +143,45 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
                                "cpu", max_queue_delay_us)
         config += f'parameters {{ key: "max_length" value: {{ string_value: "{length}" }} }}\n'
         (tok / "config.pbtxt").write_text(config)
-        ens = tmp / names["text"]
+        write_json(tok / MODEL_MARKER, {"task": task, "from": source})
+    with atomic_dir(out / names["text"]) as ens:
         (ens / "1").mkdir(parents=True)  # an ensemble needs a version folder, empty
         (ens / "config.pbtxt").write_text(_ensemble_config(names["text"], max_batch_size, text_inputs, names["tokenizer"],
                                                            names["student"], graph_inputs, graph_outputs[0]))
-        record = {"task": task, "labels": report["labels"], "models": {k: v for k, v in names.items()
-                                                                       if k != "trt" or plan.is_file()},
-                  "max_batch_size": max_batch_size, "device": device, "from": str(onnx_dir.resolve())}
-        write_json(tmp / MARKER, record)
+        write_json(ens / MODEL_MARKER, {"task": task, "from": source})
+    record = {"task": task, "labels": report["labels"], "models": {k: names[k] for k in kinds},
+              "max_batch_size": max_batch_size, "device": device, "from": source}
+    _record(out, record)
     return record
+
+
+def _tasks(out: Path) -> dict:
+    """OUT/kdqat_triton.json's records by task (a repository of an earlier kdqat held one record, unkeyed)."""
+    try:
+        saved = json.loads((out / MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if not isinstance(saved, dict):
+        return {}
+    return saved.get("tasks", {saved["task"]: saved} if "task" in saved and "models" in saved else {})
+
+
+def _recorded_models(out: Path) -> set[str]:
+    return {name for record in _tasks(out).values() for name in record.get("models", {}).values()}
+
+
+def _record(out: Path, record: dict) -> None:
+    """Add (or replace) this task's record in OUT/kdqat_triton.json, keeping the other tasks'."""
+    write_json(out / MARKER, {"tasks": {**_tasks(out), record["task"]: record}})
+
+
+def _check_model_folder(folder: Path, recorded: set[str]) -> None:
+    """A model folder export may replace: absent, or written by kdqat (MODEL_MARKER inside, or listed in the
+    repository's record by an earlier kdqat)."""
+    ours = (folder / MODEL_MARKER).is_file() or folder.name in recorded
+    if folder.is_symlink() or (folder.exists() and not ours):
+        raise KdqatError(f"--triton {folder.parent}: its model folder {folder.name} was not written by kdqat export "
+                         "--triton; kdqat replaces only its own models: move that folder or choose another repository")
 
 
 def _is_pair(task: str) -> bool:
@@ -148,11 +191,10 @@ def _is_pair(task: str) -> bool:
 
 
 def _check_target(out: Path, onnx_dir: Path) -> None:
-    """Replace only an earlier Triton export (it holds kdqat_triton.json); never the export it reads."""
+    """A folder (new or shared) that is not the export it reads, nor a file or a link."""
     if out.is_symlink():
         raise KdqatError(f"--triton {out}: is a symbolic link; give the folder it points to, or another one")
     if out.resolve() == onnx_dir.resolve() or onnx_dir.resolve().is_relative_to(out.resolve()):
         raise KdqatError(f"--triton {out}: holds the export it is built from ({onnx_dir}); choose another folder")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MARKER).is_file())):
-        raise KdqatError(f"--triton {out}: exists and was not written by kdqat export --triton (no {MARKER}); "
-                         "choose another folder")
+    if out.exists() and not out.is_dir():
+        raise KdqatError(f"--triton {out}: is a file, not a folder")

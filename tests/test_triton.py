@@ -62,7 +62,7 @@ def test_ensemble_wires_tokenizer_into_student(repository):
     assert dict(second.output_map) == {"logits": "LOGITS"} and list(text.output[0].dims) == [2]
     assert tokenizer.backend == "python" and tokenizer.parameters["max_length"].string_value == "32"
     assert all(list(t.dims) == [32] for t in tokenizer.output)
-    record = json.loads((repository / "kdqat_triton.json").read_text())
+    record = json.loads((repository / "kdqat_triton.json").read_text())["tasks"]["rte"]
     assert record["models"] == {"student": "rte_student", "tokenizer": "rte_tokenizer", "text": "rte_text"}
 
 
@@ -120,11 +120,35 @@ def test_a_built_tensorrt_plan_becomes_a_tensorrt_model(exported_run, tmp_path):
 def test_the_repository_replaces_only_its_own_earlier_self(exported_run, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    with pytest.raises(KdqatError, match="--triton .*mine: exists and was not written by kdqat export --triton"):
-        write_triton_repository(exported_run / "onnx", tmp_path / "mine")
     with pytest.raises(KdqatError, match="holds the export it is built from"):
         write_triton_repository(exported_run / "onnx", exported_run)
+    write_triton_repository(exported_run / "onnx", tmp_path / "mine")  # a shared folder: other files stay
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     write_triton_repository(exported_run / "onnx", tmp_path / "repo")
     write_triton_repository(exported_run / "onnx", tmp_path / "repo", max_batch_size=4)  # its own: replaced
     assert config(tmp_path / "repo" / "rte_student").max_batch_size == 4
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "rte_student").mkdir()  # a model of the same name that kdqat did not write
+    with pytest.raises(KdqatError, match="its model folder rte_student was not written by kdqat export --triton"):
+        write_triton_repository(exported_run / "onnx", tmp_path / "other")
+    assert list((tmp_path / "other").iterdir()) == [tmp_path / "other" / "rte_student"]
+
+
+def test_two_tasks_share_one_repository(exported_run, tmp_path):
+    """Another task's export adds its models and record beside the first task's, which stay as they were."""
+    other = tmp_path / "onnx-intents"
+    shutil.copytree(exported_run / "onnx", other)
+    report = json.loads((other / "export.json").read_text())
+    (other / "export.json").write_text(json.dumps({**report, "task": "intents", "labels": ["a", "b"], "pair": False}))
+    repo = tmp_path / "repo"
+    write_triton_repository(exported_run / "onnx", repo)
+    (repo / "somebody_elses_model").mkdir()
+    before = (repo / "rte_student" / "config.pbtxt").read_text()
+    write_triton_repository(other, repo)
+    assert (repo / "rte_student" / "config.pbtxt").read_text() == before and (repo / "rte_text").is_dir()
+    assert (repo / "intents_student" / "labels.txt").read_text() == "a\nb\n"
+    assert [t.name for t in config(repo / "intents_text").input] == ["TEXT"]
+    assert (repo / "somebody_elses_model").is_dir()
+    tasks = json.loads((repo / "kdqat_triton.json").read_text())["tasks"]
+    assert set(tasks) == {"rte", "intents"} and tasks["intents"]["labels"] == ["a", "b"]
+    assert not [p.name for p in repo.iterdir() if p.name.startswith(".")]  # no temporary folder left
