@@ -348,14 +348,25 @@ def serve(
     batching: Optional[bool] = typer.Option(None, "--batching/--no-batching", help="Gather concurrent requests into one engine call (default: on for a GPU engine, off on a CPU, where it measured slower)."),
     max_inputs: int = typer.Option(256, help="Most inputs in one request (more: 413)."),
     max_text_bytes: int = typer.Option(16384, help="Longest text in bytes (longer: 413)."),
+    body_timeout_s: float = typer.Option(10.0, help="A request whose body has not fully arrived after this many seconds gets 408 and its connection is closed."),
+    keep_alive_s: float = typer.Option(5.0, help="An idle keep-alive connection is closed after this many seconds."),
 ) -> None:
     """Serve the exported student over HTTP: POST /v1/predict, GET /health, GET /metrics (Prometheus)."""
     for name, value in (("--port", port), ("--max-batch-size", max_batch_size), ("--max-inputs", max_inputs),
                         ("--max-text-bytes", max_text_bytes)):
         if value <= 0 or (name == "--port" and value > 65535):
             raise KdqatError(f"{name} {value}: out of range")
-    if max_wait_ms < 0:
-        raise KdqatError(f"--max-wait-ms {max_wait_ms}: must not be negative")
+    for name, value in (("--max-wait-ms", max_wait_ms), ("--body-timeout-s", body_timeout_s), ("--keep-alive-s", keep_alive_s)):
+        if not value >= 0 or (name != "--max-wait-ms" and value == 0):
+            raise KdqatError(f"{name} {value}: must be {'>= 0' if name == '--max-wait-ms' else 'positive'}")
+    from kdqat.runtime.registry import check_engine
+    from kdqat.runtime.served_model import MODELS, PROVIDERS
+
+    check_engine(engine)  # every option is checked before the port is bound
+    if model not in MODELS:
+        raise KdqatError(f"--model {model!r} is not one of {', '.join(MODELS)}")
+    if provider not in PROVIDERS:
+        raise KdqatError(f"--provider {provider!r} is not one of {', '.join(PROVIDERS)}")
     _quiet_libraries()
     import uvicorn
 
@@ -365,11 +376,22 @@ def serve(
     _check_exported(run_dir, onnx)
     if batching is None:  # measured (docs/RESULTS.md): on a 2-core CPU one input at a time serves more requests
         batching = engine == "trt" or provider in ("cuda", "tensorrt")
-    settings = ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes)
-    app = create_app(lambda: open_served(run_dir, engine, provider, model, onnx), settings)
+    settings = ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes, body_timeout_s)
+    failures: list[str] = []
+    server: list = []
+
+    def failed(message: str) -> None:  # the model did not load: stop serving, then exit non-zero with the reason
+        failures.append(message)
+        server[0].should_exit = True
+
+    app = create_app(lambda: open_served(run_dir, engine, provider, model, onnx), settings, on_failure=failed)
+    server.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                timeout_graceful_shutdown=30, timeout_keep_alive=keep_alive_s)))
     console.print(f"serving {model} of {run_dir} on http://{host}:{port} (engine {engine}, "
                   f"batching {'up to ' + str(max_batch_size) + ' inputs / ' + format(max_wait_ms, 'g') + ' ms' if batching else 'off'})")
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    server[0].run()
+    if failures:
+        raise KdqatError(f"the model failed to load, the server stopped: {failures[0]}")
 
 
 def _check_exported(run_dir: str, onnx: str | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -72,19 +73,98 @@ def finite_json(value: Any) -> Any:
     return value
 
 
+TMP_SUFFIX = ".kdqat-tmp"  # every temporary folder atomic_dir makes: .<name>.<pid>.<random>.kdqat-tmp
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale(folder: Path, name: str) -> None:
+    """Remove the temporary folders for `name` in `folder` whose writer is gone (killed, crashed): a later
+    write cleans up what an earlier one could not."""
+    if not folder.is_dir():
+        return
+    for leftover in folder.glob(f".{name}.*{TMP_SUFFIX}"):
+        pid = leftover.name[len(name) + 2:].split(".", 1)[0]
+        if leftover.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _tmp_folder(where: Path, name: str) -> Path:
+    tmp = Path(tempfile.mkdtemp(dir=where, prefix=f".{name}.{os.getpid()}.", suffix=TMP_SUFFIX))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared model folder
+    return tmp
+
+
+def _replace_folder(new: Path, path: Path) -> None:
+    """Put `new` at `path`: the old folder is renamed away first and removed only once `new` is in place. A
+    target that cannot be renamed (a mount point: EBUSY, EXDEV) gets its contents swapped instead."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    old = _tmp_folder(path.parent, path.name)
+    old.rmdir()
+    try:
+        os.replace(path, old)
+    except OSError as e:
+        if e.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
+            raise
+        _swap_contents(new, path)
+        return
+    try:
+        os.replace(new, path)
+    except BaseException:
+        os.replace(old, path)  # the old folder back where it was
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _swap_contents(new: Path, target: Path) -> None:
+    """Replace what `target` holds by what `new` holds, keeping `target` itself (a mount point): the old
+    entries move into a hidden folder inside it and are removed only after the new ones are all in."""
+    trash = _tmp_folder(target, target.name)
+    keep = {trash.name}
+    moved = []
+    try:
+        for entry in list(target.iterdir()):
+            if entry.name not in keep and not entry.name.endswith(TMP_SUFFIX):
+                os.replace(entry, trash / entry.name)
+                moved.append(entry.name)
+        for entry in list(new.iterdir()):
+            shutil.move(str(entry), str(target / entry.name))
+    except BaseException:
+        for name in moved:  # put the old entries back over whatever arrived
+            if (target / name).exists():
+                shutil.rmtree(target / name) if (target / name).is_dir() else (target / name).unlink()
+            os.replace(trash / name, target / name)
+        raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(new, ignore_errors=True)
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; on success it replaces `path`, on failure it is removed."""
+    """Yield a temporary folder beside `path`; on success it replaces `path`, on failure it is removed and
+    `path` is left as it was. The old folder is never removed before the new one is complete; a target that
+    cannot be renamed (a mount point) keeps its identity and has its contents swapped; temporary folders of
+    writers that were killed are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared model folder
+    remove_stale(path.parent, path.name)
+    remove_stale(path, path.name)  # a mount point's own swap folders
+    tmp = _tmp_folder(path.parent, path.name)
     try:
         yield tmp
         _readable_as_umask_allows(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        _replace_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

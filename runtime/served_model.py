@@ -18,6 +18,7 @@ from kdqat.run_dir import open_run
 from kdqat.runtime.batching import Features
 
 MODELS = ("student", "teacher")
+PROVIDERS = ("cpu", "cuda", "tensorrt")  # onnxruntime execution providers kdqat opens
 
 
 @dataclass
@@ -63,7 +64,11 @@ def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu",
     if not report_file.is_file():
         raise KdqatError(f"{report_file}: missing; run kdqat export {run.root} first (the server reads the task, "
                          "labels and sequence length the export verified)")
-    report = json.loads(report_file.read_text())
+    try:
+        report = json.loads(report_file.read_text())
+        report["task"], report["labels"], report["max_seq_length"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise KdqatError(f"{report_file}: damaged (not the JSON kdqat export writes); run kdqat export {run.root} again") from None
     pair = report["pair"] if "pair" in report else run.spec.pair  # export.json from before "pair" was written
     if model == "teacher":
         if engine != "torch":

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from kdqat.errors import KdqatError
 from kdqat.runtime.batcher import DynamicBatcher, EngineFailure
 from kdqat.runtime.served_model import ServedModel
 
@@ -32,6 +33,7 @@ class ServeSettings:
     batching: bool = True
     max_inputs: int = 256  # per request
     max_text_bytes: int = 16_384  # per text, UTF-8
+    body_timeout_s: float = 10.0  # a body not fully received by then: 408, connection closed
 
 
 class BadRequest(Exception):
@@ -64,6 +66,8 @@ def parse_inputs(body: bytes, content_type: str, pair: bool, settings: ServeSett
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadRequest(400, "malformed_json", f"the body is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    except RecursionError:
+        raise BadRequest(400, "malformed_json", "the body's JSON is nested too deeply") from None
     if isinstance(data, dict) and set(data) == {"inputs"}:
         data = data["inputs"]
     want = "[text_a, text_b] pairs" if pair else "texts"
@@ -82,14 +86,19 @@ def parse_inputs(body: bytes, content_type: str, pair: bool, settings: ServeSett
             if not isinstance(text, str):
                 raise BadRequest(422, "shape", f"input {i}: expected {'strings in a pair' if pair else 'a string'}, "
                                  f"got {type(text).__name__}")
-            if len(text.encode("utf-8")) > settings.max_text_bytes:
-                raise BadRequest(413, "text_too_long", f"input {i}: a text of {len(text.encode('utf-8'))} bytes; "
-                                 f"at most {settings.max_text_bytes}")
+            try:
+                size = len(text.encode("utf-8"))
+            except UnicodeEncodeError:  # JSON may escape a lone surrogate (\ud800), which no text holds
+                raise BadRequest(422, "encoding", f"input {i}: not valid Unicode (a lone surrogate escape)") from None
+            if size > settings.max_text_bytes:
+                raise BadRequest(413, "text_too_long", f"input {i}: a text of {size} bytes; at most {settings.max_text_bytes}")
     return data
 
 
-def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeSettings()) -> FastAPI:
-    """The ASGI app. `load` opens the engine; it runs in the background so /health can say 'loading'."""
+def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeSettings(),
+               on_failure: Callable[[str], None] | None = None) -> FastAPI:
+    """The ASGI app. `load` opens the engine; it runs in the background so /health can say 'loading'. If it
+    fails, /health says why and `on_failure` gets the one-line reason (`kdqat serve` then stops the server)."""
     metrics = Metrics()
     state: dict = {"model": None, "batcher": None, "error": None}
 
@@ -101,8 +110,11 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
     async def start() -> None:
         try:
             model = await asyncio.get_running_loop().run_in_executor(None, open_and_warm)
-        except Exception as e:  # reported by /health; the process keeps running so the error can be read
-            state["error"] = f"{type(e).__name__}: {e}"
+        except Exception as e:  # reported by /health, and to on_failure
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            state["error"] = text if isinstance(e, KdqatError) else f"{type(e).__name__}: {text}"
+            if on_failure is not None:
+                on_failure(state["error"])
             return
         batcher = DynamicBatcher(model.engine.run, settings.max_batch_size, settings.max_wait_ms, settings.batching,
                                  on_batch=metrics.batch_size.observe)
@@ -148,7 +160,13 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
         if int(request.headers.get("content-length") or 0) > limit:
             return error(413, "body_too_large", f"the body is over {limit} bytes")
         try:
-            inputs = parse_inputs(await request.body(), request.headers.get("content-type", ""), model.pair, settings)
+            body = await asyncio.wait_for(request.body(), settings.body_timeout_s)
+        except asyncio.TimeoutError:
+            response = error(408, "body_timeout", f"the body did not arrive within {settings.body_timeout_s:g} s")
+            response.headers["connection"] = "close"
+            return response
+        try:
+            inputs = parse_inputs(body, request.headers.get("content-type", ""), model.pair, settings)
         except BadRequest as e:
             return error(e.status, e.reason, str(e))
         try:

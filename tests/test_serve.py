@@ -165,7 +165,18 @@ def test_sigterm_drains_the_request_in_flight(exported_run):
         server.stop()
 
 
-def test_health_reports_an_engine_that_failed_to_load(exported_run):
+def failed_start(server: Server, timeout: float = 120) -> tuple[int, str]:
+    """The exit status and stderr of a server that should stop by itself."""
+    try:
+        status = server.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.stop()
+        raise AssertionError("the server kept running") from None
+    return status, server.process.stderr.read()
+
+
+def test_an_engine_that_fails_to_load_ends_the_server(exported_run):
+    """A process supervisor must see the failure: one line with the reason, a non-zero exit, no port left open."""
     try:
         import tensorrt  # noqa: F401
         import torch
@@ -174,12 +185,54 @@ def test_health_reports_an_engine_that_failed_to_load(exported_run):
             pytest.skip("TensorRT and a GPU are here: the engine would load")
     except ImportError:
         pass
-    server = Server(exported_run, "--engine", "trt")
+    status, stderr = failed_start(Server(exported_run, "--engine", "trt"))
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert status == 2 and len(errors) == 1 and "needs a CUDA GPU and TensorRT" in errors[0], stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("damaged", ["model.onnx", "export.json"])
+def test_a_damaged_export_ends_the_server_naming_the_file(exported_run, tmp_path, damaged):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    (run / "onnx" / damaged).write_bytes(b"\x00 not what kdqat export wrote")
+    status, stderr = failed_start(Server(run))
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert status == 2 and len(errors) == 1 and damaged in errors[0] and "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("option, value, message", [("--engine", "tpu", "--engine 'tpu'"), ("--model", "coach", "--model 'coach'"),
+                                                    ("--provider", "rocm", "--provider 'rocm'"),
+                                                    ("--body-timeout-s", "0", "--body-timeout-s 0.0: must be positive")])
+def test_bad_options_are_refused_before_the_port_is_bound(exported_run, tmp_path, option, value, message):
+    from conftest import run_cli
+
+    port = free_port()
+    done = run_cli("serve", exported_run, "--port", port, option, value, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith(f"error: {message}") and "serving" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_surrogates_deep_json_and_half_bodies_get_4xx_json(exported_run):
+    server = Server(exported_run, "--body-timeout-s", "1")
     try:
-        body = server.wait("failed")
-        assert "needs a CUDA GPU and TensorRT" in body["error"]
-        refused = server.predict([["a", "b"]])
-        assert refused.status_code == 503 and "still loading" in refused.json()["error"]
+        server.wait()
+        lone = server.predict(None, content=b'[["\\ud800", "b"]]', headers={"content-type": "application/json"})
+        assert lone.status_code == 422 and "lone surrogate" in lone.json()["error"]
+        deep = b"[" * 5000 + b"]" * 5000
+        nested = server.predict(None, content=deep, headers={"content-type": "application/json"})
+        assert nested.status_code == 400 and "nested too deeply" in nested.json()["error"]
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as half:
+            half.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n[")
+            start = time.monotonic()
+            reply = b""
+            while chunk := half.recv(4096):  # the server answers, then closes the connection
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in reply
+            assert time.monotonic() - start < 8
     finally:
         server.stop()
 
