@@ -20,7 +20,7 @@ from kdqat.data.metrics import class_report, task_metrics
 from kdqat.glue.data import encode
 from kdqat.runtime.parity import compare
 from kdqat.errors import KdqatError
-from kdqat.io import write_json
+from kdqat.io import check_output, write_json
 from kdqat.models import load_tokenizer
 from kdqat.run_dir import open_run
 from kdqat.runtime.batching import predict
@@ -49,6 +49,9 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
     if opts.test_file and run.spec.source == "glue":
         raise KdqatError(f"--test-file: {run.root} was trained on the GLUE task {run.task}, which is scored on its dev files")
     data_dir = opts.data_dir or (run.data_dir if run.data_dir and Path(run.data_dir).is_dir() else None)
+    path = run.root / "eval" / f"{opts.engine}.json"
+    check_output(path.parent, "eval output", folder=True)  # before, not after, the work
+    check_output(path, "eval output")
     data = run.data_source(data_dir, test_file=opts.test_file)
     task = data.task
     tokenizer = load_tokenizer(str(run.student))
@@ -79,6 +82,5 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
             if len(names) == 2:
                 record["agreement"] = compare(logits[names[0]], logits[names[1]], task.is_regression).to_dict()
             result["splits"][split] = record
-    path = run.root / "eval" / f"{opts.engine}.json"
     write_json(path, {**result, "options": asdict(opts)})
     return {**result, "file": str(path)}

@@ -12,11 +12,19 @@ from kdqat.errors import KdqatError
 def read_metrics(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "metrics.json"
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise KdqatError(f"{path}: not found (is {run_dir} a finished kdqat train folder?)") from None
+    except IsADirectoryError:
+        raise KdqatError(f"{path}: is a folder, not the metrics.json kdqat train writes") from None
     except json.JSONDecodeError as e:
         raise KdqatError(f"{path}: not valid JSON ({e})") from None
+    missing = [k for k in ("task", "metric", "teacher", "student") if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise KdqatError(f"{path}: not a kdqat train metrics.json (no {', '.join(missing)})")
+    if data["student"] is None:
+        raise KdqatError(f"{path}: a --teacher-only run has no student to report")
+    return data
 
 
 def results_table(run_dirs: list[str | Path], which: str = "last") -> str:

@@ -38,6 +38,7 @@ from kdqat import __version__
 from kdqat.errors import KdqatError
 from kdqat.io import atomic_dir, write_json
 from kdqat.models import load_tokenizer
+from kdqat.preflight import run_lock
 from kdqat.student import load_student, quant_config_of, set_act_scale_mode
 from kdqat.run_dir import TrainedRun, open_run
 from kdqat.runtime.batching import Features, pad_batch, predict
@@ -146,7 +147,14 @@ def check_target(out: Path, run: TrainedRun) -> None:
 
 
 def export_student(opts: ExportOptions, console: Console | None = None) -> dict:
-    """Export, check and verify; returns the report also written to export.json."""
+    """Export, check and verify; returns the report also written to export.json. Holds the run folder's lock:
+    never while a kdqat train of the same folder runs."""
+    run = open_run(opts.run_dir)
+    with run_lock(run.root):
+        return _export(opts, console)
+
+
+def _export(opts: ExportOptions, console: Console | None = None) -> dict:
     console = console or Console(stderr=True)
     run = open_run(opts.run_dir)
     out = output_folder(opts)

@@ -149,6 +149,10 @@ def report(
     """Print a Markdown table: teacher and each student, one column per task, and the average."""
     from kdqat.eval.report import results_table
 
+    if curves:
+        from kdqat.io import check_output
+
+        check_output(curves, "--curves")
     table = results_table(runs, which)
     if curves:  # drawn before anything is printed: a run without evaluation history fails the command whole
         from kdqat.eval.curves import plot_curves
@@ -444,7 +448,10 @@ def sweep(
                  _csv(gammas, "--gammas", float), gamma_on)
     root = Path(output_dir)
     if table_only:
-        stdout.print(write_tables({cell: cell.folder(root) for cell in cells}, root))
+        folders = {cell: cell.folder(root) for cell in cells}
+        if not any((f / "metrics.json").is_file() for f in folders.values()):
+            raise KdqatError(f"--table-only: no finished cell of this grid under {root} (no <task>/<preset>/seed<S>/metrics.json)")
+        stdout.print(write_tables(folders, root))
         return
     base = TrainOptions(task=cells[0].task, output_dir=str(root), model=model, teacher=teacher, data_dir=data_dir,
                         act_scale=act_scale, recipe=recipe, epochs=epochs, max_steps=max_steps, max_train_samples=max_train_samples,

@@ -12,11 +12,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from kdqat.errors import KdqatError
+
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_output(path: str | Path, option: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output `path` (a file, or a folder when `folder`) that cannot be written: the
+    wrong kind of thing already there, a file where a folder must be made, or no write permission."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise KdqatError(f"{option} {path}: is a {'file' if folder else 'folder'}; give a {'folder' if folder else 'file'} path")
+    existing = next(p for p in (path if folder else path.parent, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise KdqatError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise KdqatError(f"{option} {path}: {existing} is not writable; choose another place or fix its permissions")
 
 
 def write_text(path: str | Path, text: str) -> None:

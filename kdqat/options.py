@@ -203,6 +203,8 @@ class TrainOptions:
         for name in ("learning_rate", "teacher_learning_rate"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise bad(name, "must be a positive number")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise bad("max_steps", "must be positive (or -1: train for --epochs)")
         if self.max_steps <= 0:
             for name in ("epochs", "teacher_epochs"):
                 if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
@@ -220,8 +222,9 @@ class TrainOptions:
                                     weight_scale=opts.weight_scale)
 
 
-# Fields that may change between an interrupted run and its resumption without changing the result.
-RESUMABLE_CHANGES = {"progress", "logging_steps", "save_total_limit", "keep_checkpoints"}
+# Fields that may change between an interrupted run and its resumption without changing the result; where a run
+# lives (output_dir) is not one of its settings: a run folder copied or moved elsewhere resumes there.
+RESUMABLE_CHANGES = {"progress", "logging_steps", "save_total_limit", "keep_checkpoints", "output_dir"}
 
 
 def check_resumable(out: Path, opts: TrainOptions) -> None:
@@ -233,7 +236,13 @@ def check_resumable(out: Path, opts: TrainOptions) -> None:
         saved = json.loads(saved_file.read_text())["options"]
     except (json.JSONDecodeError, KeyError):
         raise KdqatError(f"{saved_file}: unreadable; remove it or choose another --output-dir") from None
+    if not isinstance(saved, dict):
+        raise KdqatError(f"{saved_file}: unreadable; remove it or choose another --output-dir")
     current = dataclasses.asdict(opts)
+    unknown = sorted(set(saved) - set(current))
+    if unknown:
+        raise KdqatError(f"{saved_file}: settings this kdqat does not know ({', '.join(unknown)}): written by another "
+                         "kdqat version; rerun with that version or choose another --output-dir")
     diff = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
     if diff:
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)

@@ -9,7 +9,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from kdqat.errors import KdqatError
-from kdqat.models import model_position_limit
+from kdqat.models import model_position_limit, resolve_model
 from kdqat.options import DEFAULT_MODEL, TrainOptions
 
 LOCK_FILE = ".kdqat.lock"
@@ -32,9 +32,46 @@ def check_model_inputs(opts: TrainOptions) -> None:
     source = opts.teacher or opts.model
     if source == opts.model and opts.model != DEFAULT_MODEL and _looks_like_path(opts.model) and not Path(opts.model).is_dir():
         raise KdqatError(f"--model {opts.model}: no such folder (give a local model folder, a Hugging Face id or 'default')")
+    if opts.init_student is not None:
+        check_init_student(opts)
     limit = model_position_limit(source)
     if limit is not None and opts.max_seq_length > limit:
         raise KdqatError(f"--max-seq-length {opts.max_seq_length}: the model has {limit} positions; use at most {limit}")
+
+
+ARCHITECTURE = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+
+
+def _architecture(name: str) -> dict | None:
+    """The shape of a model folder or id (None when its config cannot be read here)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(name))
+    except (OSError, ValueError):
+        return None
+    return {key: getattr(config, key, None) for key in ARCHITECTURE}
+
+
+def _shape(arch: dict) -> str:
+    return (f"{arch['num_hidden_layers']} layers x {arch['hidden_size']} wide, {arch['num_attention_heads']} heads, "
+            f"FFN {arch['intermediate_size']}, vocabulary {arch['vocab_size']}")
+
+
+def check_init_student(opts: TrainOptions) -> None:
+    """--init-student is a kdqat student (quant_config.json) of the teacher's shape: the student starts from its
+    weights and is distilled layer by layer against the teacher."""
+    from kdqat.student import QUANT_CONFIG_FILE
+
+    folder = Path(opts.init_student)
+    if not (folder / QUANT_CONFIG_FILE).is_file():
+        raise KdqatError(f"--init-student {folder}: not a kdqat student (no {QUANT_CONFIG_FILE}); pass the student/ folder "
+                         "of an earlier kdqat train (a fine-tuned full-precision model goes to --teacher)")
+    option, reference = ("--teacher", opts.teacher) if opts.teacher else ("--model", opts.model)
+    mine, theirs = _architecture(str(folder)), _architecture(reference)
+    if mine and theirs and mine != theirs:
+        raise KdqatError(f"--init-student {folder} is {_shape(mine)}; {option} {reference} is {_shape(theirs)}: the "
+                         "student must have the teacher's shape")
 
 
 def _looks_like_path(name: str) -> bool:
@@ -53,8 +90,8 @@ def run_lock(out: Path):
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise KdqatError(f"{out} is in use by another kdqat train (lock {out / LOCK_FILE}); wait for it to finish "
-                         "or choose another --output-dir") from None
+        raise KdqatError(f"{out} is in use by another kdqat train or export (lock {out / LOCK_FILE}); wait for it "
+                         "to finish or choose another folder") from None
     try:
         yield
     finally:

@@ -46,7 +46,7 @@ from kdqat.cpu_memory import keep_freed_memory
 from kdqat.errors import KdqatError
 from kdqat.files import check_checkpoint
 from kdqat.guards import DivergenceGuard, FiniteLossTrainer, require_finite
-from kdqat.io import atomic_dir, write_json
+from kdqat.io import atomic_dir, check_output, write_json
 from kdqat.models import load_classifier, load_teacher, load_tokenizer
 from kdqat.optim import optimizer_cls_and_kwargs
 from kdqat.options import TrainOptions, check_resumable
@@ -241,7 +241,13 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
     task = source.task
     out = Path(opts.output_dir)
     check_resumable(out, opts)
+    complete = finished_run(out, opts)
+    if complete is not None:
+        log.warning("%s: this run is complete (metrics.json%s); nothing to do", out, "" if opts.teacher_only else ", student/")
+        return complete
     check_writable(out)
+    for name, folder in (("config.json", False), ("metrics.json", False), ("logs", True), ("checkpoints", True)):
+        check_output(out / name, "--output-dir", folder=folder)
     check_model_inputs(opts)
     tokenizer = load_tokenizer(opts.teacher or opts.model)
     train_set = tokenize(source.load("train", opts.max_train_samples), tokenizer, opts.max_seq_length)
@@ -253,6 +259,21 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
         load_teacher(opts.init_student, task, "--init-student")  # refused now, not after the teacher's fine-tuning
     with run_lock(out):
         return _run_stages(opts, task, out, tokenizer, train_set, dev, test, given_teacher, callbacks)
+
+
+def finished_run(out: Path, opts: TrainOptions) -> dict | None:
+    """What metrics.json holds when `out` is a complete run of these settings (check_resumable passed), else None."""
+    from kdqat.student import QUANT_CONFIG_FILE
+
+    metrics = out / "metrics.json"
+    if not (metrics.is_file() and (out / "config.json").is_file()):
+        return None
+    try:
+        result = json.loads(metrics.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    student_done = (out / "student" / QUANT_CONFIG_FILE).is_file() and result.get("student") is not None
+    return result if student_done or (opts.teacher_only and result.get("student") is None) else None
 
 
 def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_set: Dataset, dev: dict[str, Dataset],

@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from kdqat.errors import KdqatError
-from kdqat.io import save_figure, write_json
+from kdqat.io import check_output, save_figure, write_json
 from kdqat.run_dir import open_run
 from kdqat.runtime.registry import ENGINES, StudentSource, open_engine
 from kdqat.runtime.torch_engine import TorchEngine
@@ -126,6 +126,10 @@ def bench(opts: BenchOptions, console: Console | None = None) -> dict:
     if max(opts.seq_lengths) > config.max_position_embeddings:
         raise KdqatError(f"--seq-lengths {max(opts.seq_lengths)} exceeds the model's {config.max_position_embeddings} positions")
     check_memory(opts, config)
+    out = Path(opts.output_dir) if opts.output_dir else run.root / "bench"
+    check_output(out, "--output-dir" if opts.output_dir else "bench output", folder=True)  # before, not after, the work
+    for name in ("bench.json", "latency.png"):
+        check_output(out / name, "--output-dir" if opts.output_dir else "bench output")
     engines = open_engines(opts)
     vocab = config.vocab_size
     results = []
@@ -142,7 +146,6 @@ def bench(opts: BenchOptions, console: Console | None = None) -> dict:
     for r in results:
         base = next(x for x in results if x["engine"] == BASELINE and x["batch"] == r["batch"] and x["seq"] == r["seq"])
         r["speedup_vs_teacher"] = base["p50_ms"] / r["p50_ms"]
-    out = Path(opts.output_dir) if opts.output_dir else run.root / "bench"
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items()}  # as JSON reads back
     record = {"task": run.task, "trained_max_seq_length": run.max_seq_length, "options": options,
               "environment": environment(opts), "results": results}
