@@ -150,6 +150,7 @@ def export_student(opts: ExportOptions, console: Console | None = None) -> dict:
     """Export, check and verify; returns the report also written to export.json. Holds the run folder's lock:
     never while a kdqat train of the same folder runs."""
     run = open_run(opts.run_dir)
+    check_target(output_folder(opts), run)  # refused before the lock (which leaves its file) is taken
     with run_lock(run.root):
         return _export(opts, console)
 

@@ -1,8 +1,11 @@
 """Divergence guards: a run that goes non-finite stops with one line, and nothing non-finite is kept.
 
 - a non-finite training loss stops the stage at once (both stages);
-- at every evaluation the dev loss and the weights must be finite, before that step's checkpoint is
-  written: every checkpoint on disk is therefore known good, and resuming starts from the newest one;
+- at every evaluation the dev loss and the weights must be finite, and no weight may have exploded (|w| above
+  EXPLODED), before that step's checkpoint is written: every checkpoint on disk is therefore known good, and
+  resuming starts from the newest one;
+- the message names the one supported way to lower the rate: remove the stage's checkpoints and rerun with a
+  lower --learning-rate (--teacher-learning-rate); the stage starts over (options.check_resumable allows it);
 - a model with a non-finite weight is never saved as teacher/ or student/, nor reused as a teacher.
 """
 
@@ -19,10 +22,18 @@ from transformers.trainer_utils import get_last_checkpoint
 from kdqat.errors import KdqatError
 
 
+# A trained BERT's weights stay within a few units (LayerNorm gains ~1, embeddings < 1); a weight beyond this
+# has exploded even while it is still finite (a learning rate of 1e6 reaches 1e14 within a few steps).
+EXPLODED = 1e4
+RATE_OPTION = {"teacher": "--teacher-learning-rate", "student": "--learning-rate"}
+
+
 def _resume_hint(checkpoints: str) -> str:
     last = get_last_checkpoint(checkpoints) if Path(checkpoints).is_dir() else None
-    where = f"the last good checkpoint is {last}: rerun to resume from it" if last else "no checkpoint was kept: rerun"
-    return f"{where}, or lower the learning rate"
+    where = f"the last good checkpoint is {last}: rerun to resume from it" if last else "no checkpoint was kept"
+    stage = Path(checkpoints).name
+    option = RATE_OPTION.get(stage, "--learning-rate")
+    return f"{where}; or start the {stage} stage over with a lower rate: remove {checkpoints} and rerun with a lower {option}"
 
 
 def nonfinite_loss_error(loss: torch.Tensor, step: int, checkpoints: str, terms: dict[str, torch.Tensor] | None = None) -> KdqatError:
@@ -35,6 +46,14 @@ def first_nonfinite(model: nn.Module) -> str | None:
     for name, t in (*model.named_parameters(), *model.named_buffers()):
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             return name
+    return None
+
+
+def first_exploded(model: nn.Module) -> str | None:
+    """The name and size of the first parameter with a weight beyond EXPLODED, else None."""
+    for name, t in model.named_parameters():
+        if t.is_floating_point() and t.numel() and (size := float(t.detach().abs().max())) > EXPLODED:
+            return f"{name} reaches {size:.3g}"
     return None
 
 
@@ -64,5 +83,7 @@ class DivergenceGuard(TrainerCallback):
         bad = next((f"{k} = {v}" for k, v in losses.items() if not math.isfinite(v)), None)
         if bad is None and model is not None and (name := first_nonfinite(model)) is not None:
             bad = f"weight {name} is not finite"
+        if bad is None and model is not None and (exploded := first_exploded(model)) is not None:
+            bad = f"weight {exploded}"
         if bad is not None:
             raise KdqatError(f"training diverged at step {state.global_step} ({bad}); {_resume_hint(args.output_dir)}")

@@ -227,6 +227,15 @@ class TrainOptions:
 RESUMABLE_CHANGES = {"progress", "logging_steps", "save_total_limit", "keep_checkpoints", "output_dir"}
 
 
+# A stage's learning rate may change while that stage has neither checkpoints nor a saved model: it then starts
+# over (what the divergence message tells a user to do: remove the stage's checkpoints, lower the rate).
+RESTARTABLE = {"learning_rate": "student", "teacher_learning_rate": "teacher"}
+
+
+def _stage_not_started(out: Path, stage: str) -> bool:
+    return not (out / "checkpoints" / stage).exists() and not (out / stage / "config.json").exists()
+
+
 def check_resumable(out: Path, opts: TrainOptions) -> None:
     """Refuse to continue a run in `out` that was started with other settings."""
     saved_file = out / "config.json"
@@ -243,7 +252,8 @@ def check_resumable(out: Path, opts: TrainOptions) -> None:
     if unknown:
         raise KdqatError(f"{saved_file}: settings this kdqat does not know ({', '.join(unknown)}): written by another "
                          "kdqat version; rerun with that version or choose another --output-dir")
-    diff = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]]
+    diff = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]
+            and not (k in RESTARTABLE and _stage_not_started(out, RESTARTABLE[k]))]
     if diff:
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)
         raise KdqatError(f"{out} holds a run with other settings ({changes}); use another --output-dir")

@@ -101,7 +101,7 @@ def make_student_run(path: Path, model_dir: Path, config, task: str = "rte", max
     from kdqat import prepare, save_student
 
     torch.manual_seed(seed)
-    num_labels = 1 if task == "stsb" else 2
+    num_labels = {"stsb": 1, "mnli": 3}.get(task, 2)
     model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels)
     prepare(model, config)
     if calibrate:

@@ -114,3 +114,27 @@ def test_export_waits_for_no_one_it_refuses_while_train_holds_the_folder(tmp_pat
         with pytest.raises(KdqatError, match="in use by another kdqat train or export"):
             export_student(ExportOptions(str(run), samples=8, progress=False))
     assert not (run / "onnx").exists()
+
+
+def test_exploding_weights_are_divergence_and_the_advice_works(tmp_path, tiny_model_dir, glue_dir):
+    """A rate of 1e6 blows the weights up while they are still finite: the guard stops at the first evaluation
+    after it (no exploded checkpoint is kept), and the message's way out - remove the stage's checkpoints, lower the
+    rate - is accepted by the rerun."""
+    from kdqat.train import train
+
+    opts = train_options(tmp_path, tiny_model_dir, glue_dir, learning_rate=1e6, eval_steps=1, max_steps=3)
+    with pytest.raises(KdqatError) as e:
+        train(opts)
+    message = str(e.value)
+    checkpoints = tmp_path / "run" / "checkpoints" / "student"
+    assert "reaches" in message or "became" in message
+    assert f"remove {checkpoints} and rerun with a lower --learning-rate" in message
+    from safetensors.torch import load_file
+
+    from kdqat.guards import EXPLODED
+
+    for kept in checkpoints.glob("checkpoint-*"):  # what is on disk is known good: nothing exploded is kept
+        assert max(float(t.abs().max()) for t in load_file(kept / "model.safetensors").values()) < EXPLODED
+    shutil.rmtree(checkpoints)
+    result = train(train_options(tmp_path, tiny_model_dir, glue_dir, learning_rate=1e-4, eval_steps=1, max_steps=3))
+    assert result["student"]["last_step"] == 3

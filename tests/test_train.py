@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config, train_options
+from conftest import make_student_run, tiny_config, train_options
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 import kdqat.distill
-from kdqat import KdqatError, load_student
+from kdqat import KdqatError, QuantConfig, load_student
 from kdqat.train import train
 
 
@@ -202,8 +202,11 @@ def test_progressive_bit_widths_a_student_teaches_and_initialises_the_next(tmp_p
 
     three = tmp_path / "mnli-teacher"
     BertForSequenceClassification(tiny_config(num_labels=3, vocab_size=30522, max_position_embeddings=128)).save_pretrained(three)
-    with pytest.raises(KdqatError, match=r"--init-student .* has 3 labels"):
+    with pytest.raises(KdqatError, match=r"--init-student .*mnli-teacher: not a kdqat student"):
         train(options(tmp_path, tiny_model_dir, glue_dir, name="bad", teacher=str(w8), init_student=str(three)))
+    with pytest.raises(KdqatError, match=r"--init-student .* has 3 labels"):  # a student of another task
+        bad_student = make_student_run(tmp_path / "mnli-run", tiny_model_dir, QuantConfig(), task="mnli") / "student"
+        train(options(tmp_path, tiny_model_dir, glue_dir, name="bad", teacher=str(w8), init_student=str(bad_student)))
 
 
 def test_recipes_fill_what_is_not_given(tmp_path, tiny_model_dir, glue_dir):
