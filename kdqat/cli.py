@@ -18,7 +18,7 @@ from kdqat.options import TrainOptions  # every train default is declared once, 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Ternary-weight / 8-bit-activation QAT with distillation for BERT-style encoders.")
 # Messages hold user text (paths, option values, install hints with [extras]): never parse them as markup.
-console = Console(stderr=True, markup=False)
+console = Console(stderr=True, markup=False, soft_wrap=not sys.stderr.isatty())  # a log gets whole lines
 # tables and result lines go to stdout; when it is not a terminal (a log, a pipe) nothing is wrapped: every line
 # arrives whole, however long (a CPU's feature list, a path), so that grep and log readers see it as one line
 _STDOUT_IS_TTY = sys.stdout.isatty()
@@ -353,7 +353,7 @@ def serve(
     max_inputs: int = typer.Option(256, help="Most inputs in one request (more: 413)."),
     max_text_bytes: int = typer.Option(16384, help="Longest text in bytes (longer: 413)."),
     body_timeout_s: float = typer.Option(10.0, help="A request whose body has not fully arrived after this many seconds gets 408 and its connection is closed."),
-    keep_alive_s: float = typer.Option(5.0, help="An idle keep-alive connection is closed after this many seconds."),
+    keep_alive_s: float = typer.Option(5.0, help="A connection idle this many seconds (before its first request, or between requests), or whose request headers stop half-way, is closed."),
 ) -> None:
     """Serve the exported student over HTTP: POST /v1/predict, GET /health, GET /metrics (Prometheus)."""
     for name, value in (("--port", port), ("--max-batch-size", max_batch_size), ("--max-inputs", max_inputs),
@@ -389,7 +389,9 @@ def serve(
         server[0].should_exit = True
 
     app = create_app(lambda: open_served(run_dir, engine, provider, model, onnx), settings, on_failure=failed)
-    server.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+    from kdqat.runtime.http_protocol import FirstRequestDeadline
+
+    server.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", http=FirstRequestDeadline,
                                                 timeout_graceful_shutdown=30, timeout_keep_alive=keep_alive_s)))
     console.print(f"serving {model} of {run_dir} on http://{host}:{port} (engine {engine}, "
                   f"batching {'up to ' + str(max_batch_size) + ' inputs / ' + format(max_wait_ms, 'g') + ' ms' if batching else 'off'})")

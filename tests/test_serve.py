@@ -215,8 +215,8 @@ def test_bad_options_are_refused_before_the_port_is_bound(exported_run, tmp_path
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_surrogates_deep_json_and_half_bodies_get_4xx_json(exported_run):
-    server = Server(exported_run, "--body-timeout-s", "1")
+def test_surrogates_deep_json_half_bodies_and_idle_connections_are_bounded(exported_run):
+    server = Server(exported_run, "--body-timeout-s", "1", "--keep-alive-s", "1")
     try:
         server.wait()
         lone = server.predict(None, content=b'[["\\ud800", "b"]]', headers={"content-type": "application/json"})
@@ -233,6 +233,12 @@ def test_surrogates_deep_json_and_half_bodies_get_4xx_json(exported_run):
                 reply += chunk
             assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in reply
             assert time.monotonic() - start < 8
+        for stalled in (b"", b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n"):  # idle; headers that stop half-way
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
+                idle.sendall(stalled)
+                start = time.monotonic()
+                assert idle.recv(4096) == b"" and time.monotonic() - start < 5  # closed by the server
+        assert server.predict([["still", "serving"]]).status_code == 200
     finally:
         server.stop()
 
