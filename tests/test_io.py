@@ -107,3 +107,37 @@ def test_an_export_killed_midway_leaves_nothing_behind_the_next_export(tmp_path,
     done = run_cli("export", run, "--samples", "8", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert not list(run.glob(".onnx.*")) and (run / "onnx" / "export.json").is_file()
+
+
+@pytest.fixture
+def bind_mount(tmp_path):
+    """A real mount point (a bind mount, as Docker makes for a volume), where this machine lets us make one."""
+    import shutil
+    import subprocess
+
+    source, target = tmp_path / "volume-data", tmp_path / "volume"
+    source.mkdir()
+    target.mkdir()
+    if not (shutil.which("mount") and shutil.which("mountpoint")) or subprocess.run(["mount", "--bind", source, target], capture_output=True).returncode:
+        pytest.skip("no permission to make a bind mount here (needs root)")
+    yield target
+    subprocess.run(["umount", target], check=True)
+
+
+def test_export_twice_into_a_real_mount_point(bind_mount, tiny_model_dir, tmp_path):
+    from conftest import make_student_run, run_cli
+
+    from kdqat import QuantConfig
+
+    import subprocess
+
+    def is_mount_point() -> bool:  # os.path.ismount misses a bind mount on the same file system
+        return subprocess.run(["mountpoint", "-q", bind_mount]).returncode == 0
+
+    assert is_mount_point()
+    run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
+    for attempt in range(2):
+        done = run_cli("export", run, "--output-dir", bind_mount, "--samples", "8", cwd=tmp_path)
+        assert done.returncode == 0, (attempt, done.stderr)
+        assert is_mount_point() and (bind_mount / "export.json").is_file() and (bind_mount / "model.onnx").is_file()
+        assert not [p for p in os.listdir(bind_mount) if p.startswith(".")] and not list(tmp_path.glob(".volume*"))
