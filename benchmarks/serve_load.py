@@ -31,14 +31,14 @@ def free_port() -> int:
 
 
 def sample_inputs(run: Path, n: int) -> list:
-    report = json.loads((run / "onnx" / "export.json").read_text())
-    from kdqat.glue.data import load_split
-    from kdqat.glue.tasks import get_task
+    """n texts (or pairs) from the run's dev data (GLUE: GLUE_DIR; your data: its validation split)."""
+    from kdqat.run_dir import open_run
 
-    task = get_task(report["task"])
-    pair = task.text_b is not None
+    opened = open_run(run)
+    pair = opened.spec.pair
     try:
-        dev = load_split(task, task.dev_splits[0], os.environ.get("GLUE_DIR"), max_samples=n)
+        source = opened.data_source(os.environ.get("GLUE_DIR") if opened.spec.source == "glue" else None)
+        dev = source.load(opened.spec.dev_splits[0], n)
         texts = list(zip(dev["text_a"], dev["text_b"])) if pair else list(dev["text_a"])
     except Exception:  # no data here: synthetic sentences of typical length
         texts = [(f"sentence {i} about a topic", f"a second sentence {i}") if pair else f"sentence {i} about a topic"

@@ -98,8 +98,7 @@ def analyze_runs(runs: list[str], layer: int, samples: int, data_dir: str | None
                  batch_size: int = 16) -> dict:
     """Ranges of the first run's teacher and of every run's student on `samples` dev examples; writes
     sa_prop_layer<L>.png and analysis_layer<L>.json into output_dir and returns the summary."""
-    from kdqat.glue.data import encode, load_split
-    from kdqat.glue.tasks import get_task
+    from kdqat.glue.data import encode
     from kdqat.io import write_json
     from kdqat.models import load_tokenizer
     from kdqat.run_dir import open_run
@@ -112,9 +111,10 @@ def analyze_runs(runs: list[str], layer: int, samples: int, data_dir: str | None
     first = opened[0]
     if first.teacher is None:
         raise KdqatError(f"{first.root}: its teacher folder cannot be found")
-    task = get_task(first.task)
     data = data_dir or (first.data_dir if first.data_dir and Path(first.data_dir).is_dir() else None)
-    dev = load_split(task, task.dev_splits[0], data, samples)
+    source = first.data_source(data)
+    task = source.task
+    dev = source.load(task.dev_splits[0], samples)
     features = encode(dev, load_tokenizer(str(first.student)), first.max_seq_length)
     teacher_name = "teacher (fp32)"
     models = {teacher_name: TorchEngine.teacher(first.teacher).model}

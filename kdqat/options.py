@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +164,9 @@ class TrainOptions:
             length, eval_steps = DEFAULT_BATCH[1], file_task_eval_steps(n_train, batch)
             teacher_epochs, recipe_task = TEACHER_EPOCHS, None
             extra = {"train_split": self.train_split or "train"} if self.dataset else {}
+            # absolute paths: export, eval and serve read the files again, from wherever they are run
+            extra.update({name: os.path.abspath(getattr(self, name)) for name in ("train_file", "validation_file", "test_file")
+                          if getattr(self, name)})
         else:
             name = get_task(self.task).name
             batch, length = TASK_BATCH.get(name, DEFAULT_BATCH)
