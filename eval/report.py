@@ -30,25 +30,33 @@ def read_metrics(run_dir: str | Path) -> dict:
 def results_table(run_dirs: list[str | Path], which: str = "last") -> str:
     """Markdown: one row per model (teacher, then each distillation preset), one column per task.
 
-    which: "last" (static-scale score at the end of training) or "best" (best dev evaluation).
+    which: "last" (static-scale score at the end of training), "best" (best dev evaluation), or "test" (your
+    data's test split, scored once for the kept teacher and student; runs without one are refused).
     Teachers shared by several runs of a task are listed once; a preset run twice on a task (another seed or
     option) gets a second row named by its folder.
     """
-    if which not in ("last", "best"):
-        raise KdqatError(f"which={which!r} is not 'last' or 'best'")
+    if which not in ("last", "best", "test"):
+        raise KdqatError(f"--which {which!r} is not one of last, best, test")
     rows: dict[str, dict[str, float]] = defaultdict(dict)
     metric_of: dict[str, str] = {}
     for run in run_dirs:
         m = read_metrics(run)
         task, metric = m["task"], m["metric"]
         metric_of[task] = metric
-        rows["teacher (fp32)"][task] = m["teacher"]["dev"][metric]
         student = m["student"]
-        record = student["best"] if which == "best" else student["last"].get("static") or student["last"]["dynamic"]
+        if which == "test":
+            if "test" not in student or "test" not in m["teacher"]:
+                raise KdqatError(f"{run}: no test scores (trained without --test-file / --test-split)")
+            name = metric.split("_", 1)[1]
+            teacher_score, student_score = m["teacher"]["test"]["scores"][name], student["test"]["scores"][name]
+        else:
+            record = student["best"] if which == "best" else student["last"].get("static") or student["last"]["dynamic"]
+            teacher_score, student_score = m["teacher"]["dev"][metric], record["dev"][metric]
+        rows["teacher (fp32)"][task] = teacher_score
         row = f"{student['kd']} (W2/A8, {student['act_scale']})"
         if task in rows[row]:  # a second run of the same preset on the task gets its own row, named by its folder
             row = f"{row}: {run}"
-        rows[row][task] = record["dev"][metric]
+        rows[row][task] = student_score
     tasks = sorted(metric_of)
     header = "| model | " + " | ".join(f"{t} ({metric_of[t].split('_', 1)[1]})" for t in tasks) + " | avg |"
     lines = [header, "|---" * (len(tasks) + 2) + "|"]

@@ -143,7 +143,7 @@ def train(
 @app.command()
 def report(
     runs: list[str] = typer.Argument(..., help="Output folders of kdqat train runs."),
-    which: str = typer.Option("last", help="last (end of training, static scales) or best (best dev evaluation)."),
+    which: str = typer.Option("last", help="last (end of training, static scales), best (best dev evaluation) or test (your data's test split, for the kept checkpoints)."),
     curves: Optional[str] = typer.Option(None, help="Also draw every dev evaluation of each run into this PNG file."),
 ) -> None:
     """Print a Markdown table: teacher and each student, one column per task, and the average."""

@@ -150,6 +150,13 @@ def test_train_on_csv_records_labels_and_scores_test_once(tmp_path, tiny_model_d
     assert test["examples"] == 12 and set(test["scores"]) == {"accuracy", "macro_f1", "weighted_f1"}
     assert set(test["per_class"]) == set(LABELS) and sum(c["support"] for c in test["per_class"].values()) == 12
     assert "test" in result["teacher"]
+    from kdqat.eval.report import results_table
+
+    table = results_table([run], "test").splitlines()  # kdqat report --which test
+    assert table[0] == "| model | intents (macro_f1) | avg |"
+    assert table[2] == f"| teacher (fp32) | {result['teacher']['test']['scores']['macro_f1']:.2f} | " \
+                       f"{result['teacher']['test']['scores']['macro_f1']:.2f} |"
+    assert table[3].startswith(f"| map+output (W2/A8, static) | {test['scores']['macro_f1']:.2f} |")
     # selection never saw the test set: every evaluation in the history is a validation one
     assert all(set(h["dev"]) == {"validation_accuracy", "validation_macro_f1", "validation_weighted_f1"}
                for h in result["student"]["history"])
