@@ -6,7 +6,6 @@ export, eval and serve rebuild the same source from the run folder.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,6 @@ from datasets import Dataset
 from kdqat.data.files import Columns, choose_columns, hold_out, label_names, problem_of, read_file, standardize
 from kdqat.data.task import CLASSIFICATION_METRICS, REGRESSION_METRICS, TEST, VALIDATION, TaskSpec, check_metric
 from kdqat.errors import KdqatError
-
-log = logging.getLogger(__name__)
 
 # the data settings of a run (TrainOptions fields), recorded in config.json and read back by the later stages
 DATA_FIELDS = ("data_dir", "train_file", "validation_file", "test_file", "dataset", "dataset_config", "train_split",
