@@ -44,12 +44,13 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str, option: str | None = None) -> PreTrainedTokenizerBase:
     path = resolve_model(name)
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise KdqatError(f"cannot load a tokenizer from {name!r}: {_first_line(e)}") from None
+        where = f"{option} {name}" if option else repr(name)
+        raise KdqatError(f"cannot load a tokenizer from {where}: {_first_line(e)}") from None
 
 
 def model_position_limit(name: str) -> int | None:
@@ -108,11 +109,15 @@ def load_teacher(path: str | Path, task: TaskSpec, option: str = "--teacher") ->
 
 
 def model_label_names(path: str | Path) -> tuple[str, ...] | None:
-    """The id2label names of a model folder in id order (None when its config.json cannot be read)."""
+    """The id2label names of a model folder or hub id, in id order (None when its config cannot be read)."""
     try:
-        config = json.loads((Path(path) / "config.json").read_text())
-        id2label = config["id2label"]
-        return tuple(str(id2label[str(i)]) for i in range(len(id2label)))
+        if Path(path).is_dir():
+            id2label = {int(k): v for k, v in json.loads((Path(path) / "config.json").read_text())["id2label"].items()}
+        else:
+            from transformers import AutoConfig
+
+            id2label = AutoConfig.from_pretrained(str(path)).id2label
+        return tuple(str(id2label[i]) for i in range(len(id2label)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -27,7 +27,8 @@ def check_writable(out: Path) -> None:
 def check_model_inputs(opts: TrainOptions) -> None:
     """--model, --teacher and --init-student name something loadable, and --max-seq-length fits the model."""
     for option, value in (("--teacher", opts.teacher), ("--init-student", opts.init_student)):
-        if value is not None and not Path(value).is_dir():
+        # a teacher may be a Hugging Face hub id (loaded from the hub or its cache); a student is a local folder
+        if value is not None and not Path(value).is_dir() and (option == "--init-student" or _looks_like_path(value)):
             raise KdqatError(f"{option} {value}: no such folder")
     source = opts.teacher or opts.model
     if source == opts.model and opts.model != DEFAULT_MODEL and _looks_like_path(opts.model) and not Path(opts.model).is_dir():

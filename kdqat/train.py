@@ -249,7 +249,7 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
     for name, folder in (("config.json", False), ("metrics.json", False), ("logs", True), ("checkpoints", True)):
         check_output(out / name, "--output-dir", folder=folder)
     check_model_inputs(opts)
-    tokenizer = load_tokenizer(opts.teacher or opts.model)
+    tokenizer = load_tokenizer(opts.teacher or opts.model, "--teacher" if opts.teacher else "--model")
     train_set = tokenize(source.load("train", opts.max_train_samples), tokenizer, opts.max_seq_length)
     dev = eval_sets(source, opts, tokenizer)
     test = ({task.test_split: tokenize(source.load(task.test_split, opts.max_eval_samples), tokenizer, opts.max_seq_length)}

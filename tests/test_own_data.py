@@ -304,3 +304,14 @@ def test_a_dataset_by_name_with_its_splits(tmp_path, intents):
     assert src.load("test")["text_a"] == [t for t, _ in ROWS[::-1]]
     with pytest.raises(KdqatError, match=r"--dataset .*intents --test-split nope: cannot load it \(Unknown split"):
         open_file_source({**given, "test_split": "nope"}, "intents", 0)
+
+
+def test_a_teacher_hub_id_that_cannot_be_reached_is_one_line(tmp_path, intents):
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = run_cli("train", "--train-file", intents / "train.csv", "--teacher", "someone/no-such-teacher",
+                   "--output-dir", tmp_path / "run", cwd=tmp_path, env=env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--teacher someone/no-such-teacher" in errors[0] and not (tmp_path / "run").exists()
