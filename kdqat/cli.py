@@ -339,6 +339,35 @@ def bench_command(
 
 
 @app.command()
+def doctor(
+    gpu: bool = typer.Option(False, "--gpu", help="Also require the GPU stack (a GPU, onnxruntime's CUDA and TensorRT providers, TensorRT): exit 1 on anything missing."),
+) -> None:
+    """Print this machine's inference stack (versions, onnxruntime build and providers, GPU, TensorRT, CPU) and
+    what in it is broken; exit 1 on a problem."""
+    from kdqat.runtime.doctor import inspect_stack, problems
+
+    report = inspect_stack()
+    table = Table(title="kdqat doctor")
+    table.add_column("component")
+    table.add_column("found")
+    ort_builds = ", ".join(f"{k} {v}" for k, v in report["onnxruntime_distributions"].items()) or "not installed"
+    rows = [("kdqat", report["kdqat"]), ("python", report["python"]),
+            ("torch", f"{report['torch']} (CUDA {report['torch_cuda']})" if report["torch_cuda"] else f"{report['torch']} (CPU build)"),
+            ("transformers", report["transformers"]), ("onnx", report["onnx"]), ("onnxruntime", ort_builds),
+            ("onnxruntime providers", ", ".join(report["providers"]) or "none"),
+            ("GPU", report["gpu"] or "none"), ("TensorRT", report["tensorrt"] or "not installed"), ("CPU", report["cpu"])]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    stdout.print(table)
+    found = problems(report, gpu)
+    for problem in found:
+        stdout.print(f"problem: {problem}")
+    stdout.print(f"{len(found)} problem(s)" if found else ("GPU stack complete" if gpu else "no problem found"))
+    if found:
+        raise typer.Exit(1)
+
+
+@app.command()
 def serve(
     run_dir: str = typer.Argument(..., help="Output folder of kdqat train, after kdqat export."),
     engine: str = typer.Option("ort", help="Engine for the student: ort, trt, torch."),

@@ -26,9 +26,9 @@ def test_copied_paths_exist_and_are_not_docker_ignored():
 
 def test_installed_extras_exist_in_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    extras = set(re.findall(r'"\.\[([a-z,]+)\]"', DOCKERFILE))
-    assert extras == {"gpu"}
-    assert set(project["optional-dependencies"]) >= {"gpu"}
+    extras = {e for group in re.findall(r'"\.\[([a-z,]+)\]"', DOCKERFILE) for e in group.split(",")}
+    assert extras == {"gpu", "dev"}
+    assert set(project["optional-dependencies"]) >= {"gpu", "dev"}
     assert any(d.startswith("tensorrt") for d in project["optional-dependencies"]["gpu"])
     assert project["scripts"]["kdqat"] == "kdqat.cli:main"
 
@@ -80,3 +80,12 @@ def test_hadolint_finds_no_errors():
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert " error:" not in done.stdout
+
+
+def test_the_gpu_image_carries_the_check_the_readme_runs_in_it():
+    """`docker run --gpus all IMAGE python benchmarks/gpu_check.py RUN_DIR` needs benchmarks/ (and the GPU tests
+    need tests/ and pytest) in the image."""
+    gpu_stage = DOCKERFILE.split(" AS gpu", 1)[1]
+    copied = {line.split()[1] for line in gpu_stage.splitlines() if line.startswith("COPY ")}
+    assert {"benchmarks", "tests"} <= copied
+    assert '".[gpu,dev]"' in gpu_stage and "kdqat doctor --gpu" in (REPO / "README.md").read_text()
