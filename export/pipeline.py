@@ -196,14 +196,18 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
         if opts.ort_cpu_graph:
             ort_cpu = OrtEngine(tmp / ORT_CPU, cpu_rewrites=False)
             parity["ort_cpu_graph_vs_torch"] = compare(torch_logits, logits(ort_cpu, "onnxruntime CPU form"), regression)
-        if "packed" in graphs:
+        if "packed" in graphs and ort_loads_int2():
             packed = logits(OrtEngine(tmp / PACKED), "onnxruntime packed")
             parity["ort_packed_vs_torch"] = compare(torch_logits, packed, regression)
         rows = list(range(min(opts.reference_examples, len(features["input_ids"]))))
         batch = pad_batch(features, rows)
-        parity["onnx_reference_vs_torch"] = compare(TorchEngine(student).run(batch), reference_logits(deploy, batch), regression)
+        reference_torch = TorchEngine(student).run(batch)
+        parity["onnx_reference_vs_torch"] = compare(reference_torch, reference_logits(deploy, batch), regression)
+        if "packed" in graphs and not ort_loads_int2():  # e.g. onnxruntime-gpu, whose newest release is 1.31
+            packed_model = onnx.load(str(tmp / PACKED))
+            parity["onnx_reference_packed_vs_torch"] = compare(reference_torch, reference_logits(packed_model, batch), regression)
         for name, p in parity.items():
-            _check(name, p, opts.min_agreement if name != "onnx_reference_vs_torch" else 1.0)
+            _check(name, p, opts.min_agreement if not name.startswith("onnx_reference") else 1.0)
 
         tokenizer.save_pretrained(tmp)
         ideal = ideal_bytes(student)
@@ -235,6 +239,18 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
         }
         write_json(tmp / REPORT, report)
     return report
+
+
+# The first onnxruntime that loads INT2 weights (the packed graph): 1.22-1.23 refuse its IR version 13, 1.24-1.31
+# its tensor(int2) type (measured on CPU wheels 1.22.1, 1.23.2, 1.24.4, 1.28.0, 1.31.1). Below it, export checks
+# the packed graph with onnx.reference instead.
+ORT_INT2 = (1, 32)
+
+
+def ort_loads_int2() -> bool:
+    import onnxruntime
+
+    return tuple(int(x) for x in onnxruntime.__version__.split(".")[:2]) >= ORT_INT2
 
 
 def _ort_version() -> str:
