@@ -24,6 +24,11 @@ def write_tables(folders: dict, root: Path) -> str:
         tables.append(f"### {which}\n\n" + markdown(scores, metric_of, which))
     gaps = collect_gaps(folders, "best")
     tables.append("### gap to the teacher (best)\n\n" + markdown(gaps, metric_of, "gap"))
+    test_scores, test_metric_of = collect(folders, "test")
+    if test_metric_of:  # your data with a test split: scored once for the kept checkpoints
+        scores_by_which["test"] = test_scores
+        tables.append("### test (kept checkpoints, scored once)\n\n" + markdown(test_scores, test_metric_of, "test"))
+        tables.append("### gap to the teacher (test)\n\n" + markdown(collect_gaps(folders, "test"), test_metric_of, "gap"))
     text = "\n\n".join(tables) + "\n\n" + NOTE
     write_text(root / "sweep.md", text + "\n")
     write_text(root / "sweep.csv", csv_rows(scores_by_which, metric_of))

@@ -14,13 +14,19 @@ FULL_PRECISION = "full precision (teacher)"
 
 
 def _cells(cell_dirs: dict, which: str):
-    """(cell, metric key, its teacher's score, the student's score) of every finished cell."""
+    """(cell, metric key, its teacher's score, the student's score) of every finished cell; which: last, best (dev)
+    or test (cells with test scores only)."""
     for cell, folder in cell_dirs.items():
         if not (Path(folder) / "metrics.json").is_file():
             continue
         m = read_metrics(folder)
         metric = m["metric"]
         student = m["student"]
+        if which == "test":  # your data's test split, scored once for the kept teacher and student
+            if "test" in student and "test" in m["teacher"]:
+                name = metric_label(metric)
+                yield cell, metric, m["teacher"]["test"]["scores"][name], student["test"]["scores"][name]
+            continue
         record = student["best"] if which == "best" else (student["last"].get("static") or student["last"]["dynamic"])
         yield cell, metric, m["teacher"]["dev"][metric], record["dev"][metric]
 

@@ -459,7 +459,7 @@ def sweep(
     max_train_samples: Optional[int] = typer.Option(None, help="Use only the first N training examples."),
     max_eval_samples: Optional[int] = typer.Option(None, help="Use only the first N dev examples."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show the overall progress bar (default: when stderr is a terminal)."),
-    table_only: bool = typer.Option(False, help="Train nothing: tabulate the finished cells (others show as '-')."),
+    table_only: bool = typer.Option(False, help="Train nothing: tabulate the finished cells (others show as '-'); any task name (your data's runs laid out as OUTPUT_DIR/<task>/<preset>/seed<S>/ too), with test tables where the runs have test scores."),
 ) -> None:
     """Train a grid of tasks x presets x seeds (one teacher per task, finished cells skipped) and tabulate it."""
     from pathlib import Path
@@ -476,7 +476,7 @@ def sweep(
     from kdqat.sweep import grid, run_sweep
 
     cells = grid(_csv(tasks, "--tasks"), _csv(presets, "--presets"), _csv(seeds, "--seeds", int),
-                 _csv(gammas, "--gammas", float), gamma_on)
+                 _csv(gammas, "--gammas", float), gamma_on, glue_only=not table_only)
     root = Path(output_dir)
     if table_only:
         folders = {cell: cell.folder(root) for cell in cells}

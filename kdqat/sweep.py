@@ -32,12 +32,13 @@ class Cell:
 
 
 def grid(tasks: list[str], presets: list[str], seeds: list[int], gammas: list[float] = (),
-         gamma_on: str | None = None) -> list[Cell]:
-    """Every cell, task by task (so a task's teacher comes first), presets then gammas, then seeds."""
+         gamma_on: str | None = None, glue_only: bool = True) -> list[Cell]:
+    """Every cell, task by task (so a task's teacher comes first), presets then gammas, then seeds. `glue_only`:
+    every task must be a GLUE task (a sweep trains GLUE tasks; its tables also read your data's runs)."""
     from kdqat.glue.tasks import get_task
 
-    for task in tasks:  # every task checked before the first cell trains
-        get_task(task)
+    if glue_only:
+        tasks = [get_task(task).name for task in tasks]  # every task checked before the first cell trains
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise KdqatError(f"--presets {', '.join(unknown)}: use {', '.join(PRESETS)}")
@@ -47,7 +48,7 @@ def grid(tasks: list[str], presets: list[str], seeds: list[int], gammas: list[fl
         raise KdqatError("a sweep needs at least one task, one seed and one preset or gamma")
     variants = [dict(preset=p, kd=p) for p in presets]
     variants += [dict(preset=f"gamma-{gamma_on}-{g:g}", gamma=g, gamma_on=gamma_on) for g in gammas]
-    return [Cell(get_task(task).name, seed=seed, **v) for task in tasks for v in variants for seed in seeds]
+    return [Cell(task, seed=seed, **v) for task in tasks for v in variants for seed in seeds]
 
 
 def run_sweep(cells: list[Cell], root: Path, base: TrainOptions,

@@ -315,3 +315,21 @@ def test_a_teacher_hub_id_that_cannot_be_reached_is_one_line(tmp_path, intents):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--teacher someone/no-such-teacher" in errors[0] and not (tmp_path / "run").exists()
+
+
+def test_sweep_tables_of_your_data_include_test(tmp_path, tiny_model_dir, intents):
+    """Your data's runs laid out as a sweep tabulate with `kdqat sweep --table-only`, test tables included."""
+    from kdqat.train import train
+
+    root = tmp_path / "sweep"
+    for seed in (1, 2):
+        train(train_options(tmp_path, tiny_model_dir, None, name=f"sweep/intents/map+output/seed{seed}", task=None,
+                            data_dir=None, seed=seed, train_file=str(intents / "train.csv"),
+                            validation_file=str(intents / "validation.csv"), test_file=str(intents / "test.csv"),
+                            max_steps=1))
+    done = run_cli("sweep", "--output-dir", root, "--tasks", "intents", "--presets", "map+output", "--seeds", "1,2",
+                   "--table-only", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    test_table = done.stdout.split("### test (kept checkpoints, scored once)")[1]
+    assert "| test | intents (accuracy) | avg |" in test_table and "map+output | " in test_table and "(n=2)" in test_table
+    assert "### gap to the teacher (test)" in done.stdout and (root / "sweep.csv").read_text().count("\ntest,") == 2
