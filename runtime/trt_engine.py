@@ -101,28 +101,44 @@ def tensor_precision(fmt: str) -> str:
     return next((p for key, p in _PRECISIONS if key in fmt), "other")
 
 
+INDEX_PRECISIONS = {"INT64", "INT32", "BOOL"}  # token ids, masks, shapes: they say nothing of a layer's math
+
+
+def _precisions(tensors) -> list[str]:
+    return [tensor_precision(str(t.get("Format/Datatype", ""))) for t in tensors or [] if isinstance(t, dict)]
+
+
 def layer_precision(layer: dict) -> str:
-    """A layer's precision as TensorRT's engine explorer reads it: from its first input (an INT8 GEMM
-    with a half-precision output is an INT8 layer), from its first output when it has no inputs."""
-    tensors = layer.get("Inputs") or layer.get("Outputs") or []
-    first = tensors[0] if tensors and isinstance(tensors[0], dict) else {}
-    return tensor_precision(str(first.get("Format/Datatype", "")))
+    """A layer's precision from the inspector's per-layer input and output formats: INT8 when any data input is
+    INT8 (an INT8 GEMM with a half-precision output is an INT8 layer), else its first data input's, else its
+    first data output's. Index tensors (token ids, masks) are not data: a fused layer whose first input is
+    input_ids does not read as INT64."""
+    inputs, outputs = _precisions(layer.get("Inputs")), _precisions(layer.get("Outputs"))
+    data = [p for p in inputs if p not in INDEX_PRECISIONS] or [p for p in outputs if p not in INDEX_PRECISIONS]
+    if "INT8" in data:
+        return "INT8"
+    return (data or inputs or outputs or ["other"])[0]
 
 
 def layer_report(engine_info: dict) -> dict:
     """Count layers by precision from the engine inspector's JSON (built with DETAILED verbosity); a
-    deploy graph whose MatMuls do not run in INT8 has lost its fusions."""
+    deploy graph whose MatMuls do not run in INT8 has lost its fusions. Myelin layers (TensorRT's fused
+    regions) show only their boundary tensors, not the precision of the GEMMs inside: they are listed apart,
+    with those boundary precisions, and never counted as broken fusions."""
     counts: dict[str, int] = {}
-    not_int8 = []
+    not_int8, myelin = [], []
     for layer in engine_info.get("Layers", []):
         if not isinstance(layer, dict):
             continue
         precision = layer_precision(layer)
         counts[precision] = counts.get(precision, 0) + 1
         kind = str(layer.get("LayerType", ""))
-        if precision != "INT8" and any(k in kind.lower() for k in ("gemm", "matrixmultiply", "convolution", "myelin")):
+        if "myelin" in kind.lower():
+            myelin.append({"name": layer.get("Name"), "inputs": _precisions(layer.get("Inputs")),
+                           "outputs": _precisions(layer.get("Outputs"))})
+        elif precision != "INT8" and any(k in kind.lower() for k in ("gemm", "matrixmultiply", "convolution")):
             not_int8.append({"name": layer.get("Name"), "type": kind, "precision": precision})
-    return {"layers_by_precision": counts, "matmul_like_layers_not_int8": not_int8}
+    return {"layers_by_precision": counts, "matmul_like_layers_not_int8": not_int8, "myelin_regions": myelin}
 
 
 def _require_tensorrt():

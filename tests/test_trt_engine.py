@@ -108,16 +108,21 @@ INSPECTOR = {"Layers": [
     {"Name": "gather ids", "LayerType": "Gather", "Inputs": [{"Format/Datatype": "Int64"}],
      "Outputs": [{"Format/Datatype": "Float"}]},
     {"Name": "constant", "LayerType": "Constant", "Inputs": [], "Outputs": [{"Format/Datatype": "Int8"}]},
+    {"Name": "{ForeignNode[embeddings...encoder]}", "LayerType": "Myelin",
+     "Inputs": [{"Name": "input_ids", "Format/Datatype": "Int64"}, {"Name": "attention_mask", "Format/Datatype": "Int64"}],
+     "Outputs": [{"Name": "logits", "Format/Datatype": "Row major linear FP32"}]},
 ]}
 
 
 def test_layer_precision_comes_from_the_inputs_as_the_engine_explorer_reads_it():
     report = layer_report(INSPECTOR)
-    # the INT8 GEMM with a half output is INT8; BFloat16 is not FP32; a constant is read from its output
-    assert report["layers_by_precision"] == {"INT8": 2, "BF16": 1, "FP16": 1, "FP32": 1, "INT64": 1}
-    assert report["matmul_like_layers_not_int8"] == [
-        {"name": "{ForeignNode[attention]}", "type": "Myelin", "precision": "FP16"},
-        {"name": "ffn", "type": "MatrixMultiply", "precision": "FP32"}]
+    # the INT8 GEMM with a half output is INT8; BFloat16 is not FP32; a constant is read from its output; token
+    # ids are not data: the gather reads as its FP32 output, the Myelin region fed by input_ids as FP32, not INT64
+    assert report["layers_by_precision"] == {"INT8": 2, "BF16": 1, "FP16": 1, "FP32": 3}
+    assert report["matmul_like_layers_not_int8"] == [{"name": "ffn", "type": "MatrixMultiply", "precision": "FP32"}]
+    assert report["myelin_regions"] == [  # fused regions show their boundaries only: listed, never "broken"
+        {"name": "{ForeignNode[attention]}", "inputs": ["FP16"], "outputs": ["FP16"]},
+        {"name": "{ForeignNode[embeddings...encoder]}", "inputs": ["INT64", "INT64"], "outputs": ["FP32"]}]
 
 
 def test_engine_io_dtypes_come_from_an_explicit_table():
