@@ -1,18 +1,30 @@
-"""The first GPU run, cheap and decisive: build the TensorRT engine from an exported run, check TensorRT
-against PyTorch on the dev set the way `kdqat eval` does, print the layer report, and bench TensorRT INT8
-against TensorRT FP16 (float graph), onnxruntime CUDA and PyTorch CUDA in one table.
+"""The first GPU run, cheap and decisive, from an exported run:
 
-    python benchmarks/gpu_check.py RUN_DIR [--max-samples N] [--batch-sizes 1,8,32] [--seq 128]
+  1. the TensorRT INT8 engine from the Q/DQ deploy graph, and its layer report (no float GEMM outside Myelin);
+  2. the saved plan loads again in a new process, without a rebuild;
+  3. TensorRT against the PyTorch student on dev, the way `kdqat eval --engine trt` scores it;
+  4. onnxruntime's TensorRT provider, once, agreeing with the TensorRT engine;
+  5. one latency table: TensorRT INT8, TensorRT FP16 teacher, onnxruntime CUDA, PyTorch CUDA (teacher, student).
 
-Needs the GPU image (Dockerfile): a CUDA GPU, TensorRT 10, onnxruntime-gpu. About 5-10 minutes on one GPU
-for the default model (engine builds dominate; later runs load the saved engines).
+Ends with one PASS/FAIL line per check and exit status 1 on any FAIL.
+
+    python benchmarks/gpu_check.py RUN_DIR [--data-dir GLUE_DIR] [--max-samples N] [--batch-sizes 1,8,32]
+
+Needs the GPU image (Dockerfile): a CUDA GPU, TensorRT 10, onnxruntime-gpu (`kdqat doctor --gpu` says what is
+missing). About 5-10 minutes on one GPU for the default model (engine builds dominate; later runs load them).
+The engine's profile is the run's own sequence length and the largest batch, the same profile `kdqat eval` uses
+with that batch size, so step 3 reuses step 1's engine.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Callable
 
 from kdqat.eval.evaluate import EvalOptions, evaluate_run
 from kdqat.run_dir import open_run
@@ -21,46 +33,120 @@ from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.torch_engine import TorchEngine
 from kdqat.runtime.trt_engine import ShapeProfile, TrtEngine
 
+MIN_AGREEMENT = 0.99  # as kdqat export's parity gate: decided predictions that must agree
 
-def main() -> None:
+
+class Checks:
+    """Named checks, each PASS or FAIL with one line of detail; a failing check does not stop the others."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[str, bool, str]] = []
+
+    def run(self, name: str, check: Callable[[], str]) -> None:
+        print(f"== {name}", flush=True)
+        try:
+            self.results.append((name, True, check()))
+        except Exception as e:  # a GPU check reports every failure and goes on to the next check
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            self.results.append((name, False, f"{type(e).__name__}: {text}"))
+
+    def summary(self) -> int:
+        for name, ok, detail in self.results:
+            print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}")
+        return 0 if all(ok for _, ok, _ in self.results) else 1
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--data-dir", default=None, help="GLUE_DIR-layout folder (default: the run's, else GLUE_DIR)")
     parser.add_argument("--max-samples", type=int, default=None, help="dev examples for the parity check (default all)")
     parser.add_argument("--batch-sizes", default="1,8,32")
-    parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--iterations", type=int, default=50)
     args = parser.parse_args()
     run = open_run(args.run_dir)
-    batches = [int(b) for b in args.batch_sizes.split(",")]
-    profile = ShapeProfile(1, max(batches), max(batches), 1, args.seq, args.seq)
-    deploy, float_graph = run.root / "onnx" / "model.onnx", run.root / "onnx" / "model.float.onnx"
+    batches = sorted(int(b) for b in args.batch_sizes.split(","))
+    seq = run.max_seq_length
+    profile = ShapeProfile(1, batches[-1], batches[-1], 1, seq, seq)  # = kdqat eval's at --batch-size batches[-1]
+    deploy = run.root / "onnx" / "model.onnx"
+    checks, engines = Checks(), {}
 
-    print("== 1. TensorRT INT8 engine from the Q/DQ deploy graph")
-    int8 = TrtEngine.open(deploy, profile)
-    print(json.dumps(int8.layers, indent=2))
+    def int8_engine() -> str:
+        engines["int8"] = TrtEngine.open(deploy, profile)
+        layers = engines["int8"].layers
+        print(json.dumps(layers, indent=2))
+        require(not layers["matmul_like_layers_not_int8"], f"GEMMs outside INT8: {layers['matmul_like_layers_not_int8']}")
+        return f"layers by precision {layers['layers_by_precision']}, {len(layers['myelin_regions'])} Myelin regions"
 
-    print("== 2. parity: TensorRT vs PyTorch student on dev (as kdqat eval --engine trt)")
-    result = evaluate_run(EvalOptions(str(run.root), "trt", None, "cpu", None, 32, args.max_samples, True))
-    for split, record in result["splits"].items():
-        print(split, json.dumps(record["scores"]), json.dumps(record.get("agreement")))
+    def plan_reloads() -> str:
+        plan = deploy.with_suffix(".plan")
+        before = plan.stat().st_mtime_ns
+        code = ("import sys; from kdqat.runtime.trt_engine import ShapeProfile, TrtEngine; "
+                f"TrtEngine.open(sys.argv[1], ShapeProfile{dataclasses.astuple(profile)!r})")
+        done = subprocess.run([sys.executable, "-c", code, str(deploy)], capture_output=True, text=True, timeout=600)
+        require(done.returncode == 0, f"a new process could not open the plan: {done.stderr.strip()[-300:]}")
+        require(plan.stat().st_mtime_ns == before, "the new process rebuilt the plan instead of loading it")
+        return f"{plan.name} loaded in a new process, not rebuilt"
 
-    print("== 3. latency (ms, p50 / p99) at sequence", args.seq)
-    engines = {
-        "TensorRT INT8 (Q/DQ graph)": int8,
-        "TensorRT FP16 (float graph)": TrtEngine.open(float_graph, profile, fp16=True),
-        "onnxruntime CUDA (Q/DQ graph)": OrtEngine(deploy, "cuda"),
-        "PyTorch CUDA teacher fp32": TorchEngine.teacher(run.teacher or run.student, "cuda"),
-        "PyTorch CUDA student (fake-quant)": TorchEngine.student(run.student, "cuda"),
-    }
-    vocab = TorchEngine.teacher(run.student).model.config.vocab_size
-    print(f"{'engine':36} " + " ".join(f"{'batch ' + str(b):>16}" for b in batches))
-    for name, engine in engines.items():
-        cells = []
-        for b in batches:
-            stats = measure(engine.run, random_batch(b, args.seq, vocab, 0), warmup=10, iterations=args.iterations)
-            cells.append(f"{stats['p50_ms']:7.2f} / {stats['p99_ms']:6.2f}")
-        print(f"{name:36} " + " ".join(f"{c:>16}" for c in cells))
+    def parity() -> str:
+        result = evaluate_run(EvalOptions(str(run.root), "trt", None, "cpu", args.data_dir, batches[-1], args.max_samples, True))
+        lines = []
+        for split, record in result["splits"].items():
+            agreement = record["agreement"]
+            print(split, json.dumps(record["scores"]), json.dumps(agreement))
+            require(agreement["decided_agreement"] >= MIN_AGREEMENT,
+                    f"{split}: TensorRT agrees with PyTorch on {agreement['decided_agreement']:.2%} of decided predictions")
+            lines.append(f"{split} {agreement['decided_agreement']:.2%} of {agreement['decided']} decided")
+        return "; ".join(lines)
+
+    def ort_tensorrt_provider() -> str:
+        vocab = TorchEngine.teacher(run.student).model.config.vocab_size
+        batch = random_batch(batches[-1], seq, vocab, 0)
+        provider = OrtEngine(deploy, "tensorrt", profile=profile).run(batch)
+        ours = engines["int8"].run(batch) if "int8" in engines else TrtEngine.open(deploy, profile).run(batch)
+        same = float((provider.argmax(-1) == ours.argmax(-1)).mean())
+        require(same >= MIN_AGREEMENT, f"onnxruntime's TensorRT provider agrees with the engine on {same:.2%}")
+        return f"agrees with the TensorRT engine on {same:.2%} of {len(ours)} random sequences"
+
+    def latency() -> str:
+        from kdqat.export.onnx_graph import to_onnx
+
+        teacher_graph = run.root / "onnx" / "teacher.float.onnx"
+        if not teacher_graph.is_file() and run.teacher is not None:
+            import onnx
+
+            onnx.save(to_onnx(TorchEngine.teacher(run.teacher).model), str(teacher_graph))
+        table = {
+            "TensorRT INT8 (Q/DQ graph)": engines.get("int8") or TrtEngine.open(deploy, profile),
+            "TensorRT FP16 teacher": TrtEngine.open(teacher_graph if teacher_graph.is_file()
+                                                    else run.root / "onnx" / "model.float.onnx", profile, fp16=True),
+            "onnxruntime CUDA (Q/DQ graph)": OrtEngine(deploy, "cuda"),
+            "PyTorch CUDA teacher fp32": TorchEngine.teacher(run.teacher or run.student, "cuda"),
+            "PyTorch CUDA student (fake-quant)": TorchEngine.student(run.student, "cuda"),
+        }
+        vocab = TorchEngine.teacher(run.student).model.config.vocab_size
+        print(f"latency (ms, p50 / p99) at sequence {seq}")
+        print(f"{'engine':36} " + " ".join(f"{'batch ' + str(b):>16}" for b in batches))
+        for name, engine in table.items():
+            cells = []
+            for b in batches:
+                stats = measure(engine.run, random_batch(b, seq, vocab, 0), warmup=10, iterations=args.iterations)
+                cells.append(f"{stats['p50_ms']:7.2f} / {stats['p99_ms']:6.2f}")
+            print(f"{name:36} " + " ".join(f"{c:>16}" for c in cells))
+        return f"{len(table)} engines x batches {batches}"
+
+    checks.run("1. TensorRT INT8 engine from the Q/DQ deploy graph", int8_engine)
+    checks.run("2. the saved plan loads in a new process", plan_reloads)
+    checks.run("3. TensorRT vs the PyTorch student on dev", parity)
+    checks.run("4. onnxruntime TensorRT provider", ort_tensorrt_provider)
+    checks.run("5. latency", latency)
+    return checks.summary()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

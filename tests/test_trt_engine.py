@@ -156,3 +156,29 @@ def test_onnxruntime_tensorrt_provider_gets_int8_profiles_and_caches(tmp_path):
     assert options["trt_profile_opt_shapes"] == "input_ids:8x64,attention_mask:8x64,token_type_ids:8x64"
     assert options["trt_profile_max_shapes"] == "input_ids:32x128,attention_mask:32x128,token_type_ids:32x128"
     assert provider_options("cpu", tmp_path, names) == {} and provider_options("cuda", tmp_path, names) == {}
+
+
+def test_gpu_check_reports_every_check_and_fails_without_a_gpu(exported_run, tmp_path):
+    """benchmarks/gpu_check.py ends with one PASS/FAIL line per check and a non-zero status on any FAIL; here
+    (no GPU, no TensorRT) every GPU check fails, each with its reason, and none stops the others."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU and TensorRT are here: the check would run for real")
+    except ImportError:
+        pass
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), str(exported_run), "--max-samples", "4"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 1, done.stderr
+    verdicts = [line for line in done.stdout.splitlines() if line.startswith(("PASS ", "FAIL "))]
+    assert [v.split(":")[0] for v in verdicts] == [
+        "FAIL 1. TensorRT INT8 engine from the Q/DQ deploy graph", "FAIL 2. the saved plan loads in a new process",
+        "FAIL 3. TensorRT vs the PyTorch student on dev", "FAIL 4. onnxruntime TensorRT provider", "FAIL 5. latency"]
+    assert "TensorRT" in verdicts[0] and "Traceback" not in done.stdout
