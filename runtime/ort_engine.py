@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,13 @@ def provider_options(provider: str, cache_dir: Path, input_names: list[str], pro
             "trt_profile_max_shapes": shapes(high)}
 
 
+def trt_cache_dir(path: Path, serialized: bytes) -> Path:
+    """Where the TensorRT provider caches engines for this graph: a folder named by the graph's hash. Given the
+    model as bytes, the provider keys its cache by the graph's structure alone, so a re-exported graph of the same
+    structure (new weights, new scales) would silently reuse the old engine; a folder per content cannot."""
+    return path.parent / "ort_trt_cache" / hashlib.sha256(serialized).hexdigest()[:16]
+
+
 class OrtEngine:
     """An InferenceSession on one provider; refuses to start rather than fall back silently to the CPU.
 
@@ -76,8 +84,9 @@ class OrtEngine:
         if threads:
             options.intra_op_num_threads = threads
         inputs = [i.name for i in model.graph.input]
-        chosen = (wanted, provider_options(provider, path.parent / "ort_trt_cache", inputs, profile))
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=[chosen])
+        serialized = model.SerializeToString()
+        chosen = (wanted, provider_options(provider, trt_cache_dir(path, serialized), inputs, profile))
+        self.session = ort.InferenceSession(serialized, options, providers=[chosen])
         if self.session.get_providers()[0] != wanted:
             raise KdqatError(f"onnxruntime did not start {wanted} (it fell back to {self.session.get_providers()[0]})")
         self.input_names = [i.name for i in self.session.get_inputs()]

@@ -182,3 +182,13 @@ def test_gpu_check_reports_every_check_and_fails_without_a_gpu(exported_run, tmp
         "FAIL 1. TensorRT INT8 engine from the Q/DQ deploy graph", "FAIL 2. the saved plan loads in a new process",
         "FAIL 3. TensorRT vs the PyTorch student on dev", "FAIL 4. onnxruntime TensorRT provider", "FAIL 5. latency"]
     assert "TensorRT" in verdicts[0] and "Traceback" not in done.stdout
+
+
+def test_onnxruntime_tensorrt_cache_is_keyed_by_the_graphs_content(tmp_path):
+    """The same structure with other weights (a re-export) must not reuse the engine the provider cached."""
+    from kdqat.runtime.ort_engine import trt_cache_dir
+
+    graph = tmp_path / "onnx" / "model.onnx"
+    first, second = trt_cache_dir(graph, b"graph v1"), trt_cache_dir(graph, b"graph v2")
+    assert first.parent == second.parent == tmp_path / "onnx" / "ort_trt_cache" and first != second
+    assert trt_cache_dir(graph, b"graph v1") == first
