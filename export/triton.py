@@ -27,7 +27,7 @@ from pathlib import Path
 import onnx
 
 from kdqat.errors import KdqatError
-from kdqat.io import atomic_dir, write_json
+from kdqat.io import atomic_dir, write_json, write_text
 
 MARKER = "kdqat_triton.json"  # in OUT: {"tasks": {task: record}}
 MODEL_MARKER = "kdqat_model.json"  # in each model folder kdqat wrote (Triton ignores files beside config.pbtxt)
@@ -121,16 +121,24 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
         (model / "config.pbtxt").write_text(_model_config(names["student"], "onnxruntime", max_batch_size, graph_inputs,
                                                           graph_outputs, device, max_queue_delay_us))
         write_json(model / MODEL_MARKER, {"task": task, "from": source})
+    plan_record = None
     if plan.is_file():
+        plan_record = json.loads(plan.with_suffix(".plan.json").read_text())
         with atomic_dir(out / names["trt"]) as trt:
             (trt / "1").mkdir(parents=True)
             shutil.copyfile(plan, trt / "1" / "model.plan")
             if labels:
                 (trt / LABELS_FILE).write_text("".join(f"{name}\n" for name in labels))
-            profile_max = json.loads(plan.with_suffix(".plan.json").read_text())["profile"]["max_batch"]
+            profile_max = plan_record["profile"]["max_batch"]
             (trt / "config.pbtxt").write_text(_model_config(names["trt"], "tensorrt_plan", min(max_batch_size, profile_max),
                                                             graph_inputs, graph_outputs, "gpu", max_queue_delay_us))
-            write_json(trt / MODEL_MARKER, {"task": task, "from": source})
+            write_json(trt / MODEL_MARKER, {"task": task, "from": source, "tensorrt": plan_record.get("tensorrt"),
+                                            "gpu": plan_record.get("gpu")})
+    script = out / f"{task}_build_trt_plan.sh"
+    write_text(script, _build_plan_script(names, graph_inputs, length, max_batch_size, labels,
+                                          _model_config(names["trt"], "tensorrt_plan", max_batch_size, graph_inputs,
+                                                        graph_outputs, "gpu", max_queue_delay_us), task, source))
+    script.chmod(0o755)
     with atomic_dir(out / names["tokenizer"]) as tok:
         (tok / "1").mkdir(parents=True)
         shutil.copyfile(MODEL_PY, tok / "1" / "model.py")
@@ -150,9 +158,55 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
                                                            names["student"], graph_inputs, graph_outputs[0]))
         write_json(ens / MODEL_MARKER, {"task": task, "from": source})
     record = {"task": task, "labels": report["labels"], "models": {k: names[k] for k in kinds},
-              "max_batch_size": max_batch_size, "device": device, "from": source}
+              "max_batch_size": max_batch_size, "device": device, "from": source, "build_trt_plan": script.name,
+              **({"tensorrt_plan": {"tensorrt": plan_record.get("tensorrt"), "gpu": plan_record.get("gpu"),
+                                    "serve_with": "the Triton release whose TensorRT is this version"}}
+                 if plan_record else {})}
     _record(out, record)
     return record
+
+
+# An engine loads only in the TensorRT version (and on the GPU model) that built it. NVIDIA's TensorRT and Triton
+# containers of one release tag (YY.MM) ship the same TensorRT, so the plan Triton serves is built in the TensorRT
+# container of the Triton release's tag. DEFAULT_TAG is the GPU image's (Dockerfile: tensorrt:25.06-py3).
+DEFAULT_TAG = "25.06"
+
+
+def _build_plan_script(names: dict, graph_inputs: list[dict], length: int, max_batch_size: int, labels, config: str,
+                       task: str, source: str) -> str:
+    """A POSIX shell script that builds <task>_student_trt/1/model.plan from the repository's own model.onnx with
+    trtexec in nvcr.io/nvidia/tensorrt:TAG-py3, records the TensorRT version, then writes the model's config."""
+    def shapes(batch: int, seq: int) -> str:
+        return ",".join(f"{t['name']}:{batch}x{seq}" for t in graph_inputs)
+
+    trt = names["trt"]
+    label_lines = "".join(f"{name}\n" for name in labels or ())
+    write_labels = (f"cat > \"$REPO/{trt}/{LABELS_FILE}\" <<'LABELS'\n{label_lines}LABELS" if labels
+                    else "# a regression: no labels")
+    marker = json.dumps({"task": task, "from": source})
+    return f"""#!/bin/sh
+# Build {trt}/1/model.plan with the TensorRT of the Triton release that will serve it: a TensorRT engine loads only
+# in the TensorRT version (and on the GPU model) that built it, and NVIDIA's Triton and TensorRT containers of one
+# release tag (YY.MM) ship the same TensorRT. Run it on a machine with the serving GPU model:
+#     sh {task}_build_trt_plan.sh [TAG]      (default {DEFAULT_TAG}, the kdqat GPU image's; then serve with
+#                                            nvcr.io/nvidia/tritonserver:TAG-py3)
+# Written by kdqat export --triton; the engine is strongly typed (explicit INT8 from the graph's Q/DQ).
+set -eu
+TAG="${{1:-{DEFAULT_TAG}}}"
+REPO="$(cd "$(dirname "$0")" && pwd)"
+mkdir -p "$REPO/{trt}/1"
+docker run --rm --gpus all -v "$REPO":/models "nvcr.io/nvidia/tensorrt:$TAG-py3" sh -c '
+  trtexec --onnx=/models/{names["student"]}/1/model.onnx --saveEngine=/models/{trt}/1/model.plan --stronglyTyped \\
+    --minShapes={shapes(1, 1)} --optShapes={shapes(max_batch_size, length)} --maxShapes={shapes(max_batch_size, length)} &&
+  python3 -c "import tensorrt; print(tensorrt.__version__)" > /models/{trt}/TENSORRT_VERSION'
+cat > "$REPO/{trt}/config.pbtxt" <<'CONFIG'
+{config}CONFIG
+{write_labels}
+cat > "$REPO/{trt}/{MODEL_MARKER}" <<'MARKER'
+{marker}
+MARKER
+echo "built {trt} with TensorRT $(cat "$REPO/{trt}/TENSORRT_VERSION") from nvcr.io/nvidia/tensorrt:$TAG-py3: serve it with nvcr.io/nvidia/tritonserver:$TAG-py3"
+"""
 
 
 def _tasks(out: Path) -> dict:

@@ -152,3 +152,41 @@ def test_two_tasks_share_one_repository(exported_run, tmp_path):
     tasks = json.loads((repo / "kdqat_triton.json").read_text())["tasks"]
     assert set(tasks) == {"rte", "intents"} and tasks["intents"]["labels"] == ["a", "b"]
     assert not [p.name for p in repo.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_the_plan_is_built_by_a_script_with_the_serving_releases_tensorrt(exported_run, tmp_path):
+    """A plan only loads in the TensorRT that built it: the repository carries a script that builds it with
+    trtexec in the TensorRT container of the Triton release's tag, records the TensorRT version, and writes the
+    model's config (run here with a stand-in `docker` that does what the container would)."""
+    import os
+    import stat
+    import subprocess
+
+    repo = tmp_path / "repo"
+    write_triton_repository(exported_run / "onnx", repo)
+    script = repo / "rte_build_trt_plan.sh"
+    assert script.stat().st_mode & stat.S_IXUSR and not (repo / "rte_student_trt").exists()
+    text = script.read_text()
+    assert '"nvcr.io/nvidia/tensorrt:$TAG-py3"' in text and 'TAG="${1:-25.06}"' in text
+    assert "--onnx=/models/rte_student/1/model.onnx --saveEngine=/models/rte_student_trt/1/model.plan --stronglyTyped" in text
+    assert "--maxShapes=input_ids:32x32,attention_mask:32x32,token_type_ids:32x32" in text
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(
+        '#!/bin/sh\n'
+        'for a; do case "$a" in *:/models) HOST="${a%:/models}";; esac; done\n'
+        'printf "%s\\n" "$@" > "$HOST/docker-args"\n'
+        'ENGINE=$(printf "%s" "$*" | tr "\\n" " " | sed "s|.*--saveEngine=/models/\\([^ ]*\\).*|\\1|")\n'
+        'echo plan > "$HOST/$ENGINE"; echo 10.13.3.9 > "$HOST/$(dirname "$(dirname "$ENGINE")")/TENSORRT_VERSION"\n')
+    (bin_dir / "docker").chmod(0o755)
+    done = subprocess.run(["sh", str(script), "25.10"], capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "serve it with nvcr.io/nvidia/tritonserver:25.10-py3" in done.stdout and "TensorRT 10.13.3.9" in done.stdout
+    assert "nvcr.io/nvidia/tensorrt:25.10-py3" in (repo / "docker-args").read_text().splitlines()
+    trt = config(repo / "rte_student_trt")
+    assert trt.platform == "tensorrt_plan" and [t.name for t in trt.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert trt.output[0].label_filename == "labels.txt"
+    assert (repo / "rte_student_trt" / "labels.txt").read_text() == "entailment\nnot_entailment\n"
+    write_triton_repository(exported_run / "onnx", repo)  # the built model is kdqat's own: a re-export keeps going
+    assert (repo / "rte_student_trt" / "1" / "model.plan").is_file()
