@@ -105,7 +105,7 @@ def test_sweep_checks_every_task_first_and_an_empty_table_is_an_error(tmp_path):
     assert done.returncode == 2 and "--table-only: no finished cell" in done.stderr
 
 
-def test_export_waits_for_no_one_it_refuses_while_train_holds_the_folder(tmp_path, tiny_model_dir):
+def test_export_is_refused_while_a_train_holds_the_run_lock(tmp_path, tiny_model_dir):
     from kdqat.export.pipeline import ExportOptions, export_student
     from kdqat.preflight import run_lock
 
