@@ -52,6 +52,15 @@ def _tensors(values, what: str) -> list[dict]:
 LABELS_FILE = "labels.txt"
 
 
+def _label_lines(labels: list[str]) -> str:
+    """labels.txt as Triton reads it: one label name per line, in id order."""
+    return "".join(f"{name}\n" for name in labels)
+
+
+def _write_labels(folder: Path, labels: list[str]) -> None:
+    (folder / LABELS_FILE).write_text(_label_lines(labels))
+
+
 def _io_block(kind: str, tensors: list[dict]) -> str:
     def item(t: dict) -> str:
         labels = f' label_filename: "{t["label_filename"]}"' if t.get("label_filename") else ""
@@ -117,7 +126,7 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
         (model / "1").mkdir(parents=True)
         shutil.copyfile(onnx_dir / "model.onnx", model / "1" / "model.onnx")
         if labels:
-            (model / LABELS_FILE).write_text("".join(f"{name}\n" for name in labels))
+            _write_labels(model, labels)
         (model / "config.pbtxt").write_text(_model_config(names["student"], "onnxruntime", max_batch_size, graph_inputs,
                                                           graph_outputs, device, max_queue_delay_us))
         write_json(model / MODEL_MARKER, {"task": task, "from": source})
@@ -128,7 +137,7 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
             (trt / "1").mkdir(parents=True)
             shutil.copyfile(plan, trt / "1" / "model.plan")
             if labels:
-                (trt / LABELS_FILE).write_text("".join(f"{name}\n" for name in labels))
+                _write_labels(trt, labels)
             profile_max = plan_record["profile"]["max_batch"]
             (trt / "config.pbtxt").write_text(_model_config(names["trt"], "tensorrt_plan", min(max_batch_size, profile_max),
                                                             graph_inputs, graph_outputs, "gpu", max_queue_delay_us))
@@ -180,8 +189,7 @@ def _build_plan_script(names: dict, graph_inputs: list[dict], length: int, max_b
         return ",".join(f"{t['name']}:{batch}x{seq}" for t in graph_inputs)
 
     trt = names["trt"]
-    label_lines = "".join(f"{name}\n" for name in labels or ())
-    write_labels = (f"cat > \"$REPO/{trt}/{LABELS_FILE}\" <<'LABELS'\n{label_lines}LABELS" if labels
+    write_labels = (f"cat > \"$REPO/{trt}/{LABELS_FILE}\" <<'LABELS'\n{_label_lines(labels)}LABELS" if labels
                     else "# a regression: no labels")
     marker = json.dumps({"task": task, "from": source})
     return f"""#!/bin/sh

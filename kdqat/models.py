@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import re
 from pathlib import Path
 
 from transformers import (
@@ -10,10 +13,6 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-
-import json
-import logging
-import re
 
 from kdqat.data.task import TaskSpec
 from kdqat.errors import KdqatError
@@ -122,6 +121,11 @@ def model_label_names(path: str | Path) -> tuple[str, ...] | None:
         return None
 
 
+def generic_labels(names: tuple[str, ...]) -> bool:
+    """Names a head was given without label names (transformers' LABEL_0, LABEL_1, ...)."""
+    return all(GENERIC_LABEL.fullmatch(name) for name in names)
+
+
 def _shown(names) -> str:
     return "[" + ", ".join(names) + "]"
 
@@ -130,7 +134,7 @@ def label_order(data: tuple[str, ...], model: tuple[str, ...], option: str, path
     """The label order a run uses with a given model head: the model's, when it names the data's labels; the
     data's, with a warning, when the model has generic names (LABEL_0, ...) of the same number. Anything else
     is refused with both lists."""
-    if all(GENERIC_LABEL.fullmatch(name) for name in model) and len(model) == len(data):
+    if generic_labels(model) and len(model) == len(data):
         log.warning("%s %s names its labels LABEL_0..LABEL_%d: matched to the data's labels by index (%s)",
                     option, path, len(model) - 1, ", ".join(data[:10]) + (", ..." if len(data) > 10 else ""))
         return data

@@ -165,8 +165,8 @@ class TrainOptions:
             teacher_epochs, recipe_task = TEACHER_EPOCHS, None
             extra = {"train_split": self.train_split or "train"} if self.dataset else {}
             # absolute paths: export, eval and serve read the files again, from wherever they are run
-            extra.update({name: os.path.abspath(getattr(self, name)) for name in ("train_file", "validation_file", "test_file")
-                          if getattr(self, name)})
+            extra.update({key: os.path.abspath(getattr(self, key)) for key in ("train_file", "validation_file", "test_file")
+                          if getattr(self, key)})
         else:
             name = get_task(self.task).name
             batch, length = TASK_BATCH.get(name, DEFAULT_BATCH)

@@ -21,20 +21,19 @@ class TrainedRun:
     task: str
     max_seq_length: int
     data_dir: str | None
-    spec: TaskSpec | None = None  # labels, pairs, splits, metric
-    options: dict | None = None  # the run's resolved options (its data settings among them)
-    seed: int = 42
+    spec: TaskSpec  # labels, pairs, splits, metric
+    options: dict  # the run's resolved options (its data settings and seed among them)
 
     def data_source(self, data_dir: str | None = None, **overrides):
         """The run's data, as kdqat train read it (GLUE: `data_dir`, else the run's; your files: `overrides` such as
         test_file replace the recorded settings)."""
         from kdqat.data.source import DATA_FIELDS, source_for_run
+        from kdqat.options import TrainOptions
 
-        settings = {name: (self.options or {}).get(name) for name in DATA_FIELDS}
+        defaults = TrainOptions(task=None, output_dir="")  # what a run recorded before a setting existed
+        settings = {name: self.options.get(name, getattr(defaults, name)) for name in DATA_FIELDS}
         settings.update({k: v for k, v in overrides.items() if v is not None})
-        if settings.get("validation_fraction") is None:
-            settings["validation_fraction"] = 0.1
-        return source_for_run(self.spec, settings, self.seed, data_dir)
+        return source_for_run(self.spec, settings, self.options.get("seed", defaults.seed), data_dir)
 
 
 def _teacher_folder(root: Path, given: str | None) -> Path | None:
@@ -66,7 +65,7 @@ def open_run(path: str | Path) -> TrainedRun:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise KdqatError(f"{config_file}: unreadable or not written by kdqat train") from None
     return TrainedRun(root, student, _teacher_folder(root, options.get("teacher")), task, length, options.get("data_dir"),
-                      spec, options, int(options.get("seed", 42)))
+                      spec, options)
 
 
 def _glue_spec(task: str, config_file: Path) -> TaskSpec:

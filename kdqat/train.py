@@ -255,10 +255,10 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
     test = ({task.test_split: tokenize(source.load(task.test_split, opts.max_eval_samples), tokenizer, opts.max_seq_length)}
             if task.test_split else {})
     given_teacher = reusable_teacher(opts.teacher, task) if opts.teacher else None
-    if opts.init_student:
-        load_teacher(opts.init_student, task, "--init-student")  # refused now, not after the teacher's fine-tuning
+    # refused now, not after the teacher's fine-tuning; loaded once, the student starts from it
+    given_init = load_teacher(opts.init_student, task, "--init-student") if opts.init_student else None
     with run_lock(out):
-        return _run_stages(opts, task, out, tokenizer, train_set, dev, test, given_teacher, callbacks)
+        return _run_stages(opts, task, out, tokenizer, train_set, dev, test, given_teacher, given_init, callbacks)
 
 
 def finished_run(out: Path, opts: TrainOptions) -> dict | None:
@@ -278,7 +278,7 @@ def finished_run(out: Path, opts: TrainOptions) -> dict | None:
 
 def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_set: Dataset, dev: dict[str, Dataset],
                 test: dict[str, Dataset], given_teacher: PreTrainedModel | None,
-                callbacks: list[TrainerCallback] | None) -> dict:
+                given_init: PreTrainedModel | None, callbacks: list[TrainerCallback] | None) -> dict:
     keep_freed_memory()  # CPU steps stop re-faulting their activations; results are unchanged
     set_seed(opts.seed)  # the teacher's new classifier head is drawn before any Trainer exists
     write_json(out / "config.json", {"kdqat_version": __version__, "torch": torch.__version__,
@@ -292,7 +292,7 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
             write_json(out / "metrics.json", result)
         return result
 
-    student = initial_student(opts, task, teacher)
+    student = initial_student(opts, given_init or teacher)
     trainer = DistillationTrainer(
         model=student,
         teacher=teacher,
@@ -401,10 +401,9 @@ def copy_of(model: PreTrainedModel) -> PreTrainedModel:
     return student
 
 
-def initial_student(opts: TrainOptions, task: TaskSpec, teacher: PreTrainedModel) -> PreTrainedModel:
-    """The fake-quant student before training: the teacher's weights, or --init-student's (a kdqat student
-    of other bit widths, e.g. W8/A8 -> W4/A8 -> W2/A8), whose learned activation ranges it also starts from."""
-    start = load_teacher(opts.init_student, task, "--init-student") if opts.init_student else teacher
+def initial_student(opts: TrainOptions, start: PreTrainedModel) -> PreTrainedModel:
+    """The fake-quant student before training, from `start`: the teacher, or --init-student's model (a kdqat
+    student of other bit widths, e.g. W8/A8 -> W4/A8 -> W2/A8), whose learned activation ranges it also takes."""
     student = prepare(copy_of(start), TrainOptions.quant_config_of(opts))
     if getattr(start, "kdqat_quant_config", None) is not None:  # a student: its activation ranges too
         student.load_state_dict(start.state_dict())

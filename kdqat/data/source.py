@@ -86,10 +86,6 @@ class FileSource(DataSource):
         return ready
 
 
-def uses_files(settings: dict) -> bool:
-    return bool(settings.get("train_file") or settings.get("dataset"))
-
-
 def _hub_split(name: str, config: str | None, split: str, option: str) -> tuple[Dataset, str]:
     from datasets import load_dataset
 
@@ -125,11 +121,10 @@ def open_file_source(settings: dict, name: str, seed: int, labels: tuple[str, ..
     raw = read_raw(settings)
     train, origin = raw["train"]
     for split, (ds, where_from) in raw.items():
-        if split != "train" and set(ds.column_names) != set(train.column_names):
-            missing = sorted(set(train.column_names) - set(ds.column_names))
-            if missing:
-                raise KdqatError(f"{where_from}: lacks the column(s) {', '.join(missing)} that {origin} has; "
-                                 f"its columns: {', '.join(ds.column_names)}")
+        missing = sorted(set(train.column_names) - set(ds.column_names))
+        if missing:
+            raise KdqatError(f"{where_from}: lacks the column(s) {', '.join(missing)} that {origin} has; "
+                             f"its columns: {', '.join(ds.column_names)}")
     columns = choose_columns(train.column_names, origin, settings.get("text_column"),
                              settings.get("text_pair_column"), settings.get("label_column"))
     problem = problem or problem_of(train, columns.label, settings.get("problem"), origin)
@@ -165,7 +160,8 @@ def source_for_run(spec: TaskSpec, settings: dict, seed: int, data_dir: str | No
     if (source.columns.pair is not None) != spec.pair:
         raise KdqatError(f"the data now has {'a' if source.columns.pair else 'no'} text pair column; the run was trained "
                          f"{'with' if spec.pair else 'without'} one")
-    return FileSource(spec, settings=settings, columns=source.columns, raw=source.raw, seed=seed)
+    source.task = spec
+    return source
 
 
 def open_source(opts) -> DataSource:
@@ -173,7 +169,7 @@ def open_source(opts) -> DataSource:
     follows a given --teacher's id2label (matched by name) so that the teacher's head is used as it is."""
     import dataclasses
 
-    from kdqat.models import label_order, model_label_names
+    from kdqat.models import generic_labels, label_order, model_label_names
 
     opts.check_data()
     if not opts.uses_files:
@@ -181,7 +177,8 @@ def open_source(opts) -> DataSource:
     settings = opts.data_settings()
     source = open_file_source(settings, task_name_of(settings, opts.task), opts.seed)
     teacher_labels = model_label_names(opts.teacher) if opts.teacher else None
-    if teacher_labels is not None and not source.task.is_regression:
+    # generic names (LABEL_i) keep the data's order: load_teacher matches them by index, with its warning
+    if teacher_labels is not None and not source.task.is_regression and not generic_labels(teacher_labels):
         order = label_order(source.task.labels, teacher_labels, "--teacher", opts.teacher)
         source.task = dataclasses.replace(source.task, labels=order)
     return source
