@@ -16,9 +16,10 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from kdqat.data.metrics import class_report, task_metrics
+from kdqat.data.metrics import class_report, cosines, task_metrics
 from kdqat.glue.data import encode
-from kdqat.runtime.parity import compare
+from kdqat.eval.embedding_quality import KNN_K, knn_accuracy, labelled_texts, sts_spearman, stsb_dev
+from kdqat.runtime.parity import compare, compare_embeddings
 from kdqat.errors import KdqatError
 from kdqat.io import check_output, write_json
 from kdqat.models import load_tokenizer
@@ -40,12 +41,21 @@ class EvalOptions:
     max_samples: int | None = None
     progress: bool = True
     test_file: str | None = None  # your own data: score this file as the test split (the run's columns and labels)
+    knn_train: str | None = None  # embedding runs: a labelled file to index (kNN classification of knn_test)
+    knn_test: str | None = None
+    knn_k: int = KNN_K
 
 
 def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
     """Scores per dev split for each model, and how often the engine's student agrees with PyTorch's;
     also written to RUN_DIR/eval/<engine>.json."""
     run = open_run(opts.run_dir)
+    if (opts.knn_train is None) != (opts.knn_test is None):
+        raise KdqatError("--knn-train and --knn-test go together (index the first, classify the second)")
+    if opts.knn_train and not run.spec.is_embedding:
+        raise KdqatError(f"--knn-train/--knn-test score embedding runs; {run.root} is a classifier")
+    if opts.test_file and run.spec.is_embedding:
+        raise KdqatError("--test-file scores classifiers; an embedding run is scored on STS-B and --knn-train/--knn-test")
     if opts.test_file and run.spec.source == "glue":
         raise KdqatError(f"--test-file: {run.root} was trained on the GLUE task {run.task}, which is scored on its dev files")
     data_dir = opts.data_dir or (run.data_dir if run.data_dir and Path(run.data_dir).is_dir() else None)
@@ -68,6 +78,10 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
               "teacher": str(run.teacher) if run.teacher else None}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console or Console(stderr=True), disable=not opts.progress) as bar:
+        if task.is_embedding:
+            result.update(_embedding_scores(opts, data, data_dir, tokenizer, run.max_seq_length, models, bar))
+            write_json(path, {**result, "options": asdict(opts)})
+            return {**result, "file": str(path)}
         for split in data.splits:
             ds = data.load(split, opts.max_samples)
             features, labels = encode(ds, tokenizer, run.max_seq_length), np.asarray(ds["label"])
@@ -84,3 +98,48 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
             result["splits"][split] = record
     write_json(path, {**result, "options": asdict(opts)})
     return {**result, "file": str(path)}
+
+
+def _embedding_scores(opts: EvalOptions, data, data_dir: str | None, tokenizer, max_length: int, models: dict,
+                      bar: Progress) -> dict:
+    """Each model's STS-B dev Spearman (where GLUE data is found), kNN accuracy (with --knn-train/--knn-test) and
+    mean cosine to the float model on the run's validation texts; the engine's agreement with PyTorch there."""
+    def embedder(name: str, engine):
+        def embed(texts):
+            job = bar.add_task(f"{name}: {len(texts)} texts", total=len(texts))
+            features = tokenizer(list(texts), truncation=True, max_length=max_length)
+            return predict(engine.run, dict(features), opts.batch_size, lambda n: bar.advance(job, n))
+        return embed
+
+    embeds = {name: embedder(name, engine) for name, engine in models.items()}
+    scores: dict[str, dict[str, float]] = {name: {} for name in models}
+    validation = list(data.load(data.task.dev_splits[0], opts.max_samples)["text_a"])
+    vectors = {name: embed(validation) for name, embed in embeds.items()}
+    reference = next(iter(vectors.values()))  # the teacher's, when the float model is there
+    teacher = next(iter(models)).startswith("teacher")
+    for name, v in vectors.items():
+        if teacher:
+            scores[name]["validation_cosine"] = 100.0 * float(cosines(reference, v).mean())
+    try:
+        a, b, gold = stsb_dev(data_dir)
+    except KdqatError as e:
+        a = None
+        skipped = f"STS-B dev not scored: {e}"
+    if a is not None:
+        limit = opts.max_samples or len(a)
+        for name, embed in embeds.items():
+            scores[name]["stsb_spearman"] = sts_spearman(embed, a[:limit], b[:limit], gold[:limit])
+    if opts.knn_train and opts.knn_test:
+        train_texts, train_labels = labelled_texts(opts.knn_train, "--knn-train")
+        test_texts, test_labels = labelled_texts(opts.knn_test, "--knn-test")
+        test_texts, test_labels = test_texts[:opts.max_samples], test_labels[:opts.max_samples]
+        for name, embed in embeds.items():
+            scores[name]["knn_accuracy"] = knn_accuracy(embed, train_texts, train_labels, test_texts, test_labels, opts.knn_k)
+    students = [n for n in vectors if n.startswith("student")]
+    out = {"objective": "embedding", "scores": scores, "validation_texts": len(validation),
+           "knn": {"train": opts.knn_train, "test": opts.knn_test, "k": opts.knn_k} if opts.knn_train else None}
+    if a is None:
+        out["skipped"] = skipped
+    if len(students) == 2:
+        out["agreement"] = compare_embeddings(vectors[students[0]], vectors[students[1]]).to_dict()
+    return out

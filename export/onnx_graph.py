@@ -1,4 +1,4 @@
-"""PyTorch classifier -> ONNX ModelProto (TorchScript exporter), with dynamic batch and sequence axes."""
+"""PyTorch classifier or sentence embedder -> ONNX ModelProto (TorchScript exporter), with dynamic batch and sequence axes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from kdqat.runtime.batching import INPUT_NAMES
 
 DEPLOY_OPSET = 19  # LayerNormalization is one op (17+); onnx.reference runs Q/DQ from 19; TensorRT 10 and onnxruntime load it
 OUTPUT_NAME = "logits"
+EMBEDDING_OUTPUT = "sentence_embedding"  # an embedding model's output: pooled (and normalised) vectors
 
 
 class _Logits(nn.Module):
@@ -35,15 +36,16 @@ def example_inputs(batch: int = 2, length: int = 16, vocab: int = 1000) -> tuple
     return ids, mask, torch.zeros(batch, length, dtype=torch.long)
 
 
-def to_onnx(model: nn.Module, opset: int = DEPLOY_OPSET) -> onnx.ModelProto:
-    """Trace `model` (eval mode) into an ONNX model with inputs named as runtime.batching.INPUT_NAMES."""
+def to_onnx(model: nn.Module, opset: int = DEPLOY_OPSET, output_name: str = OUTPUT_NAME) -> onnx.ModelProto:
+    """Trace `model` (eval mode) into an ONNX model with inputs named as runtime.batching.INPUT_NAMES and one
+    output, `output_name` ([batch, labels] logits, or [batch, dimension] embeddings)."""
     model.eval()
     vocab = getattr(getattr(model, "config", None), "vocab_size", 1000)
     buffer = io.BytesIO()
-    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {OUTPUT_NAME: {0: "batch"}}
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES} | {output_name: {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         torch.onnx.export(_Logits(model), example_inputs(vocab=min(vocab, 1000)), buffer, dynamo=False,
-                          opset_version=opset, input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
+                          opset_version=opset, input_names=list(INPUT_NAMES), output_names=[output_name],
                           dynamic_axes=axes, do_constant_folding=True)
     return onnx.load_from_string(buffer.getvalue())

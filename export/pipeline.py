@@ -28,7 +28,7 @@ from rich.progress import (
 
 from kdqat.data.task import TaskSpec
 from kdqat.glue.data import encode, resolve_data_dir
-from kdqat.export.onnx_graph import to_onnx
+from kdqat.export.onnx_graph import EMBEDDING_OUTPUT, OUTPUT_NAME, to_onnx
 from kdqat.export.passes import compact_names, pack_weights, strip_doc_strings
 from kdqat.export.qdq_modules import check_exportable, to_qdq
 from kdqat.export.sizes import float_bytes, ideal_bytes
@@ -44,7 +44,7 @@ from kdqat.run_dir import TrainedRun, open_run
 from kdqat.runtime.batching import Features, pad_batch, predict
 from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.ort_passes import onnxruntime_cpu
-from kdqat.runtime.parity import Parity, compare
+from kdqat.runtime.parity import MIN_COSINE, EmbeddingParity, Parity, compare, compare_embeddings
 from kdqat.runtime.torch_engine import TorchEngine
 
 DEPLOY, PACKED, FLOAT = "model.onnx", "model.packed.onnx", "model.float.onnx"
@@ -61,6 +61,7 @@ class ExportOptions:
     reference_examples: int = 4  # of those, run through onnx.reference too
     batch_size: int = 32
     min_agreement: float = 0.99  # export fails below this fraction of equal decided predictions (export.verify)
+    min_cosine: float = MIN_COSINE  # embeddings: export fails if any example's cosine to PyTorch's is lower
     seed: int = 0
     progress: bool = True
     ort_cpu_graph: bool = False  # also write ORT_CPU (kdqat's own runtime rewrites in memory instead)
@@ -104,9 +105,16 @@ def _save_checked(model: onnx.ModelProto, path: Path) -> dict:
     return _graph_record(model, path)
 
 
-def _check(name: str, parity: Parity, minimum: float) -> None:
+def _check(name: str, parity: Parity | EmbeddingParity, minimum: float, min_cosine: float) -> None:
     """Fail on predictions that differ where the PyTorch student was decided (margin > DECIDED_MARGIN):
-    a near-tie can flip on a rounding-level difference of two correct implementations, a decided one cannot."""
+    a near-tie can flip on a rounding-level difference of two correct implementations, a decided one cannot.
+    Embeddings: fail if any example's vector is further than `min_cosine` from the PyTorch student's."""
+    if isinstance(parity, EmbeddingParity):
+        if parity.min_cosine < min_cosine:
+            raise KdqatError(f"{name}: an embedding's cosine similarity to the PyTorch student's is {parity.min_cosine:.4f} "
+                             f"(mean {parity.mean_cosine:.4f} over {parity.examples} texts); required {min_cosine} for "
+                             "every text. Nothing was written.")
+        return
     if parity.decided_agreement < minimum:
         raise KdqatError(f"{name}: predictions agree on only {parity.decided_agreement:.1%} of the {parity.decided} "
                          f"examples the PyTorch student is decided on (all {parity.examples}: {parity.agreement:.1%}, "
@@ -168,11 +176,15 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
     tokenizer = load_tokenizer(str(run.student))
     features, source = sample_features(task, run, tokenizer, opts)
     regression = task.is_regression
+    output = EMBEDDING_OUTPUT if task.is_embedding else OUTPUT_NAME
+
+    def compared(reference: np.ndarray, candidate: np.ndarray) -> Parity | EmbeddingParity:
+        return compare_embeddings(reference, candidate) if task.is_embedding else compare(reference, candidate, regression)
 
     with atomic_dir(out) as tmp, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                           TimeElapsedColumn(), console=console, disable=not opts.progress) as bar:
         step = bar.add_task("export graphs", total=3)
-        deploy = strip_doc_strings(to_onnx(to_qdq(student)))
+        deploy = strip_doc_strings(to_onnx(to_qdq(student), output_name=output))
         graphs = {"deploy": _save_checked(deploy, tmp / DEPLOY)}
         violations = check_trt(deploy)  # our own graph: a violation is a bug in export, not user input
         if violations:
@@ -182,7 +194,7 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
             graphs["packed"] = _save_checked(compact_names(pack_weights(deploy, config.weight_bits)), tmp / PACKED)
         bar.advance(step)
         float_model = TorchEngine.teacher(run.student).model  # the student's own float weights, unquantized
-        graphs["float"] = _save_checked(strip_doc_strings(to_onnx(float_model)), tmp / FLOAT)
+        graphs["float"] = _save_checked(strip_doc_strings(to_onnx(float_model, output_name=output)), tmp / FLOAT)
         if opts.ort_cpu_graph:
             graphs["ort_cpu"] = _save_checked(onnxruntime_cpu(deploy), tmp / ORT_CPU)
         bar.advance(step)
@@ -192,22 +204,23 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
             return predict(engine.run, features, opts.batch_size, lambda n: bar.advance(task_id, n))
 
         torch_logits = logits(TorchEngine(student), "PyTorch student")
-        parity = {"ort_deploy_vs_torch": compare(torch_logits, logits(OrtEngine(tmp / DEPLOY), "onnxruntime deploy"), regression)}
+        parity = {"ort_deploy_vs_torch": compared(torch_logits, logits(OrtEngine(tmp / DEPLOY), "onnxruntime deploy"))}
         if opts.ort_cpu_graph:
             ort_cpu = OrtEngine(tmp / ORT_CPU, cpu_rewrites=False)
-            parity["ort_cpu_graph_vs_torch"] = compare(torch_logits, logits(ort_cpu, "onnxruntime CPU form"), regression)
+            parity["ort_cpu_graph_vs_torch"] = compared(torch_logits, logits(ort_cpu, "onnxruntime CPU form"))
         if "packed" in graphs and ort_loads_int2():
             packed = logits(OrtEngine(tmp / PACKED), "onnxruntime packed")
-            parity["ort_packed_vs_torch"] = compare(torch_logits, packed, regression)
+            parity["ort_packed_vs_torch"] = compared(torch_logits, packed)
         rows = list(range(min(opts.reference_examples, len(features["input_ids"]))))
         batch = pad_batch(features, rows)
         reference_torch = TorchEngine(student).run(batch)
-        parity["onnx_reference_vs_torch"] = compare(reference_torch, reference_logits(deploy, batch), regression)
+        parity["onnx_reference_vs_torch"] = compared(reference_torch, reference_logits(deploy, batch))
         if "packed" in graphs and not ort_loads_int2():  # e.g. onnxruntime-gpu, whose newest release is 1.31
             packed_model = onnx.load(str(tmp / PACKED))
-            parity["onnx_reference_packed_vs_torch"] = compare(reference_torch, reference_logits(packed_model, batch), regression)
+            parity["onnx_reference_packed_vs_torch"] = compared(reference_torch, reference_logits(packed_model, batch))
         for name, p in parity.items():
-            _check(name, p, opts.min_agreement if not name.startswith("onnx_reference") else 1.0)
+            reference = name.startswith("onnx_reference")  # the specification's own numbers: no flipped prediction
+            _check(name, p, 1.0 if reference else opts.min_agreement, opts.min_cosine)
 
         tokenizer.save_pretrained(tmp)
         ideal = ideal_bytes(student)
@@ -216,10 +229,11 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
             "task": task.name,
             "labels": list(task.labels) if task.labels else None,
             "pair": task.pair,  # inputs are [text, text_pair]
-            "problem_type": "regression" if regression else "single_label_classification",
+            "problem_type": "embedding" if task.is_embedding else "regression" if regression else "single_label_classification",
             "max_seq_length": run.max_seq_length,
             "inputs": ["input_ids", "attention_mask", "token_type_ids"],
-            "output": "logits",
+            "output": output,
+            **({"dimension": student.dimension, "pooling": student.pooling.to_dict()} if task.is_embedding else {}),
             "quant_config": config.to_dict(),
             "graphs": graphs,
             "tensorrt_rules": "deploy graph checked: no violations (export.trt_check)",
@@ -231,7 +245,8 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
                     "packed_over_ideal": graphs["packed"]["bytes"] / ideal,
                     "ideal_compression": float_size / ideal} if "packed" in graphs else {}),
             },
-            "parity": {"inputs": source, "min_agreement": opts.min_agreement,
+            "parity": {"inputs": source,
+                       **({"min_cosine": opts.min_cosine} if task.is_embedding else {"min_agreement": opts.min_agreement}),
                        **{k: v.to_dict() for k, v in parity.items()}},
             "options": asdict(opts),
             "versions": {"kdqat": __version__, "torch": torch.__version__, "onnx": onnx.__version__,

@@ -6,6 +6,8 @@
     OUT/<task>_tokenizer/      Python backend: texts -> input_ids / attention_mask / token_type_ids, padded to
                                the run's max length (so that requests batch together), with the run's tokenizer
     OUT/<task>_text/           ensemble: TEXT (and TEXT_PAIR for pair tasks) -> tokenizer -> student -> LOGITS
+                               (an embedding run's: TEXT -> tokenizer -> student -> EMBEDDING, pooled and
+                               normalised in the graph)
     OUT/kdqat_triton.json      what was written, per task, from which export
 
 A model repository is shared by design: export writes (and replaces) only the model folders it names, each one
@@ -79,14 +81,14 @@ def _model_config(name: str, kind: str, max_batch_size: int, inputs: list[dict],
 
 
 def _ensemble_config(name: str, max_batch_size: int, text_inputs: list[str], tokenizer: str, student: str,
-                     graph_inputs: list[dict], logits: dict) -> str:
+                     graph_inputs: list[dict], logits: dict, output: str = "LOGITS") -> str:
     inputs = [{"name": t, "type": "TYPE_STRING", "dims": [1]} for t in text_inputs]
-    outputs = [{"name": "LOGITS", "type": logits["type"], "dims": logits["dims"]}]  # names stay on the student model
+    outputs = [{"name": output, "type": logits["type"], "dims": logits["dims"]}]  # names stay on the student model
     tok_in = "".join(f' input_map {{ key: "{t}" value: "{t}" }}' for t in text_inputs)
     tok_out = "".join(f' output_map {{ key: "{g["name"]}" value: "{g["name"]}" }}' for g in graph_inputs)
     model_in = "".join(f' input_map {{ key: "{g["name"]}" value: "{g["name"]}" }}' for g in graph_inputs)
     steps = (f'  step [\n    {{ model_name: "{tokenizer}" model_version: -1{tok_in}{tok_out} }},\n'
-             f'    {{ model_name: "{student}" model_version: -1{model_in} output_map {{ key: "{logits["name"]}" value: "LOGITS" }} }}\n  ]\n')
+             f'    {{ model_name: "{student}" model_version: -1{model_in} output_map {{ key: "{logits["name"]}" value: "{output}" }} }}\n  ]\n')
     return (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {max_batch_size}\n' + _io_block("input", inputs)
             + _io_block("output", outputs) + f"ensemble_scheduling {{\n{steps}}}\n")
 
@@ -109,6 +111,9 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
     graph_inputs, graph_outputs = _tensors(graph.graph.input, "input"), _tensors(graph.graph.output, "output")
     pair = report["pair"] if "pair" in report else _is_pair(task)  # export.json from before "pair" was written
     labels = report.get("labels")
+    embedding = report.get("problem_type") == "embedding"
+    if embedding and report.get("dimension"):  # the graph leaves the width symbolic; the export knows it
+        graph_outputs[0]["dims"] = [int(report["dimension"])]
     if labels:  # the logits output names its classes: Triton's classification extension returns names
         graph_outputs[0]["label_filename"] = LABELS_FILE
     names = {"student": f"{task}_student", "trt": f"{task}_student_trt", "tokenizer": f"{task}_tokenizer",
@@ -164,9 +169,10 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
     with atomic_dir(out / names["text"]) as ens:
         (ens / "1").mkdir(parents=True)  # an ensemble needs a version folder, empty
         (ens / "config.pbtxt").write_text(_ensemble_config(names["text"], max_batch_size, text_inputs, names["tokenizer"],
-                                                           names["student"], graph_inputs, graph_outputs[0]))
+                                                           names["student"], graph_inputs, graph_outputs[0],
+                                                           "EMBEDDING" if embedding else "LOGITS"))
         write_json(ens / MODEL_MARKER, {"task": task, "from": source})
-    record = {"task": task, "labels": report["labels"], "models": {k: names[k] for k in kinds},
+    record = {"task": task, "labels": report["labels"], "output": "EMBEDDING" if embedding else "LOGITS", "models": {k: names[k] for k in kinds},
               "max_batch_size": max_batch_size, "device": device, "from": source, "build_trt_plan": script.name,
               **({"tensorrt_plan": {"tensorrt": plan_record.get("tensorrt"), "gpu": plan_record.get("gpu"),
                                     "serve_with": "the Triton release whose TensorRT is this version"}}

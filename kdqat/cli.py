@@ -73,7 +73,9 @@ def _csv(text: str, option: str, kind=str) -> list:
 def train(
     task: Optional[str] = typer.Option(None, help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli. With your own data (--train-file / --dataset): the run's name (default: the data's folder or dataset name)."),
     output_dir: str = typer.Option(..., help="Folder for teacher/, student/, metrics.json, logs and checkpoints."),
-    train_file: Optional[str] = typer.Option(None, help="Your own training data: a .csv, .tsv, .jsonl, .json or .parquet file (instead of --task)."),
+    objective: str = typer.Option(TrainOptions.objective, help="classification (a fine-tuned teacher's labels or score), or embedding: distil the sentence-embedding --model itself on unlabelled text (--train-file, --dataset, or --task's train sentences)."),
+    embedding_loss: str = typer.Option(TrainOptions.embedding_loss, help="--objective embedding: how the pooled, normalised embeddings are compared: cosine or mse."),
+    train_file: Optional[str] = typer.Option(None, help="Your own training data: a .csv, .tsv, .jsonl, .json or .parquet file (instead of --task); with --objective embedding also .txt, one sentence per line."),
     validation_file: Optional[str] = typer.Option(None, help="Validation data (selects checkpoints); default: a stratified --validation-fraction of the training file."),
     test_file: Optional[str] = typer.Option(None, help="Test data: scored once, for the kept checkpoints, never used to select."),
     dataset: Optional[str] = typer.Option(None, help="A Hugging Face dataset id (where the hub or its cache is reachable) instead of files."),
@@ -127,7 +129,7 @@ def train(
         train_file=train_file, validation_file=validation_file, test_file=test_file, dataset=dataset,
         dataset_config=dataset_config, train_split=train_split, validation_split=validation_split, test_split=test_split,
         text_column=text_column, text_pair_column=text_pair_column, label_column=label_column, problem=problem,
-        metric=metric, validation_fraction=validation_fraction,
+        metric=metric, validation_fraction=validation_fraction, objective=objective, embedding_loss=embedding_loss,
         kd=kd, gamma=gamma, gamma_on=gamma_on, weight_bits=weight_bits, act_bits=act_bits, act_scale=act_scale,
         weight_scale=weight_scale, recipe=recipe, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         max_seq_length=max_seq_length, learning_rate=learning_rate, optimizer=optimizer,
@@ -175,6 +177,7 @@ def export(
     data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout folder for the parity sample (default: the run's, else GLUE_DIR, else random token ids)."),
     samples: int = typer.Option(256, help="Dev examples on which onnxruntime is compared with PyTorch."),
     min_agreement: float = typer.Option(0.99, help="Fail below this fraction of equal predictions among examples the PyTorch student is decided on (logit margin > 0.05)."),
+    min_cosine: float = typer.Option(0.99, help="Embedding runs: fail if any text's embedding has a lower cosine similarity to the PyTorch student's."),
     batch_size: int = typer.Option(32, help="Batch size of the parity runs."),
     ort_cpu_graph: bool = typer.Option(False, help="Also write model.ort_cpu.onnx: uint8 activations (zero point 128) and embedding rows dequantized after the lookup, for plain onnxruntime CPU users (kdqat's runtime does this in memory)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
@@ -187,11 +190,13 @@ def export(
         raise KdqatError("--samples and --batch-size must be positive")
     if not 0.0 <= min_agreement <= 1.0:
         raise KdqatError("--min-agreement must be between 0 and 1")
+    if not -1.0 <= min_cosine <= 1.0:
+        raise KdqatError("--min-cosine must be between -1 and 1")
     _quiet_libraries()
     from kdqat.export.pipeline import ExportOptions, export_student, output_folder
 
     opts = ExportOptions(run_dir, output_dir, data_dir, samples, batch_size=batch_size, min_agreement=min_agreement,
-                         progress=_progress(progress), ort_cpu_graph=ort_cpu_graph)
+                         min_cosine=min_cosine, progress=_progress(progress), ort_cpu_graph=ort_cpu_graph)
     if onnx:
         report = export_student(opts)
         print_export(report)
@@ -214,6 +219,15 @@ def print_export(report: dict) -> None:
     table.add_row("ideal (bit allocation)", "", f"{sizes['ideal_bytes'] / 1e6:.2f}", f"{sizes['float_parameters_bytes'] / sizes['ideal_bytes']:.2f}")
     stdout.print(table)
     parity = Table(title=f"parity on {report['parity']['inputs']}")
+    if report.get("problem_type") == "embedding":
+        for col in ("check", "texts", "min cosine", "mean cosine", "max |diff|"):
+            parity.add_column(col, justify="left" if col == "check" else "right")
+        for name, p in report["parity"].items():
+            if isinstance(p, dict):
+                parity.add_row(name, str(p["examples"]), f"{p['min_cosine']:.6f}", f"{p['mean_cosine']:.6f}",
+                               f"{p['max_abs_diff']:.2e}")
+        stdout.print(parity)
+        return
     for col in ("check", "examples", "agreement", "decided (margin > 0.05)", "agreement there", "max |diff|"):
         parity.add_column(col, justify="left" if col == "check" else "right")
     for name, p in report["parity"].items():
@@ -233,24 +247,46 @@ def evaluate(
     batch_size: int = typer.Option(32, help="Examples per batch (padded to the batch's longest)."),
     max_samples: Optional[int] = typer.Option(None, help="Score only the first N examples of each split."),
     test_file: Optional[str] = typer.Option(None, help="Your own data: score this file as the test split, with the run's columns and labels (default: the run's --test-file, if any)."),
+    knn_train: Optional[str] = typer.Option(None, help="Embedding runs: a labelled file (e.g. CLINC150 train.csv) to index for k-nearest-neighbour classification of --knn-test."),
+    knn_test: Optional[str] = typer.Option(None, help="Embedding runs: the labelled file whose texts are classified by their nearest --knn-train texts."),
+    knn_k: int = typer.Option(10, help="Embedding runs: neighbours that vote (weighted by cosine similarity)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
-    """Score the dev set (and your test file): teacher, PyTorch student, the student on ENGINE, and their agreement."""
+    """Score the dev set (and your test file): teacher, PyTorch student, the student on ENGINE, and their agreement.
+    Embedding runs: STS-B dev Spearman, kNN accuracy (--knn-train/--knn-test) and cosine to the float model."""
     from kdqat.runtime.registry import check_engine
 
     check_engine(engine)
-    if batch_size <= 0 or (max_samples is not None and max_samples <= 0):
-        raise KdqatError("--batch-size and --max-samples must be positive")
+    if batch_size <= 0 or (max_samples is not None and max_samples <= 0) or knn_k <= 0:
+        raise KdqatError("--batch-size, --max-samples and --knn-k must be positive")
     _quiet_libraries()
     from kdqat.eval.evaluate import EvalOptions, evaluate_run
 
     result = evaluate_run(EvalOptions(run_dir, engine, onnx, provider, data_dir, batch_size, max_samples, _progress(progress),
-                                      test_file))
+                                      test_file, knn_train, knn_test, knn_k))
     print_eval(result)
     stdout.print(f"wrote {result['file']}")
 
 
 def print_eval(result: dict) -> None:
+    if result.get("objective") == "embedding":
+        columns = {"validation_cosine": "cosine to float (validation)", "stsb_spearman": "STS-B dev Spearman",
+                   "knn_accuracy": f"kNN accuracy (k={result['knn']['k']})" if result.get("knn") else ""}
+        present = [c for c in columns if any(c in s for s in result["scores"].values())]
+        table = Table(title=f"{result['task']}: sentence embeddings")
+        table.add_column("model")
+        for c in present:
+            table.add_column(columns[c], justify="right")
+        for name, scores in result["scores"].items():
+            table.add_row(name, *(f"{scores[c]:.2f}" if c in scores else "" for c in present))
+        stdout.print(table)
+        if "agreement" in result:
+            a = result["agreement"]
+            stdout.print(f"engine vs PyTorch student on {a['examples']} validation texts: min cosine {a['min_cosine']:.6f}, "
+                         f"mean {a['mean_cosine']:.6f}")
+        if "skipped" in result:
+            stdout.print(result["skipped"])
+        return
     for split, record in result["splits"].items():
         metrics = list(next(iter(record["scores"].values())))
         table = Table(title=f"{result['task']} {split} ({record['examples']} examples)")

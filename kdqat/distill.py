@@ -16,7 +16,7 @@ from transformers import Trainer
 from kdqat.attention import use_kdqat_attention
 from kdqat.capture import Internals, capture
 from kdqat.guards import nonfinite_loss_error
-from kdqat.losses import att_loss, map_loss, output_loss, pred_loss, rep_loss
+from kdqat.losses import att_loss, emb_loss, map_loss, output_loss, pred_loss, rep_loss
 
 
 @dataclass
@@ -35,11 +35,14 @@ def run_captured(model: nn.Module, inputs: dict, unwrapped: nn.Module | None = N
 
 
 def distillation_losses(
-    student: ForwardView, teacher: ForwardView, mask: torch.Tensor, weights: dict[str, float], regression: bool
+    student: ForwardView, teacher: ForwardView, mask: torch.Tensor, weights: dict[str, float], regression: bool,
+    embedding_loss: str = "cosine",
 ) -> dict[str, torch.Tensor]:
-    """The unweighted value of every loss with a non-zero weight, by name."""
+    """The unweighted value of every loss with a non-zero weight, by name. For an embedding model `logits` are its
+    sentence embeddings, compared by the "emb" term (`embedding_loss`: cosine or mse)."""
     terms = {
         "pred": lambda: pred_loss(student.logits, teacher.logits, regression),
+        "emb": lambda: emb_loss(student.logits, teacher.logits, embedding_loss),
         "rep": lambda: rep_loss(student.hidden_states, teacher.hidden_states, mask),
         "att": lambda: att_loss(student.internals.scores, teacher.internals.scores, mask),
         "map": lambda: map_loss(student.internals.probs, teacher.internals.probs, mask),
@@ -54,7 +57,8 @@ class DistillationTrainer(Trainer):
     Evaluation uses the student's own task loss, so dev metrics do not run the teacher.
     """
 
-    def __init__(self, *args, teacher: nn.Module, loss_weights: dict[str, float], regression: bool, **kwargs) -> None:
+    def __init__(self, *args, teacher: nn.Module, loss_weights: dict[str, float], regression: bool,
+                 embedding_loss: str = "cosine", **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # Our loss is a per-sentence mean that ignores num_items_in_batch: with this False, Trainer divides it
         # by the gradient-accumulation steps itself (it would not for a model that normalises by token count).
@@ -63,6 +67,7 @@ class DistillationTrainer(Trainer):
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
         self.loss_weights = dict(loss_weights)
         self.regression = regression
+        self.embedding_loss = embedding_loss
         self._loss_sums: dict[str, torch.Tensor] = defaultdict(float)  # read once per logging step
         self._loss_count = 0
 
@@ -70,11 +75,12 @@ class DistillationTrainer(Trainer):
         if not model.training:
             outputs = model(**inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        inputs = {k: v for k, v in inputs.items() if k != "labels"}  # labels: dev-only (classes, reference vectors)
         with torch.no_grad():
             teacher_view = run_captured(self.teacher, inputs)
         student_view = run_captured(model, inputs, unwrapped=self.accelerator.unwrap_model(model))
-        terms = distillation_losses(student_view, teacher_view, inputs["attention_mask"], self.loss_weights, self.regression)
+        terms = distillation_losses(student_view, teacher_view, inputs["attention_mask"], self.loss_weights, self.regression,
+                                   self.embedding_loss)
         loss = sum(self.loss_weights[name] * value for name, value in terms.items())
         if not torch.isfinite(loss):
             raise nonfinite_loss_error(loss, self.state.global_step + 1, self.args.output_dir, terms)

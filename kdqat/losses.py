@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from kdqat.data.task import EMBEDDING_LOSSES
 from kdqat.errors import KdqatError
 
 
@@ -25,6 +26,17 @@ def pred_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, regres
     if regression:
         return F.mse_loss(student_logits.float(), teacher_logits.float())
     return -(F.softmax(teacher_logits.float(), -1) * F.log_softmax(student_logits.float(), -1)).sum(-1).mean()
+
+
+def emb_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
+    """L_emb: the sentence embeddings [B, D] of student and teacher compared by mean 1 - cosine, or by MSE
+    (mean over the batch and the D features). On normalised vectors the two differ only in scale
+    (mean squared distance = 2 (1 - cos) / D), so choosing between them chooses the term's weight."""
+    if kind == "cosine":
+        return (1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=-1)).mean()
+    if kind == "mse":
+        return F.mse_loss(student.float(), teacher.float())
+    raise KdqatError(f"--embedding-loss {kind!r} is not one of {', '.join(EMBEDDING_LOSSES)}")
 
 
 def _token_mse(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,12 +138,21 @@ PRESETS: dict[str, dict[str, float]] = {
     "output": {"pred": 1.0, "rep": 1.0, "output": 1.0},
     "map+output": {"pred": 1.0, "rep": 1.0, "map": 1.0, "output": 1.0},
 }
-LOSS_NAMES = ("pred", "rep", "att", "map", "output")
+LOSS_NAMES = ("pred", "emb", "rep", "att", "map", "output")
 
 
-def loss_weights(kd: str = "map+output", gamma: float | None = None, gamma_on: str | None = None) -> dict[str, float]:
+def loss_weights(kd: str = "map+output", gamma: float | None = None, gamma_on: str | None = None,
+                 embedding: bool = False) -> dict[str, float]:
     """The weights of each loss for a preset, or for the unified form L_pred + L_rep + L_map + g L_output
-    (gamma_on="output") / L_pred + L_rep + g L_map + L_output (gamma_on="map")."""
+    (gamma_on="output") / L_pred + L_rep + g L_map + L_output (gamma_on="map"). For an embedding student
+    (`embedding`) the prediction term is the embedding term L_emb, with the same weight."""
+    weights = _weights(kd, gamma, gamma_on)
+    if embedding:
+        weights = {("emb" if name == "pred" else name): w for name, w in weights.items()}
+    return weights
+
+
+def _weights(kd: str, gamma: float | None, gamma_on: str | None) -> dict[str, float]:
     if gamma is None:
         if gamma_on is not None:
             raise KdqatError("--gamma-on needs --gamma")

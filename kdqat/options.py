@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdqat.config import QuantConfig
+from kdqat.data.task import EMBEDDING_LOSSES, EMBEDDING_METRIC, OBJECTIVES
 from kdqat.errors import KdqatError
 from kdqat.glue.tasks import get_task
 
@@ -85,6 +86,8 @@ class TrainOptions:
     problem: str | None = None  # None: from the labels (strings, integers: classification; floats: regression)
     metric: str | None = None  # selects checkpoints; None: accuracy (classification) or pearson (regression)
     validation_fraction: float = 0.1
+    objective: str = "classification"  # or "embedding": distil a sentence-embedding model on unlabelled text
+    embedding_loss: str = "cosine"  # the embedding term (objective embedding): cosine or mse
     kd: str = "map+output"
     gamma: float | None = None
     gamma_on: str | None = None
@@ -130,6 +133,11 @@ class TrainOptions:
         """The data options fit together (before any file is read)."""
         if self.train_file and self.dataset:
             raise KdqatError("give --train-file or --dataset, not both")
+        if self.objective not in OBJECTIVES:
+            raise KdqatError(f"--objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        if self.objective == "embedding":
+            self._check_embedding()
+            return
         if not self.uses_files:
             for name in ("validation_file", "test_file", "text_column", "text_pair_column", "label_column", "problem",
                          "metric", "dataset_config", "train_split", "validation_split", "test_split"):
@@ -148,6 +156,32 @@ class TrainOptions:
         if self.uses_files and self.data_dir is not None:
             raise KdqatError("--data-dir is the GLUE folder; with your own data give the files themselves")
 
+    def _check_embedding(self) -> None:
+        """An embedding student distils --model itself on unlabelled text: no labels, no teacher fine-tuning."""
+        for name, why in (("teacher", "the teacher is --model itself (the float embedding model)"),
+                          ("init_student", "the student starts from --model"),
+                          ("label_column", "embedding text has no labels"), ("text_pair_column", "sentences are embedded one by one"),
+                          ("problem", "the objective is the embedding"), ("metric", f"selection is by {EMBEDDING_METRIC} to the float model"),
+                          ("test_file", "quality is measured by kdqat eval (STS-B, kNN), not a test split"),
+                          ("test_split", "quality is measured by kdqat eval (STS-B, kNN), not a test split")):
+            if getattr(self, name) is not None:
+                raise KdqatError(f"--{name.replace('_', '-')} does not apply to --objective embedding: {why}")
+        if self.teacher_only:
+            raise KdqatError("--teacher-only does not apply to --objective embedding: the float model is the teacher")
+        if self.embedding_loss not in EMBEDDING_LOSSES:
+            raise KdqatError(f"--embedding-loss {self.embedding_loss!r} is not one of {', '.join(EMBEDDING_LOSSES)}")
+        if not self.uses_files:
+            if self.task is None:
+                raise KdqatError("give the text to distil on: --train-file (one sentence per line, or a column of a "
+                                 "CSV/JSON Lines/Parquet file), --dataset, or --task (a GLUE task's train sentences)")
+            get_task(self.task)
+        elif self.data_dir is not None:
+            raise KdqatError("--data-dir is the GLUE folder; with your own text give the files themselves")
+        if self.dataset and self.validation_file:
+            raise KdqatError("with --dataset, name its splits (--validation-split), not files")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise KdqatError(f"--validation-fraction {self.validation_fraction}: must be in (0, 1)")
+
     def resolve(self, n_train: int | None = None) -> TrainOptions:
         """Fill the per-task defaults and validate; returns a new object. Your own data needs `n_train`, the
         number of training rows, for its evaluation interval (file_task_eval_steps)."""
@@ -156,10 +190,10 @@ class TrainOptions:
         self.check_data()
         if self.recipe not in RECIPES:
             raise KdqatError(f"--recipe {self.recipe!r} is not one of {', '.join(RECIPES)}")
-        if self.uses_files:
+        if self.uses_files or self.objective == "embedding":
             if n_train is None:
-                raise ValueError("resolve() of a run on your own data needs n_train")
-            name = self.task
+                raise ValueError("resolve() of a run on your own data or text needs n_train")
+            name = self.task if self.uses_files else get_task(self.task).name
             batch = self.batch_size or (SMALL_BATCH if n_train < SMALL_TRAIN else DEFAULT_BATCH[0])
             length, eval_steps = DEFAULT_BATCH[1], file_task_eval_steps(n_train, batch)
             teacher_epochs, recipe_task = TEACHER_EPOCHS, None
@@ -182,7 +216,7 @@ class TrainOptions:
             max_seq_length=length if self.max_seq_length is None else self.max_seq_length,
             eval_steps=self.eval_steps if self.eval_steps is not None else eval_steps,
             teacher_epochs=self.teacher_epochs if self.teacher_epochs is not None else teacher_epochs,
-            loss_weights=loss_weights(self.kd, self.gamma, self.gamma_on),
+            loss_weights=loss_weights(self.kd, self.gamma, self.gamma_on, embedding=self.objective == "embedding"),
         )
         self.quant_config_of(resolved)
         resolved._check_numbers()
@@ -256,7 +290,9 @@ def check_resumable(out: Path, opts: TrainOptions) -> None:
     if unknown:
         raise KdqatError(f"{saved_file}: settings this kdqat does not know ({', '.join(unknown)}): written by another "
                          "kdqat version; rerun with that version or choose another --output-dir")
-    diff = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions) if f.default is not dataclasses.MISSING}
+    # a setting a run's kdqat did not have yet was that setting's default then
+    diff = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current[k]
             and not (k in RESTARTABLE and _stage_not_started(out, RESTARTABLE[k]))]
     if diff:
         changes = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in diff)

@@ -64,8 +64,19 @@ def open_run(path: str | Path) -> TrainedRun:
         raise KdqatError(f"{config_file}: missing (the run's settings: task, sequence length)") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise KdqatError(f"{config_file}: unreadable or not written by kdqat train") from None
-    return TrainedRun(root, student, _teacher_folder(root, options.get("teacher")), task, length, options.get("data_dir"),
-                      spec, options)
+    teacher = _embedding_teacher(options) if spec.is_embedding else _teacher_folder(root, options.get("teacher"))
+    return TrainedRun(root, student, teacher, task, length, options.get("data_dir"), spec, options)
+
+
+def _embedding_teacher(options: dict) -> Path | None:
+    """An embedding run's teacher: the float model it distilled (--model), where it can still be found."""
+    from kdqat.models import resolve_model
+
+    try:
+        folder = Path(resolve_model(options.get("model", "default")))
+    except KdqatError:
+        return None
+    return folder if (folder / "config.json").is_file() else None
 
 
 def _glue_spec(task: str, config_file: Path) -> TaskSpec:

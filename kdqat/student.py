@@ -1,4 +1,4 @@
-"""prepare(model, config): turn a float BERT-family classifier into the fake-quant student, in place;
+"""prepare(model, config): turn a float BERT-family classifier (or sentence embedder) into the fake-quant student, in place;
 save_student / load_student: a Hugging Face folder plus the quantization config and learned scales."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from kdqat.attention import BMM_QUANTIZERS, use_kdqat_attention
 from kdqat.config import QuantConfig
+from kdqat.embedding import SentenceEmbedder, is_embedding_folder
 from kdqat.errors import KdqatError
 from kdqat.files import check_model_folder, check_safetensors
 from kdqat.layers import (
@@ -121,10 +122,13 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> PreTra
     except json.JSONDecodeError as e:
         raise KdqatError(f"{config_file}: not valid JSON ({e})") from None
     check_model_folder(path, "copy it again, or rerun kdqat train to write it")
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise KdqatError(f"{path}: cannot load the model weights ({str(e).splitlines()[0]})") from None
+    if is_embedding_folder(path):  # a sentence-embedding student (sentence-transformers layout)
+        model = SentenceEmbedder.from_pretrained(path)
+    else:
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            raise KdqatError(f"{path}: cannot load the model weights ({str(e).splitlines()[0]})") from None
     prepare(model, config)
     state_file = path / QUANT_STATE_FILE
     if not state_file.is_file():

@@ -47,7 +47,8 @@ from kdqat.errors import KdqatError
 from kdqat.files import check_checkpoint
 from kdqat.guards import DivergenceGuard, FiniteLossTrainer, require_finite
 from kdqat.io import atomic_dir, check_output, write_json
-from kdqat.models import load_classifier, load_teacher, load_tokenizer
+from kdqat.embedding import SentenceEmbedder, embed_tokenized
+from kdqat.models import load_classifier, load_teacher, load_tokenizer, resolve_model
 from kdqat.optim import optimizer_cls_and_kwargs
 from kdqat.options import TrainOptions, check_resumable
 from kdqat.preflight import check_model_inputs, check_writable, run_lock
@@ -232,7 +233,7 @@ def train_teacher(opts: TrainOptions, task: TaskSpec, out: Path, train_set: Data
 def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) -> dict:
     """Run (or resume) the whole job; returns what metrics.json holds."""
     # everything is checked before anything is written: a failed start leaves no trace to trip a rerun
-    if opts.uses_files:  # your data decides the task's labels and its evaluation interval: read it first
+    if opts.uses_files or opts.objective == "embedding":  # the data decides labels and evaluation interval: read it first
         source = open_source(opts)
         opts = dataclasses.replace(opts, task=source.task.name).resolve(n_train=len(source.load("train", opts.max_train_samples)))
     else:
@@ -254,7 +255,11 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
     dev = eval_sets(source, opts, tokenizer)
     test = ({task.test_split: tokenize(source.load(task.test_split, opts.max_eval_samples), tokenizer, opts.max_seq_length)}
             if task.test_split else {})
-    given_teacher = reusable_teacher(opts.teacher, task) if opts.teacher else None
+    if task.is_embedding:  # the float model is the teacher; dev texts carry its embeddings as the reference
+        given_teacher = embedding_teacher(opts.model)
+        dev = {split: with_reference(ds, given_teacher, opts.batch_size) for split, ds in dev.items()}
+    else:
+        given_teacher = reusable_teacher(opts.teacher, task) if opts.teacher else None
     # refused now, not after the teacher's fine-tuning; loaded once, the student starts from it
     given_init = load_teacher(opts.init_student, task, "--init-student") if opts.init_student else None
     with run_lock(out):
@@ -284,6 +289,8 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
     write_json(out / "config.json", {"kdqat_version": __version__, "torch": torch.__version__,
                                      "options": dataclasses.asdict(opts), "task_spec": task.to_dict()})
     teacher_dir = Path(opts.teacher) if opts.teacher else out / "teacher"
+    if task.is_embedding:
+        teacher_dir = Path(resolve_model(opts.model))
     teacher = given_teacher or train_teacher(opts, task, out, train_set, dev, tokenizer)
     if opts.teacher_only:
         result = {"task": task.name, "metric": task.primary_metric, "labels": _labels(task),
@@ -293,16 +300,20 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
         return result
 
     student = initial_student(opts, given_init or teacher)
+    if task.is_embedding:
+        student.max_seq_length = opts.max_seq_length  # written into the student's sentence-transformers files
     trainer = DistillationTrainer(
         model=student,
         teacher=teacher,
         loss_weights=opts.loss_weights,
         regression=task.is_regression,
+        embedding_loss=opts.embedding_loss,
         callbacks=[JsonlLog(out / "logs" / "student.jsonl", "student"), DivergenceGuard(), *(callbacks or [])],
         **trainer_kwargs(opts, out, "student", task, opts.learning_rate, opts.epochs, opts.optimizer,
                          train_set, dev, tokenizer),
     )
-    announce(trainer, "student", f"W{opts.weight_bits}/A{opts.act_bits} with {opts.kd} distillation on {task.name} "
+    what = f"{task.name} text, embedding loss {opts.embedding_loss}" if task.is_embedding else task.name
+    announce(trainer, "student", f"W{opts.weight_bits}/A{opts.act_bits} with {opts.kd} distillation on {what} "
                                  f"(lr {opts.learning_rate:g}, {opts.epochs:g} epochs, {opts.optimizer}), dev every {opts.eval_steps} steps")
     _train(trainer)
     history = eval_history(trainer, task)  # before the re-scoring below adds its own records
@@ -365,7 +376,11 @@ def score_test(trainer: Trainer, task: TaskSpec, test: dict[str, Dataset]) -> di
 
 def teacher_record(teacher: PreTrainedModel, folder: Path, task: TaskSpec, dev: dict[str, Dataset],
                    test: dict[str, Dataset], tokenizer, opts: TrainOptions) -> dict:
-    """The teacher's dev (and test) scores, with how it was fine-tuned when its folder says (kdqat_training.json)."""
+    """The teacher's dev (and test) scores, with how it was fine-tuned when its folder says (kdqat_training.json).
+    An embedding teacher is the reference itself: its folder and pooling."""
+    if task.is_embedding:
+        reference = {f"{split}_{task.metric}": 100.0 for split in dev}  # the reference scores itself 100 by definition
+        return {"dev": reference, "folder": str(folder), "model": opts.model, "pooling": teacher.pooling.to_dict()}
     with tempfile.TemporaryDirectory() as scratch:  # the Trainer makes its output folder; nothing goes there
         evaluator = Trainer(
             model=teacher,
@@ -394,8 +409,22 @@ def reusable_teacher(path: str | Path, task: TaskSpec) -> PreTrainedModel:
     return teacher
 
 
+def embedding_teacher(model: str) -> SentenceEmbedder:
+    """The float sentence-embedding model --model names, pooled as its files say, with finite weights."""
+    teacher = SentenceEmbedder.from_pretrained(resolve_model(model))
+    require_finite(teacher, f"--model {model}")
+    return teacher
+
+
+def with_reference(ds: Dataset, teacher: SentenceEmbedder, batch_size: int) -> Dataset:
+    """Tokenized texts plus `labels`: the float model's embedding of each, the reference a student is scored by."""
+    return ds.add_column("labels", embed_tokenized(teacher, ds, max(64, batch_size)))
+
+
 def copy_of(model: PreTrainedModel) -> PreTrainedModel:
     """A fresh float model with `model`'s config and (float) weights, for the student to start from."""
+    if isinstance(model, SentenceEmbedder):
+        return copy.deepcopy(model)  # the float embedding model (no kdqat attention or quantizers yet)
     student = type(model)(copy.deepcopy(model.config))
     student.load_state_dict(float_state(model))
     return student

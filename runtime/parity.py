@@ -26,6 +26,33 @@ class Parity:
         return asdict(self)
 
 
+MIN_COSINE = 0.99  # export's gate for embeddings: every example's vector this close to the PyTorch student's
+
+
+@dataclass(frozen=True)
+class EmbeddingParity:
+    """How close an engine's sentence embeddings are to the reference's, example by example."""
+
+    examples: int
+    min_cosine: float
+    mean_cosine: float
+    max_abs_diff: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare_embeddings(reference: np.ndarray, candidate: np.ndarray) -> EmbeddingParity:
+    """Cosine similarity of each candidate embedding to its reference (both [examples, dimension])."""
+    from kdqat.data.metrics import cosines
+
+    if reference.shape != candidate.shape:
+        raise ValueError(f"embedding shapes differ: {reference.shape} vs {candidate.shape}")
+    cos = cosines(reference, candidate)
+    diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
+    return EmbeddingParity(len(reference), float(cos.min()), float(cos.mean()), float(diff.max()))
+
+
 def compare(reference: np.ndarray, candidate: np.ndarray, regression: bool) -> Parity:
     """Parity of `candidate` logits against `reference` logits, both [examples, labels]."""
     if reference.shape != candidate.shape:

@@ -30,6 +30,8 @@ class ServedModel:
     tokenizer: Any
     engine: Any  # runtime.engine.Engine
     description: str
+    embedding: bool = False  # a sentence-embedding model: the engine returns [batch, dimension] vectors
+    normalized: bool = False  # its vectors are L2-normalised (the model's Normalize module)
 
     def encode(self, inputs: list) -> Features:
         """Token ids of validated inputs (strings, or [a, b] pairs), unpadded."""
@@ -82,5 +84,6 @@ def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu",
         runner = open_engine(engine, StudentSource(run.student, graph, provider))
         description = f"student ({spec.label}) of {run.root}"
     tokenizer = AutoTokenizer.from_pretrained(str(graph.parent))
-    return ServedModel(report["task"], report["labels"], pair, int(report["max_seq_length"]),
-                       tokenizer, runner, description)
+    embedding = report.get("problem_type") == "embedding"
+    return ServedModel(report["task"], report["labels"], pair, int(report["max_seq_length"]), tokenizer, runner,
+                       description, embedding, embedding and bool(report.get("pooling", {}).get("normalize")))

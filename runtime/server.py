@@ -2,6 +2,11 @@
 
     POST /v1/predict   JSON list of texts (pair tasks: [text_a, text_b] pairs), or {"inputs": [...]}
                        -> {"predictions": [{"label", "probabilities"} | {"score"}], "model": ...}
+    POST /v1/embeddings  (embedding models) OpenAI's request and response: {"input": str | [str], "model",
+                       "encoding_format": "float" | "base64"} -> {"object": "list", "data": [{"object":
+                       "embedding", "index", "embedding"}], "model", "usage": {"prompt_tokens", "total_tokens"}}
+    POST /embed        (embedding models) text-embeddings-inference's: {"inputs": str | [str], "normalize",
+                       "truncate"} -> [[float, ...], ...]
     GET  /health       200 {"status": "ready"} once the engine is loaded and warmed up, else 503
     GET  /metrics      Prometheus text: requests and errors, latency, batch sizes, queue depth
 
@@ -11,6 +16,7 @@ Every bad request gets a 4xx with {"error": "<one line>"} and never reaches the 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from contextlib import asynccontextmanager
@@ -95,6 +101,83 @@ def parse_inputs(body: bytes, content_type: str, pair: bool, settings: ServeSett
     return data
 
 
+def check_texts(data, settings: ServeSettings, field: str) -> list[str]:
+    """A string or a non-empty list of strings (the embedding routes' input), within the server's limits."""
+    if isinstance(data, str):
+        data = [data]
+    if not isinstance(data, list) or not data:
+        raise BadRequest(422, "shape", f"{field!r} must be a string or a non-empty list of strings")
+    if len(data) > settings.max_inputs:
+        raise BadRequest(413, "too_many_inputs", f"{len(data)} inputs in one request; at most {settings.max_inputs}")
+    for i, text in enumerate(data):
+        if not isinstance(text, str):
+            what = "token ids (send the text itself)" if isinstance(text, (int, list)) else type(text).__name__
+            raise BadRequest(422, "shape", f"{field}[{i}]: expected a string, got {what}")
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise BadRequest(422, "encoding", f"{field}[{i}]: not valid Unicode (a lone surrogate escape)") from None
+        if size > settings.max_text_bytes:
+            raise BadRequest(413, "text_too_long", f"{field}[{i}]: a text of {size} bytes; at most {settings.max_text_bytes}")
+    return data
+
+
+def _json_object(body: bytes, content_type: str) -> dict:
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise BadRequest(415, "content_type", f"Content-Type must be application/json, not {content_type or 'none'!r}")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(400, "malformed_json", f"the body is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    except RecursionError:
+        raise BadRequest(400, "malformed_json", "the body's JSON is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise BadRequest(422, "shape", "expected a JSON object")
+    return data
+
+
+ENCODINGS = ("float", "base64")
+
+
+def parse_openai(body: bytes, content_type: str, settings: ServeSettings, dimension: int) -> tuple[list[str], str]:
+    """OpenAI's embeddings request -> (texts, encoding_format)."""
+    data = _json_object(body, content_type)
+    if "input" not in data:
+        raise BadRequest(422, "shape", "missing 'input' (a string or a list of strings)")
+    encoding = data.get("encoding_format") or "float"
+    if encoding not in ENCODINGS:
+        raise BadRequest(422, "encoding_format", f"encoding_format {encoding!r} is not one of {', '.join(ENCODINGS)}")
+    dims = data.get("dimensions")
+    if dims is not None and dims != dimension:
+        raise BadRequest(422, "dimensions", f"dimensions {dims!r}: this model's embeddings have {dimension} (it cannot "
+                         "shorten them)")
+    return check_texts(data["input"], settings, "input"), encoding
+
+
+def parse_tei(body: bytes, content_type: str, settings: ServeSettings, normalized: bool) -> tuple[list[str], bool]:
+    """text-embeddings-inference's /embed request -> (texts, truncate). Without "truncate", long texts are
+    truncated to the model's length; "truncate": false refuses them (413), as TEI does."""
+    data = _json_object(body, content_type)
+    if "inputs" not in data:
+        raise BadRequest(422, "shape", "missing 'inputs' (a string or a list of strings)")
+    for key in ("normalize", "truncate"):
+        if key in data and not isinstance(data[key], bool):
+            raise BadRequest(422, "shape", f"{key!r} must be true or false")
+    if data.get("normalize", True) != normalized:
+        raise BadRequest(422, "normalize", f"this model's embeddings are {'' if normalized else 'not '}normalised in its "
+                         f"graph: normalize={str(not normalized).lower()} is not available")
+    return check_texts(data["inputs"], settings, "inputs"), data.get("truncate", True)
+
+
+def _vector(row, encoding: str):
+    """One embedding as JSON: a list of floats, or base64 of little-endian float32 (OpenAI's base64 format)."""
+    import numpy as np
+
+    if encoding == "base64":
+        return base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode("ascii")
+    return [float(x) for x in row]
+
+
 def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeSettings(),
                on_failure: Callable[[str], None] | None = None) -> FastAPI:
     """The ASGI app. `load` opens the engine; it runs in the background so /health can say 'loading'. If it
@@ -104,7 +187,8 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
 
     def open_and_warm() -> ServedModel:
         model = load()
-        model.engine.run(_pad(model.encode([["warm up", "warm up"]] if model.pair else ["warm up"])))
+        warm = model.engine.run(_pad(model.encode([["warm up", "warm up"]] if model.pair else ["warm up"])))
+        state["width"] = int(warm.shape[-1])  # labels, or the embedding's dimension
         return model
 
     async def start() -> None:
@@ -134,7 +218,18 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
     def error(status: int, reason: str, message: str) -> JSONResponse:
         metrics.errors.labels(reason).inc()
         metrics.requests.labels("client_error" if status < 500 else "server_error").inc()
-        return JSONResponse({"error": message}, status_code=status)
+        return JSONResponse({"error": message, "error_type": reason}, status_code=status)
+
+    def openai_error(response: JSONResponse) -> JSONResponse:
+        """The same error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+        body = json.loads(response.body)
+        kind = "invalid_request_error" if response.status_code < 500 else "server_error"
+        out = JSONResponse({"error": {"message": body["error"], "type": kind, "param": None, "code": body["error_type"]}},
+                           status_code=response.status_code)
+        if "connection" in response.headers:
+            out.headers["connection"] = response.headers["connection"]
+        return out
+
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -150,33 +245,91 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
             metrics.queue_depth.set(state["batcher"].depth)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/predict")
-    async def predict(request: Request) -> JSONResponse:
-        start = time.perf_counter()
-        model, batcher = state["model"], state["batcher"]
+    async def receive(request: Request, model: ServedModel | None, embedding: bool) -> bytes | JSONResponse:
+        """The request's body, or the error response when the model, the route or the body is wrong."""
         if model is None:
             return error(503, "not_ready", "the model is still loading; retry when GET /health says ready")
+        if model.embedding != embedding:
+            routes = "POST /v1/embeddings or /embed" if model.embedding else "POST /v1/predict"
+            return error(404, "wrong_route", f"this model {'serves embeddings' if model.embedding else 'is a classifier'}: {routes}")
         limit = settings.max_inputs * (2 * settings.max_text_bytes + 16) + 1024
         if int(request.headers.get("content-length") or 0) > limit:
             return error(413, "body_too_large", f"the body is over {limit} bytes")
         try:
-            body = await asyncio.wait_for(request.body(), settings.body_timeout_s)
+            return await asyncio.wait_for(request.body(), settings.body_timeout_s)
         except asyncio.TimeoutError:
             response = error(408, "body_timeout", f"the body did not arrive within {settings.body_timeout_s:g} s")
             response.headers["connection"] = "close"
             return response
+
+    async def run(model: ServedModel, features, n_inputs: int, start: float):
+        """The engine's rows for `features` (through the batcher), with the request counted; or an error response."""
+        try:
+            rows = await state["batcher"].submit(features)
+        except EngineFailure as e:
+            return error(500, "engine", str(e))
+        metrics.requests.labels("ok").inc()
+        metrics.inputs.inc(n_inputs)
+        metrics.latency.observe(time.perf_counter() - start)
+        return rows
+
+    @app.post("/v1/predict")
+    async def predict(request: Request) -> JSONResponse:
+        start = time.perf_counter()
+        model = state["model"]
+        body = await receive(request, model, embedding=False)
+        if isinstance(body, JSONResponse):
+            return body
         try:
             inputs = parse_inputs(body, request.headers.get("content-type", ""), model.pair, settings)
         except BadRequest as e:
             return error(e.status, e.reason, str(e))
-        try:
-            logits = await batcher.submit(model.encode(inputs))
-        except EngineFailure as e:
-            return error(500, "engine", str(e))
-        metrics.requests.labels("ok").inc()
-        metrics.inputs.inc(len(inputs))
-        metrics.latency.observe(time.perf_counter() - start)
+        logits = await run(model, model.encode(inputs), len(inputs), start)
+        if isinstance(logits, JSONResponse):
+            return logits
         return JSONResponse({"model": model.description, "predictions": model.answers(logits)})
+
+    @app.post("/v1/embeddings")
+    async def openai_embeddings(request: Request) -> JSONResponse:
+        start = time.perf_counter()
+        model = state["model"]
+        body = await receive(request, model, embedding=True)
+        if isinstance(body, JSONResponse):
+            return openai_error(body)
+        try:
+            texts, encoding = parse_openai(body, request.headers.get("content-type", ""), settings, state["width"])
+        except BadRequest as e:
+            return openai_error(error(e.status, e.reason, str(e)))
+        features = model.encode(texts)
+        vectors = await run(model, features, len(texts), start)
+        if isinstance(vectors, JSONResponse):
+            return openai_error(vectors)
+        tokens = sum(len(ids) for ids in features["input_ids"])
+        return JSONResponse({"object": "list", "model": model.task,
+                             "data": [{"object": "embedding", "index": i, "embedding": _vector(v, encoding)}
+                                      for i, v in enumerate(vectors)],
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    @app.post("/embed")
+    async def tei_embed(request: Request) -> JSONResponse:
+        start = time.perf_counter()
+        model = state["model"]
+        body = await receive(request, model, embedding=True)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            texts, truncate = parse_tei(body, request.headers.get("content-type", ""), settings, model.normalized)
+            if not truncate:
+                longest = max(len(ids) for ids in model.tokenizer(texts)["input_ids"])
+                if longest > model.max_length:
+                    raise BadRequest(413, "too_many_tokens", f"an input has {longest} tokens; this model takes "
+                                     f"{model.max_length} (send \"truncate\": true to cut it)")
+        except BadRequest as e:
+            return error(e.status, e.reason, str(e))
+        vectors = await run(model, model.encode(texts), len(texts), start)
+        if isinstance(vectors, JSONResponse):
+            return vectors
+        return JSONResponse([_vector(v, "float") for v in vectors])
 
     return app
 

@@ -30,8 +30,13 @@ class TorchEngine:
 
     @classmethod
     def teacher(cls, path: str | Path, device: str = "cpu") -> TorchEngine:
+        """A float model: a classifier, or a sentence embedder (a sentence-transformers folder)."""
         from transformers import AutoModelForSequenceClassification
 
+        from kdqat.embedding import SentenceEmbedder, is_embedding_folder
+
+        if is_embedding_folder(path):
+            return cls(SentenceEmbedder.from_pretrained(path), device, "torch-fp32")
         try:
             model = AutoModelForSequenceClassification.from_pretrained(str(path))
         except (OSError, ValueError) as e:

@@ -29,6 +29,7 @@ BUILDERS: dict[str, tuple[str, dict]] = {
     ".jsonl": ("json", {}),
     ".json": ("json", {}),
     ".parquet": ("parquet", {}),
+    ".txt": ("text", {}),  # one text per line (column "text"): unlabelled text for an embedding student
 }
 # the usual column names, tried in this order when --text-column / --text-pair-column / --label-column are not given
 PAIR_COLUMNS = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"),

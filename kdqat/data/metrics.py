@@ -14,6 +14,8 @@ from kdqat.data.task import TaskSpec
 def task_metrics(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Every metric of `task` for predictions `logits` against `labels`; `task.metric` is among them."""
     logits, labels = np.asarray(logits), np.asarray(labels)
+    if task.is_embedding:  # labels: the float model's embeddings of the same texts
+        return {"cosine": 100.0 * float(mean_cosine(logits, labels))}
     if task.source == "glue":
         from kdqat.glue.metrics import glue_metrics
         from kdqat.glue.tasks import get_task
@@ -31,10 +33,21 @@ def task_metrics(task: TaskSpec, logits: np.ndarray, labels: np.ndarray) -> dict
             "weighted_f1": 100.0 * float(f1_score(labels, preds, labels=every, average="weighted", zero_division=0))}
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two [N, D] arrays (float64)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(1) / np.maximum(norms, 1e-12)
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(cosines(a, b).mean())
+
+
 def class_report(task: TaskSpec, logits: np.ndarray, labels: np.ndarray, confusions: int = 10) -> dict:
     """Per class: precision, recall, F1 (x100) and support; and the `confusions` most frequent (true, predicted)
     mistakes with their counts. Empty for a regression."""
-    if task.is_regression:
+    if task.is_regression or task.is_embedding:
         return {}
     preds = np.asarray(logits).argmax(-1)
     labels = np.asarray(labels)

@@ -153,6 +153,10 @@ def task_name_of(settings: dict, given: str | None) -> str:
 
 def source_for_run(spec: TaskSpec, settings: dict, seed: int, data_dir: str | None = None) -> DataSource:
     """The data source of a finished run, from its recorded task and data settings (later stages)."""
+    if spec.is_embedding:
+        from kdqat.data.texts import TextSource
+
+        return TextSource(spec, settings={**settings, "data_dir": data_dir or settings.get("data_dir")}, seed=seed)
     if spec.source == "glue":
         return GlueSource(spec, data_dir if data_dir is not None else settings.get("data_dir"))
     source = open_file_source(settings, spec.name, seed, labels=spec.labels,
@@ -172,6 +176,14 @@ def open_source(opts) -> DataSource:
     from kdqat.models import generic_labels, label_order, model_label_names
 
     opts.check_data()
+    if opts.objective == "embedding":
+        from kdqat.data.texts import TextSource, embedding_spec
+
+        if opts.uses_files:
+            spec = embedding_spec(task_name_of(opts.data_settings(), opts.task), "files")
+        else:
+            spec = embedding_spec(glue_spec(opts.task).name, "glue")
+        return TextSource(spec, settings=opts.data_settings(), seed=opts.seed)
     if not opts.uses_files:
         return GlueSource(glue_spec(opts.task), opts.data_dir)
     settings = opts.data_settings()

@@ -10,6 +10,9 @@ from kdqat.errors import KdqatError
 # the metric that selects checkpoints, per problem type; the first is the default (`--metric`)
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "weighted_f1")
 REGRESSION_METRICS = ("pearson", "spearman", "mse")
+EMBEDDING_METRIC = "cosine"  # mean cosine similarity of the student's embeddings to the float model's
+OBJECTIVES = ("classification", "embedding")
+EMBEDDING_LOSSES = ("cosine", "mse")  # how the embedding term compares student and float vectors
 LOWER_IS_BETTER = {"mse"}
 VALIDATION, TEST = "validation", "test"
 
@@ -22,6 +25,8 @@ class TaskSpec:
     labels: label names in id order (the models' id2label); None for a regression (one score).
     metric: the metric that selects checkpoints, scored on dev_splits[0].
     test_split: a split scored once, for the kept checkpoints only (never used for selection).
+    objective: "classification" (labels or a regression score) or "embedding" (sentence vectors; no labels, the
+    dev splits hold texts whose float-model embeddings are the reference, scored by mean cosine).
     """
 
     name: str
@@ -31,10 +36,15 @@ class TaskSpec:
     pair: bool
     dev_splits: tuple[str, ...] = (VALIDATION,)
     test_split: str | None = None
+    objective: str = "classification"
+
+    @property
+    def is_embedding(self) -> bool:
+        return self.objective == "embedding"
 
     @property
     def is_regression(self) -> bool:
-        return self.labels is None
+        return self.labels is None and not self.is_embedding
 
     @property
     def num_labels(self) -> int:
@@ -58,7 +68,7 @@ class TaskSpec:
             return cls(name=data["name"], source=data["source"],
                        labels=tuple(data["labels"]) if data["labels"] is not None else None,
                        metric=data["metric"], pair=bool(data["pair"]), dev_splits=tuple(data["dev_splits"]),
-                       test_split=data.get("test_split"))
+                       test_split=data.get("test_split"), objective=data.get("objective", "classification"))
         except (KeyError, TypeError):
             raise KdqatError(f"{source}: task_spec is incomplete; rerun kdqat train") from None
 
