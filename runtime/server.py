@@ -66,14 +66,7 @@ class Metrics:
 
 def parse_inputs(body: bytes, content_type: str, pair: bool, settings: ServeSettings) -> list:
     """The validated list of inputs of a request body, or BadRequest naming what is wrong."""
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise BadRequest(415, "content_type", f"Content-Type must be application/json, not {content_type or 'none'!r}")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadRequest(400, "malformed_json", f"the body is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
-    except RecursionError:
-        raise BadRequest(400, "malformed_json", "the body's JSON is nested too deeply") from None
+    data = _json(body, content_type)
     if isinstance(data, dict) and set(data) == {"inputs"}:
         data = data["inputs"]
     want = "[text_a, text_b] pairs" if pair else "texts"
@@ -92,13 +85,29 @@ def parse_inputs(body: bytes, content_type: str, pair: bool, settings: ServeSett
             if not isinstance(text, str):
                 raise BadRequest(422, "shape", f"input {i}: expected {'strings in a pair' if pair else 'a string'}, "
                                  f"got {type(text).__name__}")
-            try:
-                size = len(text.encode("utf-8"))
-            except UnicodeEncodeError:  # JSON may escape a lone surrogate (\ud800), which no text holds
-                raise BadRequest(422, "encoding", f"input {i}: not valid Unicode (a lone surrogate escape)") from None
-            if size > settings.max_text_bytes:
-                raise BadRequest(413, "text_too_long", f"input {i}: a text of {size} bytes; at most {settings.max_text_bytes}")
+            _check_size(text, f"input {i}", settings)
     return data
+
+
+def _json(body: bytes, content_type: str):
+    """The parsed JSON body of a request that says it is JSON."""
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise BadRequest(415, "content_type", f"Content-Type must be application/json, not {content_type or 'none'!r}")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(400, "malformed_json", f"the body is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    except RecursionError:
+        raise BadRequest(400, "malformed_json", "the body's JSON is nested too deeply") from None
+
+
+def _check_size(text: str, where: str, settings: ServeSettings) -> None:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # JSON may escape a lone surrogate (\ud800), which no text holds
+        raise BadRequest(422, "encoding", f"{where}: not valid Unicode (a lone surrogate escape)") from None
+    if size > settings.max_text_bytes:
+        raise BadRequest(413, "text_too_long", f"{where}: a text of {size} bytes; at most {settings.max_text_bytes}")
 
 
 def check_texts(data, settings: ServeSettings, field: str) -> list[str]:
@@ -113,24 +122,12 @@ def check_texts(data, settings: ServeSettings, field: str) -> list[str]:
         if not isinstance(text, str):
             what = "token ids (send the text itself)" if isinstance(text, (int, list)) else type(text).__name__
             raise BadRequest(422, "shape", f"{field}[{i}]: expected a string, got {what}")
-        try:
-            size = len(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise BadRequest(422, "encoding", f"{field}[{i}]: not valid Unicode (a lone surrogate escape)") from None
-        if size > settings.max_text_bytes:
-            raise BadRequest(413, "text_too_long", f"{field}[{i}]: a text of {size} bytes; at most {settings.max_text_bytes}")
+        _check_size(text, f"{field}[{i}]", settings)
     return data
 
 
 def _json_object(body: bytes, content_type: str) -> dict:
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise BadRequest(415, "content_type", f"Content-Type must be application/json, not {content_type or 'none'!r}")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BadRequest(400, "malformed_json", f"the body is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
-    except RecursionError:
-        raise BadRequest(400, "malformed_json", "the body's JSON is nested too deeply") from None
+    data = _json(body, content_type)
     if not isinstance(data, dict):
         raise BadRequest(422, "shape", "expected a JSON object")
     return data
@@ -262,74 +259,59 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
             response.headers["connection"] = "close"
             return response
 
-    async def run(model: ServedModel, features, n_inputs: int, start: float):
-        """The engine's rows for `features` (through the batcher), with the request counted; or an error response."""
+    async def handle(request: Request, embedding: bool, parse: Callable, respond: Callable) -> JSONResponse:
+        """One request: the body received within its deadline, `parse(body, content_type, model)` -> (inputs,
+        options) or BadRequest, the engine's rows through the batcher, `respond(model, features, rows, options)`."""
+        start = time.perf_counter()
+        model = state["model"]
+        body = await receive(request, model, embedding)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            inputs, options = parse(body, request.headers.get("content-type", ""), model)
+        except BadRequest as e:
+            return error(e.status, e.reason, str(e))
+        features = model.encode(inputs)
         try:
             rows = await state["batcher"].submit(features)
         except EngineFailure as e:
             return error(500, "engine", str(e))
         metrics.requests.labels("ok").inc()
-        metrics.inputs.inc(n_inputs)
+        metrics.inputs.inc(len(inputs))
         metrics.latency.observe(time.perf_counter() - start)
-        return rows
+        return JSONResponse(respond(model, features, rows, options))
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:
-        start = time.perf_counter()
-        model = state["model"]
-        body = await receive(request, model, embedding=False)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            inputs = parse_inputs(body, request.headers.get("content-type", ""), model.pair, settings)
-        except BadRequest as e:
-            return error(e.status, e.reason, str(e))
-        logits = await run(model, model.encode(inputs), len(inputs), start)
-        if isinstance(logits, JSONResponse):
-            return logits
-        return JSONResponse({"model": model.description, "predictions": model.answers(logits)})
+        return await handle(request, False,
+                            lambda body, kind, model: (parse_inputs(body, kind, model.pair, settings), None),
+                            lambda model, features, logits, _: {"model": model.description,
+                                                                "predictions": model.answers(logits)})
+
+    def openai_answer(model: ServedModel, features, vectors, encoding: str) -> dict:
+        tokens = sum(len(ids) for ids in features["input_ids"])
+        return {"object": "list", "model": model.task,
+                "data": [{"object": "embedding", "index": i, "embedding": _vector(v, encoding)} for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     @app.post("/v1/embeddings")
     async def openai_embeddings(request: Request) -> JSONResponse:
-        start = time.perf_counter()
-        model = state["model"]
-        body = await receive(request, model, embedding=True)
-        if isinstance(body, JSONResponse):
-            return openai_error(body)
-        try:
-            texts, encoding = parse_openai(body, request.headers.get("content-type", ""), settings, state["width"])
-        except BadRequest as e:
-            return openai_error(error(e.status, e.reason, str(e)))
-        features = model.encode(texts)
-        vectors = await run(model, features, len(texts), start)
-        if isinstance(vectors, JSONResponse):
-            return openai_error(vectors)
-        tokens = sum(len(ids) for ids in features["input_ids"])
-        return JSONResponse({"object": "list", "model": model.task,
-                             "data": [{"object": "embedding", "index": i, "embedding": _vector(v, encoding)}
-                                      for i, v in enumerate(vectors)],
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        response = await handle(request, True, lambda body, kind, _: parse_openai(body, kind, settings, state["width"]),
+                                openai_answer)
+        return openai_error(response) if response.status_code >= 400 else response
+
+    def tei_inputs(body: bytes, kind: str, model: ServedModel) -> tuple[list[str], None]:
+        texts, truncate = parse_tei(body, kind, settings, model.normalized)
+        if not truncate:
+            longest = max(len(ids) for ids in model.tokenizer(texts)["input_ids"])
+            if longest > model.max_length:
+                raise BadRequest(413, "too_many_tokens", f"an input has {longest} tokens; this model takes "
+                                 f"{model.max_length} (send \"truncate\": true to cut it)")
+        return texts, None
 
     @app.post("/embed")
     async def tei_embed(request: Request) -> JSONResponse:
-        start = time.perf_counter()
-        model = state["model"]
-        body = await receive(request, model, embedding=True)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            texts, truncate = parse_tei(body, request.headers.get("content-type", ""), settings, model.normalized)
-            if not truncate:
-                longest = max(len(ids) for ids in model.tokenizer(texts)["input_ids"])
-                if longest > model.max_length:
-                    raise BadRequest(413, "too_many_tokens", f"an input has {longest} tokens; this model takes "
-                                     f"{model.max_length} (send \"truncate\": true to cut it)")
-        except BadRequest as e:
-            return error(e.status, e.reason, str(e))
-        vectors = await run(model, model.encode(texts), len(texts), start)
-        if isinstance(vectors, JSONResponse):
-            return vectors
-        return JSONResponse([_vector(v, "float") for v in vectors])
+        return await handle(request, True, tei_inputs, lambda model, features, vectors, _: [_vector(v, "float") for v in vectors])
 
     return app
 
