@@ -7,9 +7,8 @@ students (kdqat export of `kdqat train --objective embedding` runs), on one mach
 
 Quality (no fine-tuning): STS-B dev Spearman correlation of cosine similarities with the gold scores (1,500
 pairs), and CLINC150 k-nearest-neighbour intent accuracy (index train.csv, classify test.csv; k = 10, votes
-weighted by cosine, fixed before any model was scored). The peer is what a user would do instead of kdqat: export
-the float model to ONNX, apply onnxruntime's BERT fusions and `quantize_dynamic` (int8 weights, int8 activations
-quantized per batch at run time). Every model runs on the CPU in onnxruntime, except "float (PyTorch)".
+weighted by cosine, fixed before any model was scored). The peer (benchmarks/_peer.py) is what a user would do
+instead of kdqat: onnxruntime's BERT fusions and `quantize_dynamic` int8 of the float model. Every model runs on the CPU in onnxruntime, except "float (PyTorch)".
 Latency: median of `--blocks` blocks of `--iterations` calls per model and shape, models interleaved block by
 block, on token ids of the given lengths; run it on an otherwise idle machine (nothing is timed while training).
 """
@@ -28,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from _peer import peer_graph
 from kdqat.embedding import SentenceEmbedder
 from kdqat.eval.embedding_quality import KNN_K, knn_accuracy, labelled_texts, sts_spearman, stsb_dev
-from kdqat.export.onnx_graph import EMBEDDING_OUTPUT, to_onnx
+from kdqat.export.onnx_graph import EMBEDDING_OUTPUT
 from kdqat.export.sizes import float_bytes
 from kdqat.io import write_json
 from kdqat.models import load_tokenizer, resolve_model
@@ -39,33 +39,6 @@ from kdqat.runtime.batching import predict
 from kdqat.runtime.cpu_info import cpu_info, describe
 from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.torch_engine import TorchEngine
-
-
-def peer_graph(model: SentenceEmbedder, folder: Path) -> tuple[Path, dict]:
-    """The float model -> ONNX -> onnxruntime BERT fusions -> quantize_dynamic (int8): the peer's graph."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    float_path, fused_path, int8_path = folder / "float.onnx", folder / "fused.onnx", folder / "peer_int8.onnx"
-    attention = model.config._attn_implementation
-    model.config._attn_implementation = "eager"  # the attention pattern onnxruntime's fusion recognises
-    try:
-        onnx.save(to_onnx(model, output_name=EMBEDDING_OUTPUT), str(float_path))
-    finally:
-        model.config._attn_implementation = attention
-    config = model.config
-    fused = optimize_model(str(float_path), model_type="bert", num_heads=config.num_attention_heads,
-                           hidden_size=config.hidden_size)
-    fused.save_model_to_file(str(fused_path))
-    # the fused graph's contrib ops defeat shape inference; their outputs are float
-    quantize_dynamic(str(fused_path), str(int8_path), weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-    ops: dict[str, int] = {}
-    for node in onnx.load(str(int8_path)).graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return int8_path, {"fused_ops": fused.get_fused_operator_statistics(), "int8_graph_ops": ops,
-                       "bytes": int8_path.stat().st_size, "float_graph_bytes": float_path.stat().st_size}
 
 
 def embedder(engine, tokenizer, max_length: int, batch_size: int = 64):
@@ -137,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"float_model": float_dir, "max_seq_length": length, "threads": args.threads,
                     "cpu": describe(cpu_info()), "python": platform.python_version()}
     with tempfile.TemporaryDirectory() as scratch:
-        peer_path, peer_record = peer_graph(float_model, Path(scratch))
+        peer_path, peer_record = peer_graph(float_model, Path(scratch), EMBEDDING_OUTPUT)
         result["peer"] = peer_record
         engines = {"float (PyTorch fp32)": TorchEngine(float_model),
                    "peer (onnxruntime dynamic int8)": OrtEngine(peer_path, threads=args.threads, cpu_rewrites=False)}
