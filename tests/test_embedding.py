@@ -252,8 +252,14 @@ def engine_vectors(root: Path, texts: list[str]) -> np.ndarray:
     return OrtEngine(root / "run" / "onnx" / "model.onnx").run(pad_batch(features, list(range(len(texts)))))
 
 
+def counted_inputs(server) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return float(next(x for x in text.splitlines() if x.startswith("kdqat_inputs_total")).split()[1])
+
+
 def test_openai_style_requests_get_the_engines_vectors(embedding_server, embedding_run):
     texts = ["book a flight to paris", "what is my bank balance"]
+    before = counted_inputs(embedding_server)
     answer = httpx.post(f"{embedding_server.url}/v1/embeddings", json={"input": texts, "model": "run"}, timeout=30)
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -262,6 +268,7 @@ def test_openai_style_requests_get_the_engines_vectors(embedding_server, embeddi
     expected = engine_vectors(embedding_run, texts)
     np.testing.assert_allclose(np.array([d["embedding"] for d in body["data"]]), expected, atol=1e-5)
     assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 0
+    assert counted_inputs(embedding_server) == before + 2  # the server's metrics count embedding requests too
     one = httpx.post(f"{embedding_server.url}/v1/embeddings", json={"input": texts[0], "encoding_format": "base64"},
                      timeout=30).json()
     decoded = np.frombuffer(base64.b64decode(one["data"][0]["embedding"]), dtype="<f4")
@@ -315,6 +322,15 @@ def test_bad_embedding_requests_are_refused_in_each_apis_shape(embedding_server,
 def test_a_long_text_is_truncated_unless_refused(embedding_server):
     answer = httpx.post(f"{embedding_server.url}/embed", json={"inputs": "word " * 100}, timeout=30)
     assert answer.status_code == 200 and len(answer.json()[0]) == 32
+
+
+def test_bench_times_an_embedding_run(embedding_run):
+    needs_export(embedding_run)
+    done = run_cli("bench", "run", "--batch-sizes", "2", "--seq-lengths", "16", "--warmup", "1", "--iterations", "2",
+                   "--no-plot", "--no-progress", cwd=embedding_run)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((embedding_run / "run" / "bench" / "bench.json").read_text())["results"]
+    assert {r["engine"] for r in rows} >= {"teacher fp32 (torch)", "student (ort)"}
 
 
 def test_embedding_routes_on_a_classifier_say_where_to_go(exported_run):
