@@ -341,3 +341,35 @@ def test_embedding_routes_on_a_classifier_say_where_to_go(exported_run):
         assert answer.status_code == 404 and "POST /v1/predict" in answer.json()["error"]["message"]
     finally:
         server.stop()
+
+
+def test_an_interrupted_embedding_run_resumes_to_the_same_student(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from kdqat.options import TrainOptions
+    from kdqat.train import train
+
+    model = st_folder(tiny_model_dir, tmp_path / "float-model", Pooling("cls", False))
+    (tmp_path / "text.txt").write_text("\n".join(sentences(60)) + "\n")
+
+    def options(name: str) -> TrainOptions:
+        return TrainOptions(task="notes", objective="embedding", train_file=str(tmp_path / "text.txt"), model=str(model),
+                            output_dir=str(tmp_path / name), batch_size=8, max_seq_length=32, max_steps=4, eval_steps=2,
+                            logging_steps=1, progress=False)
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    train(options("straight"))
+    with pytest.raises(KeyboardInterrupt):
+        train(options("resumed"), callbacks=[Interrupt()])
+    assert not (tmp_path / "resumed" / "student").exists()
+    train(options("resumed"))
+    a, b = (load_file(str(tmp_path / n / "student" / "model.safetensors")) for n in ("straight", "resumed"))
+    assert set(a) == set(b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert read_pooling(tmp_path / "resumed" / "student") == Pooling("cls", False)
