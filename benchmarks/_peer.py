@@ -5,6 +5,7 @@ quantized per batch at run time). Shared by benchmarks/peers.py (classifiers) an
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from torch import nn
@@ -19,12 +20,11 @@ def peer_graph(model: nn.Module, folder: Path, output_name: str = OUTPUT_NAME) -
     from onnxruntime.transformers.optimizer import optimize_model
 
     float_path, fused_path, int8_path = folder / "float.onnx", folder / "fused.onnx", folder / "peer_int8.onnx"
-    attention = model.config._attn_implementation
+    # a copy: switching a transformers classifier's attention back and forth left it 2x slower in PyTorch
+    # (measured), and the caller times `model` next to the peer
+    model = copy.deepcopy(model)
     model.config._attn_implementation = "eager"
-    try:
-        onnx.save(to_onnx(model, output_name=output_name), str(float_path))
-    finally:
-        model.config._attn_implementation = attention
+    onnx.save(to_onnx(model, output_name=output_name), str(float_path))
     config = model.config
     fused = optimize_model(str(float_path), model_type="bert", num_heads=config.num_attention_heads,
                            hidden_size=config.hidden_size)
