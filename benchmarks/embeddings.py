@@ -22,30 +22,21 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 
 from _peer import peer_graph
+from peers import block_ms, feed
 from kdqat.embedding import SentenceEmbedder
-from kdqat.eval.embedding_quality import KNN_K, knn_accuracy, labelled_texts, sts_spearman, stsb_dev
+from kdqat.eval.embedding_quality import KNN_K, embedder, knn_accuracy, labelled_texts, sts_spearman, stsb_dev
 from kdqat.export.onnx_graph import EMBEDDING_OUTPUT
 from kdqat.export.sizes import float_bytes
 from kdqat.io import write_json
 from kdqat.models import load_tokenizer, resolve_model
 from kdqat.run_dir import open_run
-from kdqat.runtime.batching import predict
 from kdqat.runtime.cpu_info import cpu_info, describe
 from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.torch_engine import TorchEngine
-
-
-def embedder(engine, tokenizer, max_length: int, batch_size: int = 64):
-    def embed(texts):
-        features = tokenizer(list(texts), truncation=True, max_length=max_length)
-        return predict(engine.run, dict(features), batch_size)
-    return embed
 
 
 def quality(embed, sts, clinc) -> dict[str, float]:
@@ -56,26 +47,16 @@ def quality(embed, sts, clinc) -> dict[str, float]:
     return out
 
 
-def timed(run, batch: dict, iterations: int) -> float:
-    start = time.perf_counter()
-    for _ in range(iterations):
-        run(batch)
-    return (time.perf_counter() - start) / iterations * 1e3
-
-
 def latency(engines: dict, shapes: list[tuple[int, int]], blocks: int, iterations: int, vocab: int) -> list[dict]:
-    rng = np.random.default_rng(0)
     rows = []
     for batch, seq in shapes:
-        ids = rng.integers(1000, vocab, (batch, seq)).astype(np.int64)
-        ids[:, 0], ids[:, -1] = 101, 102
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        inputs = feed(batch, seq, vocab)
         for engine in engines.values():
-            engine.run(feed)  # warm up
+            engine.run(inputs)  # warm up
         times: dict[str, list[float]] = {name: [] for name in engines}
         for _ in range(blocks):  # interleaved: a slow phase of the machine hits every model alike
             for name, engine in engines.items():
-                times[name].append(timed(engine.run, feed, iterations))
+                times[name].append(block_ms(engine.run, inputs, iterations))
         for name, t in times.items():
             rows.append({"model": name, "batch": batch, "seq": seq, "median_ms": statistics.median(t),
                          "min_ms": min(t), "blocks": blocks, "iterations": iterations})
@@ -136,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             result["quality"] = {}
             scored = {**({} if args.students_only else engines), **students}
             for name, engine in scored.items():
-                result["quality"][name] = quality(embedder(engine, tokenizer, length), sts, clinc)
+                result["quality"][name] = quality(embedder(engine.run, tokenizer, length, 64), sts, clinc)
                 print(f"{name[:70]:70s} " + "  ".join(f"{k} {v:.2f}" for k, v in result["quality"][name].items()),
                       flush=True)
     write_json(Path(args.output), {**result, "args": vars(args)})

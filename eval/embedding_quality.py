@@ -17,6 +17,17 @@ Embed = Callable[[Sequence[str]], np.ndarray]
 KNN_K = 10  # neighbours that vote, weighted by cosine similarity; fixed before any model was scored
 
 
+def embedder(run: Callable[[dict], np.ndarray], tokenizer, max_length: int, batch_size: int,
+             progress: Callable[[int], None] | None = None) -> Embed:
+    """`embed(texts)` for an engine's `run`: tokenized, batched by length, vectors in the texts' order."""
+    from kdqat.runtime.batching import predict
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        features = tokenizer(list(texts), truncation=True, max_length=max_length)
+        return predict(run, dict(features), batch_size, progress)
+    return embed
+
+
 def sts_spearman(embed: Embed, text_a: Sequence[str], text_b: Sequence[str], scores: Sequence[float]) -> float:
     """Spearman correlation (x100) of cos(embed(a), embed(b)) with the gold similarity scores."""
     vectors = embed([*text_a, *text_b])

@@ -18,7 +18,7 @@ from rich.progress import (
 
 from kdqat.data.metrics import class_report, cosines, task_metrics
 from kdqat.glue.data import encode
-from kdqat.eval.embedding_quality import KNN_K, knn_accuracy, labelled_texts, sts_spearman, stsb_dev
+from kdqat.eval.embedding_quality import KNN_K, embedder, knn_accuracy, labelled_texts, sts_spearman, stsb_dev
 from kdqat.runtime.parity import compare, compare_embeddings
 from kdqat.errors import KdqatError
 from kdqat.io import check_output, write_json
@@ -104,28 +104,25 @@ def _embedding_scores(opts: EvalOptions, data, data_dir: str | None, tokenizer, 
                       bar: Progress) -> dict:
     """Each model's STS-B dev Spearman (where GLUE data is found), kNN accuracy (with --knn-train/--knn-test) and
     mean cosine to the float model on the run's validation texts; the engine's agreement with PyTorch there."""
-    def embedder(name: str, engine):
-        def embed(texts):
-            job = bar.add_task(f"{name}: {len(texts)} texts", total=len(texts))
-            features = tokenizer(list(texts), truncation=True, max_length=max_length)
-            return predict(engine.run, dict(features), opts.batch_size, lambda n: bar.advance(job, n))
-        return embed
+    def with_progress(name: str, engine):
+        job = bar.add_task(name, total=None)
+        return embedder(engine.run, tokenizer, max_length, opts.batch_size, lambda n: bar.advance(job, n))
 
-    embeds = {name: embedder(name, engine) for name, engine in models.items()}
+    embeds = {name: with_progress(name, engine) for name, engine in models.items()}
     scores: dict[str, dict[str, float]] = {name: {} for name in models}
     validation = list(data.load(data.task.dev_splits[0], opts.max_samples)["text_a"])
     vectors = {name: embed(validation) for name, embed in embeds.items()}
-    reference = next(iter(vectors.values()))  # the teacher's, when the float model is there
-    teacher = next(iter(models)).startswith("teacher")
-    for name, v in vectors.items():
-        if teacher:
-            scores[name]["validation_cosine"] = 100.0 * float(cosines(reference, v).mean())
+    first = next(iter(vectors))
+    if first.startswith("teacher"):  # the float model is there: every model's cosine to it
+        for name, v in vectors.items():
+            scores[name]["validation_cosine"] = 100.0 * float(cosines(vectors[first], v).mean())
+    out = {"objective": "embedding", "scores": scores, "validation_texts": len(validation),
+           "knn": {"train": opts.knn_train, "test": opts.knn_test, "k": opts.knn_k} if opts.knn_train else None}
     try:
         a, b, gold = stsb_dev(data_dir)
     except KdqatError as e:
-        a = None
-        skipped = f"STS-B dev not scored: {e}"
-    if a is not None:
+        out["skipped"] = f"STS-B dev not scored: {e}"
+    else:
         limit = opts.max_samples or len(a)
         for name, embed in embeds.items():
             scores[name]["stsb_spearman"] = sts_spearman(embed, a[:limit], b[:limit], gold[:limit])
@@ -136,10 +133,6 @@ def _embedding_scores(opts: EvalOptions, data, data_dir: str | None, tokenizer, 
         for name, embed in embeds.items():
             scores[name]["knn_accuracy"] = knn_accuracy(embed, train_texts, train_labels, test_texts, test_labels, opts.knn_k)
     students = [n for n in vectors if n.startswith("student")]
-    out = {"objective": "embedding", "scores": scores, "validation_texts": len(validation),
-           "knn": {"train": opts.knn_train, "test": opts.knn_test, "k": opts.knn_k} if opts.knn_train else None}
-    if a is None:
-        out["skipped"] = skipped
     if len(students) == 2:
         out["agreement"] = compare_embeddings(vectors[students[0]], vectors[students[1]]).to_dict()
     return out

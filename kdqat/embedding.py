@@ -18,6 +18,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from kdqat.errors import KdqatError
+from kdqat.losses import emb_loss
 
 POOLING_MODES = ("mean", "cls", "max")
 MODULES_FILE = "modules.json"
@@ -126,11 +127,6 @@ class EmbeddingOutput(ModelOutput):
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
-def cosine_loss(embeddings: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Mean of 1 - cos(embedding, reference) over the batch."""
-    return (1.0 - F.cosine_similarity(embeddings.float(), reference.float(), dim=-1)).mean()
-
-
 class SentenceEmbedder(nn.Module):
     """An encoder (transformers AutoModel, no pooler) plus pooling: input ids -> sentence embeddings.
 
@@ -161,7 +157,7 @@ class SentenceEmbedder(nn.Module):
         out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
                            output_hidden_states=output_hidden_states)
         vectors = pool(out.last_hidden_state, attention_mask, self.pooling)
-        loss = cosine_loss(vectors, labels) if labels is not None else None
+        loss = emb_loss(vectors, labels, "cosine") if labels is not None else None
         return EmbeddingOutput(loss=loss, logits=vectors, hidden_states=out.hidden_states)
 
     @classmethod

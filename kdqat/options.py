@@ -137,8 +137,7 @@ class TrainOptions:
             raise KdqatError(f"--objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         if self.objective == "embedding":
             self._check_embedding()
-            return
-        if not self.uses_files:
+        elif not self.uses_files:
             for name in ("validation_file", "test_file", "text_column", "text_pair_column", "label_column", "problem",
                          "metric", "dataset_config", "train_split", "validation_split", "test_split"):
                 if getattr(self, name) is not None:
@@ -157,7 +156,8 @@ class TrainOptions:
             raise KdqatError("--data-dir is the GLUE folder; with your own data give the files themselves")
 
     def _check_embedding(self) -> None:
-        """An embedding student distils --model itself on unlabelled text: no labels, no teacher fine-tuning."""
+        """An embedding student distils --model itself on unlabelled text: no labels, no teacher fine-tuning (the
+        checks shared with classification follow in check_data)."""
         for name, why in (("teacher", "the teacher is --model itself (the float embedding model)"),
                           ("init_student", "the student starts from --model"),
                           ("label_column", "embedding text has no labels"), ("text_pair_column", "sentences are embedded one by one"),
@@ -175,12 +175,6 @@ class TrainOptions:
                 raise KdqatError("give the text to distil on: --train-file (one sentence per line, or a column of a "
                                  "CSV/JSON Lines/Parquet file), --dataset, or --task (a GLUE task's train sentences)")
             get_task(self.task)
-        elif self.data_dir is not None:
-            raise KdqatError("--data-dir is the GLUE folder; with your own text give the files themselves")
-        if self.dataset and self.validation_file:
-            raise KdqatError("with --dataset, name its splits (--validation-split), not files")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise KdqatError(f"--validation-fraction {self.validation_fraction}: must be in (0, 1)")
 
     def resolve(self, n_train: int | None = None) -> TrainOptions:
         """Fill the per-task defaults and validate; returns a new object. Your own data needs `n_train`, the

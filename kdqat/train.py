@@ -288,9 +288,10 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
     set_seed(opts.seed)  # the teacher's new classifier head is drawn before any Trainer exists
     write_json(out / "config.json", {"kdqat_version": __version__, "torch": torch.__version__,
                                      "options": dataclasses.asdict(opts), "task_spec": task.to_dict()})
-    teacher_dir = Path(opts.teacher) if opts.teacher else out / "teacher"
-    if task.is_embedding:
+    if task.is_embedding:  # the float embedding model itself
         teacher_dir = Path(resolve_model(opts.model))
+    else:
+        teacher_dir = Path(opts.teacher) if opts.teacher else out / "teacher"
     teacher = given_teacher or train_teacher(opts, task, out, train_set, dev, tokenizer)
     if opts.teacher_only:
         result = {"task": task.name, "metric": task.primary_metric, "labels": _labels(task),

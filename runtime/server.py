@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -43,9 +44,11 @@ class ServeSettings:
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    """A request refused with `status`; `reason` labels it in the metrics; `close` ends the connection."""
+
+    def __init__(self, status: int, reason: str, message: str, close: bool = False) -> None:
         super().__init__(message)
-        self.status, self.reason = status, reason
+        self.status, self.reason, self.close = status, reason, close
 
 
 class Metrics:
@@ -168,8 +171,6 @@ def parse_tei(body: bytes, content_type: str, settings: ServeSettings, normalize
 
 def _vector(row, encoding: str):
     """One embedding as JSON: a list of floats, or base64 of little-endian float32 (OpenAI's base64 format)."""
-    import numpy as np
-
     if encoding == "base64":
         return base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode("ascii")
     return [float(x) for x in row]
@@ -212,21 +213,14 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
 
     app = FastAPI(title="kdqat", lifespan=lifespan)
 
-    def error(status: int, reason: str, message: str) -> JSONResponse:
+    def error(status: int, reason: str, message: str, openai: bool = False, close: bool = False) -> JSONResponse:
+        """A counted error response: {"error": message, "error_type": reason}, or in OpenAI's shape {"error":
+        {"message", "type", "param", "code"}}; `close` ends the connection."""
         metrics.errors.labels(reason).inc()
         metrics.requests.labels("client_error" if status < 500 else "server_error").inc()
-        return JSONResponse({"error": message, "error_type": reason}, status_code=status)
-
-    def openai_error(response: JSONResponse) -> JSONResponse:
-        """The same error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
-        body = json.loads(response.body)
-        kind = "invalid_request_error" if response.status_code < 500 else "server_error"
-        out = JSONResponse({"error": {"message": body["error"], "type": kind, "param": None, "code": body["error_type"]}},
-                           status_code=response.status_code)
-        if "connection" in response.headers:
-            out.headers["connection"] = response.headers["connection"]
-        return out
-
+        body = ({"error": {"message": message, "type": "invalid_request_error" if status < 500 else "server_error",
+                           "param": None, "code": reason}} if openai else {"error": message, "error_type": reason})
+        return JSONResponse(body, status_code=status, headers={"connection": "close"} if close else None)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -242,40 +236,38 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
             metrics.queue_depth.set(state["batcher"].depth)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def receive(request: Request, model: ServedModel | None, embedding: bool) -> bytes | JSONResponse:
-        """The request's body, or the error response when the model, the route or the body is wrong."""
+    async def receive(request: Request, model: ServedModel | None, embedding: bool) -> bytes:
+        """The request's body, or BadRequest when the model, the route or the body is wrong."""
         if model is None:
-            return error(503, "not_ready", "the model is still loading; retry when GET /health says ready")
+            raise BadRequest(503, "not_ready", "the model is still loading; retry when GET /health says ready")
         if model.embedding != embedding:
             routes = "POST /v1/embeddings or /embed" if model.embedding else "POST /v1/predict"
-            return error(404, "wrong_route", f"this model {'serves embeddings' if model.embedding else 'is a classifier'}: {routes}")
+            raise BadRequest(404, "wrong_route", f"this model {'serves embeddings' if model.embedding else 'is a classifier'}: {routes}")
         limit = settings.max_inputs * (2 * settings.max_text_bytes + 16) + 1024
         if int(request.headers.get("content-length") or 0) > limit:
-            return error(413, "body_too_large", f"the body is over {limit} bytes")
+            raise BadRequest(413, "body_too_large", f"the body is over {limit} bytes")
         try:
             return await asyncio.wait_for(request.body(), settings.body_timeout_s)
         except asyncio.TimeoutError:
-            response = error(408, "body_timeout", f"the body did not arrive within {settings.body_timeout_s:g} s")
-            response.headers["connection"] = "close"
-            return response
+            raise BadRequest(408, "body_timeout", f"the body did not arrive within {settings.body_timeout_s:g} s",
+                             close=True) from None
 
-    async def handle(request: Request, embedding: bool, parse: Callable, respond: Callable) -> JSONResponse:
+    async def handle(request: Request, embedding: bool, parse: Callable, respond: Callable,
+                     openai: bool = False) -> JSONResponse:
         """One request: the body received within its deadline, `parse(body, content_type, model)` -> (inputs,
-        options) or BadRequest, the engine's rows through the batcher, `respond(model, features, rows, options)`."""
+        options), the engine's rows through the batcher, `respond(model, features, rows, options)`; any refusal
+        as a counted error response (in OpenAI's shape for `openai`)."""
         start = time.perf_counter()
         model = state["model"]
-        body = await receive(request, model, embedding)
-        if isinstance(body, JSONResponse):
-            return body
         try:
+            body = await receive(request, model, embedding)
             inputs, options = parse(body, request.headers.get("content-type", ""), model)
-        except BadRequest as e:
-            return error(e.status, e.reason, str(e))
-        features = model.encode(inputs)
-        try:
+            features = model.encode(inputs)
             rows = await state["batcher"].submit(features)
+        except BadRequest as e:
+            return error(e.status, e.reason, str(e), openai, e.close)
         except EngineFailure as e:
-            return error(500, "engine", str(e))
+            return error(500, "engine", str(e), openai)
         metrics.requests.labels("ok").inc()
         metrics.inputs.inc(len(inputs))
         metrics.latency.observe(time.perf_counter() - start)
@@ -296,9 +288,8 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
 
     @app.post("/v1/embeddings")
     async def openai_embeddings(request: Request) -> JSONResponse:
-        response = await handle(request, True, lambda body, kind, _: parse_openai(body, kind, settings, state["width"]),
-                                openai_answer)
-        return openai_error(response) if response.status_code >= 400 else response
+        return await handle(request, True, lambda body, kind, _: parse_openai(body, kind, settings, state["width"]),
+                            openai_answer, openai=True)
 
     def tei_inputs(body: bytes, kind: str, model: ServedModel) -> tuple[list[str], None]:
         texts, truncate = parse_tei(body, kind, settings, model.normalized)
