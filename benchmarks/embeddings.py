@@ -7,7 +7,8 @@ students (kdqat export of `kdqat train --objective embedding` runs), on one mach
 
 Quality (no fine-tuning): STS-B dev Spearman correlation of cosine similarities with the gold scores (1,500
 pairs), and CLINC150 k-nearest-neighbour intent accuracy (index train.csv, classify test.csv; k = 10, votes
-weighted by cosine, fixed before any model was scored). The peer (benchmarks/_peer.py) is what a user would do
+weighted by cosine, fixed before any model was scored). `--split validation` scores what students are chosen by
+instead: STS-B train pairs (5,749; the students never see their scores) and CLINC150 validation.csv. The peer (benchmarks/_peer.py) is what a user would do
 instead of kdqat: onnxruntime's BERT fusions and `quantize_dynamic` int8 of the float model. Every model runs on the CPU in onnxruntime, except "float (PyTorch)".
 Latency: median of `--blocks` blocks of `--iterations` calls per model and shape, models interleaved block by
 block, on token ids of the given lengths; run it on an otherwise idle machine (nothing is timed while training).
@@ -28,7 +29,7 @@ from pathlib import Path
 from _peer import peer_graph
 from peers import block_ms, feed
 from kdqat.embedding import SentenceEmbedder
-from kdqat.eval.embedding_quality import KNN_K, embedder, knn_accuracy, labelled_texts, sts_spearman, stsb_dev
+from kdqat.eval.embedding_quality import KNN_K, embedder, knn_accuracy, labelled_texts, sts_spearman, stsb_pairs
 from kdqat.export.onnx_graph import EMBEDDING_OUTPUT
 from kdqat.export.sizes import float_bytes
 from kdqat.io import write_json
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=9)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--split", choices=("test", "validation"), default="test",
+                        help="test: STS-B dev, CLINC150 test.csv (reported once); validation: STS-B train pairs, "
+                             "CLINC150 validation.csv (for choosing)")
     parser.add_argument("--students-only", action="store_true",
                         help="quality of the runs' students only (the float model and the peer scored in another call)")
     parser.add_argument("--output", required=True, help="JSON file for the results")
@@ -109,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             for row in result["latency"]:
                 print(f"{row['model'][:60]:60s} {row['batch']:>3d} x {row['seq']:<4d} {row['median_ms']:8.2f} ms")
         else:
-            sts = stsb_dev(args.data_dir)
+            validation = args.split == "validation"
+            sts = stsb_pairs(args.data_dir, "train" if validation else "dev")
             clinc = None
             if args.clinc:
                 clinc = (*labelled_texts(Path(args.clinc) / "train.csv", "--clinc"),
-                         *labelled_texts(Path(args.clinc) / "test.csv", "--clinc"))
+                         *labelled_texts(Path(args.clinc) / ("validation.csv" if validation else "test.csv"), "--clinc"))
             result["quality"] = {}
             scored = {**({} if args.students_only else engines), **students}
             for name, engine in scored.items():

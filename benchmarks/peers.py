@@ -41,6 +41,10 @@ def feed(batch: int, seq: int, vocab: int) -> dict[str, np.ndarray]:
 
 
 def block_ms(run, inputs: dict, iterations: int) -> float:
+    """ms per call over `iterations` calls, after a pause: onnxruntime's intra-op threads spin for a while after
+    a run, and a session timed right after another one would share the cores with the other's spinning pool
+    (measured: a 1x32 student looked 1.6x slower than alone)."""
+    time.sleep(0.05)
     start = time.perf_counter()
     for _ in range(iterations):
         run(inputs)

@@ -1,27 +1,54 @@
-"""Load on `kdqat serve` over real HTTP: p50/p99 latency and throughput at several concurrencies, with
-dynamic batching on and off, side by side.
+"""Load on `kdqat serve` over real HTTP, against the engine alone on the same inputs.
 
-    python benchmarks/serve_load.py RUN_DIR [--concurrency 1,8,32] [--requests 256] [--engine ort]
+    python benchmarks/serve_load.py RUN_DIR [--inputs equal,varied] [--concurrency 32] [--duration 10]
+        [--modes off,on:8,on:32] [--texts FILE.txt] [--output docs/results/serve/load.json]
 
-Starts one server per mode on a free loopback port, sends `--requests` one-input requests per
-concurrency level (dev-set sentences of the run's task when GLUE_DIR has them, else synthetic ones) after
-a warm-up, and prints one row per mode and concurrency. Nothing else should run on the machine meanwhile.
+How the load is produced: `wrk` (a C load generator, `apt-get install wrk`), one thread, `--concurrency` open
+connections, each request one input (a text, or a [text_a, text_b] pair) taken in turn from the set, for
+`--duration` seconds or `--max-requests` answers, whichever comes first. wrk's and the server's CPU use are read
+from /proc and printed beside every row, so that what the load generator took from the server's cores is on the
+record. The inputs: the run's dev data (or `--texts`, one text per line); `varied` sends them as they come,
+`equal` only those of the most common token length.
+
+The engine alone: the same inputs, tokenized once, through the same onnxruntime graph in this process (no server
+running), in batches of `--engine-batch` sorted by length: the throughput a server of this engine could reach.
+The ratio server / engine is the figure of merit. Nothing else should run on the machine meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import collections
 import json
 import os
+import platform
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
+
+WRK_SCRIPT = """
+local bodies = {}
+for line in io.lines("%(bodies)s") do bodies[#bodies + 1] = line end
+local i, done, limit = 0, 0, %(limit)d
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, "%(path)s", nil, bodies[i])
+end
+response = function(status, headers, body)
+  done = done + 1
+  if done >= limit then wrk.thread:stop() end
+end
+"""
 
 
 def free_port() -> int:
@@ -30,27 +57,60 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def sample_inputs(run: Path, n: int) -> list:
-    """n texts (or pairs) from the run's dev data (GLUE: GLUE_DIR; your data: its validation split)."""
+def dev_inputs(run: Path, n: int) -> list:
+    """Up to n inputs (texts, or [a, b] pairs) of the run's dev data (GLUE: GLUE_DIR; your data: its validation
+    split)."""
     from kdqat.run_dir import open_run
 
     opened = open_run(run)
-    pair = opened.spec.pair
-    try:
-        source = opened.data_source(os.environ.get("GLUE_DIR") if opened.spec.source == "glue" else None)
-        dev = source.load(opened.spec.dev_splits[0], n)
-        texts = list(zip(dev["text_a"], dev["text_b"])) if pair else list(dev["text_a"])
-    except Exception:  # no data here: synthetic sentences of typical length
-        texts = [(f"sentence {i} about a topic", f"a second sentence {i}") if pair else f"sentence {i} about a topic"
-                 for i in range(n)]
-    return [list(t) if pair else t for t in (texts * (n // len(texts) + 1))[:n]]
+    source = opened.data_source(os.environ.get("GLUE_DIR") if opened.spec.source == "glue" else None)
+    dev = source.load(opened.spec.dev_splits[0], n)
+    if opened.spec.pair:
+        return [[a, b] for a, b in zip(dev["text_a"], dev["text_b"])]
+    return list(dev["text_a"])
 
 
-def start_server(run: Path, engine: str, batching: bool, max_batch_size: int, max_wait_ms: float) -> tuple[subprocess.Popen, str]:
+def token_lengths(run: Path, inputs: list) -> list[int]:
+    """Token count of each input, as the server's tokenizer cuts it."""
+    from transformers import AutoTokenizer
+
+    export = json.loads((run / "onnx" / "export.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(run / "onnx"))
+    pair = isinstance(inputs[0], list)
+    enc = tokenizer([x[0] for x in inputs] if pair else inputs, [x[1] for x in inputs] if pair else None,
+                    truncation=True, max_length=int(export["max_seq_length"]))
+    return [len(ids) for ids in enc["input_ids"]]
+
+
+def input_sets(run: Path, kinds: list[str], texts: Path | None, n: int) -> dict[str, list]:
+    pool = ([line.strip() for line in texts.read_text().splitlines() if line.strip()] if texts else dev_inputs(run, 4 * n))
+    lengths = token_lengths(run, pool)
+    mode = collections.Counter(lengths).most_common(1)[0][0]
+    sets = {"varied": pool[:n], "equal": [x for x, k in zip(pool, lengths) if k == mode][:n]}
+    return {k: sets[k] for k in kinds}
+
+
+def engine_throughput(run: Path, inputs: list, batch: int, passes: int) -> dict:
+    """Inputs per second of the run's ORT engine alone over `inputs` in batches of `batch`, sorted by length."""
+    from kdqat.runtime.batching import predict
+    from kdqat.runtime.served_model import open_served
+
+    model = open_served(run, "ort")
+    features = model.encode(inputs)
+    predict(model.engine.run, features, batch)  # warm up
+    times = []
+    for _ in range(passes):
+        start = time.perf_counter()
+        predict(model.engine.run, features, batch)
+        times.append(time.perf_counter() - start)
+    lengths = [len(x) for x in features["input_ids"]]
+    return {"inputs_per_s": len(inputs) / statistics.median(times), "batch": batch, "passes": passes,
+            "mean_tokens": statistics.mean(lengths), "min_tokens": min(lengths), "max_tokens": max(lengths)}
+
+
+def start_server(run: Path, options: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "kdqat.cli", "serve", str(run), "--port", str(port), "--engine", engine,
-           "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms),
-           "--batching" if batching else "--no-batching"]
+    cmd = [sys.executable, "-m", "kdqat.cli", "serve", str(run), "--host", "127.0.0.1", "--port", str(port), *options]
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -67,68 +127,182 @@ def start_server(run: Path, engine: str, batching: bool, max_batch_size: int, ma
     raise SystemExit("the server did not become ready in 300 s")
 
 
-async def drive(url: str, inputs: list, concurrency: int) -> dict:
-    """Send every input as its own request, `concurrency` at a time; latency per request, overall throughput."""
-    latencies: list[float] = []
-    queue: asyncio.Queue = asyncio.Queue()
-    for x in inputs:
-        queue.put_nowait(x)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        async def worker():
-            while not queue.empty():
-                x = queue.get_nowait()
-                start = time.perf_counter()
-                answer = await client.post("/v1/predict", json=[x])
-                latencies.append(time.perf_counter() - start)
-                answer.raise_for_status()
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - start
-    ms = sorted(t * 1000 for t in latencies)
-    return {"p50_ms": statistics.median(ms), "p99_ms": ms[min(len(ms) - 1, int(0.99 * len(ms)))],
-            "requests_per_s": len(ms) / wall}
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
+    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def run_wrk(url: str, path: str, bodies: Path, concurrency: int, duration: float, limit: int, server_pid: int) -> dict:
+    """One wrk run; its requests/s, latency percentiles, errors, and the CPU wrk and the server used."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT % {"bodies": bodies, "limit": limit, "path": path})
+        script = f.name
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "--timeout", "30s", "-s", script, url]
+    server_before, start = cpu_seconds(server_pid), time.perf_counter()
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wrk_cpu = 0.0
+    while process.poll() is None:  # the last reading before wrk exits: its CPU seconds so far
+        try:
+            wrk_cpu = cpu_seconds(process.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            break
+        time.sleep(0.05)
+    out = process.communicate()[0]
+    wall = time.perf_counter() - start
+    server_cpu = cpu_seconds(server_pid) - server_before
+    os.unlink(script)
+    if process.returncode != 0:
+        raise SystemExit(f"wrk failed: {out}")
+    percentiles = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)$", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)$", out, re.M)
+    return {"requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+            "p50_ms": _ms(percentiles["50"]), "p90_ms": _ms(percentiles["90"]), "p99_ms": _ms(percentiles["99"]),
+            "non_2xx": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else "",
+            "wrk_cpu_cores": wrk_cpu / wall, "server_cpu_cores": server_cpu / wall, "wall_s": wall}
+
+
+def counters(url: str) -> dict[str, float]:
+    """The server's cumulative engine, tokenizer and batch figures (its /metrics)."""
+    wanted = ("kdqat_engine_seconds_sum", "kdqat_engine_seconds_count", "kdqat_tokenize_seconds_sum",
+              "kdqat_batch_size_sum", "kdqat_queue_seconds_sum", "kdqat_queue_seconds_count")
+    out = dict.fromkeys(wanted, 0.0)
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in out:
+            out[name] = float(value)
+    return out
+
+
+def where_time_goes(before: dict, after: dict, wall: float) -> dict:
+    """Over one load run: the share of the wall time the engine and the tokenizer were busy, inputs per engine
+    call, and the mean time a request queued."""
+    d = {k: after[k] - before[k] for k in before}
+    calls, requests = d["kdqat_engine_seconds_count"], d["kdqat_queue_seconds_count"]
+    return {"engine_busy": d["kdqat_engine_seconds_sum"] / wall, "tokenizer_busy": d["kdqat_tokenize_seconds_sum"] / wall,
+            "inputs_per_engine_call": d["kdqat_batch_size_sum"] / calls if calls else 0.0,
+            "queued_ms": 1000 * d["kdqat_queue_seconds_sum"] / requests if requests else 0.0}
+
+
+CATEGORIES = (  # the innermost frame of a sampled stack that one of these matches says where its time went
+    ("engine", ("onnxruntime_inference_collection", "torch_engine", "trt_engine")),
+    ("tokenizer", ("tokenization_utils", "tokenizers", "served_model.py:")),
+    ("json", ("json/",)),
+    ("metrics", ("prometheus_client",)),
+    ("http", ("uvicorn", "httptools")),
+    ("framework", ("fastapi", "starlette")),
+    ("server code", ("kdqat/runtime/", "runtime/server.py", "runtime/batcher.py", "runtime/batching.py")),
+    ("event loop", ("asyncio", "uvloop", "concurrent/futures", "threading.py")),
+)
+
+
+def profile_server(pid: int, seconds: float, raw: Path) -> subprocess.Popen:
+    """Start sampling the server with py-spy (every thread, 200 Hz, without pausing it) into `raw`."""
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                             "--duration", str(max(1, int(seconds))), "--nonblocking", "--output", str(raw)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def time_shares(raw: Path) -> dict[str, float]:
+    """Share of the server's busy samples per category (py-spy leaves idle waits out)."""
+    counts: collections.Counter = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        name = next((c for frame in reversed(stack.split(";")) for c, keys in CATEGORIES if any(k in frame for k in keys)),
+                    "other")
+        counts[name] += int(n)
+    total = sum(counts.values()) or 1
+    return {name: counts[name] / total for name, _ in (*CATEGORIES, ("other", ()))}
+
+
+def mode_options(mode: str) -> list[str]:
+    """off -> --no-batching; on:N[:MS] -> --batching --max-batch-size N [--max-wait-ms MS]; default -> nothing."""
+    parts = mode.split(":")
+    if mode in ("off", "default"):
+        return ["--no-batching"] if mode == "off" else []
+    if parts[0] == "on" and len(parts) in (2, 3) and all(p.replace(".", "", 1).isdigit() for p in parts[1:]):
+        return ["--batching", "--max-batch-size", parts[1], *(["--max-wait-ms", parts[2]] if len(parts) == 3 else [])]
+    raise SystemExit(f"--modes: {mode!r} is not off, default or on:N[:MS]")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--requests", type=int, default=256, help="requests per concurrency level")
-    parser.add_argument("--engine", default="ort")
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--max-wait-ms", type=float, default=0.0)
+    parser.add_argument("--inputs", default="equal,varied", help="equal, varied, or both (comma-separated)")
+    parser.add_argument("--texts", type=Path, help="a .txt file, one input per line, instead of the run's dev data")
+    parser.add_argument("--count", type=int, default=512, help="distinct inputs per set")
+    parser.add_argument("--concurrency", default="32")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--max-requests", type=int, default=50_000, help="wrk stops after this many answers")
+    parser.add_argument("--modes", default="off,on:32", help="server settings: off, default, on:N[:MS] (max batch size, max wait in ms)")
+    parser.add_argument("--engine-batch", type=int, default=32)
+    parser.add_argument("--engine-passes", type=int, default=5)
+    parser.add_argument("--profile", type=Path, help="sample the server with py-spy during each run: raw stacks "
+                        "into this folder, and the share of its busy time per category beside each row")
     parser.add_argument("--output", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
-    inputs = sample_inputs(args.run_dir, args.requests)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk (the load generator this benchmark uses)")
+    if args.profile and shutil.which("py-spy") is None:
+        raise SystemExit("--profile samples the server with py-spy: pip install py-spy")
+    from kdqat.io import write_json
     from kdqat.runtime.cpu_info import cpu_info, describe
 
-    rows = []
-    for batching in (False, True):
-        process, url = start_server(args.run_dir, args.engine, batching, args.max_batch_size, args.max_wait_ms)
-        try:
-            asyncio.run(drive(url, inputs[:32], 4))  # warm-up
-            for c in levels:
-                rows.append({"batching": batching, "concurrency": c, **asyncio.run(drive(url, inputs, c))})
-        finally:
-            process.terminate()
-            process.wait(60)
-    print(f"{args.run_dir} engine={args.engine} requests={args.requests} (one input each) "
-          f"max_batch_size={args.max_batch_size} max_wait_ms={args.max_wait_ms:g}")
-    print(f"CPU: {describe(cpu_info())}")
-    print(f"{'batching':>9} {'concurrency':>11} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
+    export = json.loads((args.run_dir / "onnx" / "export.json").read_text())
+    path = "/v1/embeddings" if export.get("problem_type") == "embedding" else "/v1/predict"
+    sets = input_sets(args.run_dir, args.inputs.split(","), args.texts, args.count)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    rows, engines = [], {}
+    with tempfile.TemporaryDirectory() as scratch:
+        files = {}
+        for name, inputs in sets.items():
+            engines[name] = engine_throughput(args.run_dir, inputs, args.engine_batch, args.engine_passes)
+            files[name] = Path(scratch) / f"{name}.jsonl"
+            body = (lambda x: {"input": x}) if path == "/v1/embeddings" else (lambda x: [x])
+            files[name].write_text("".join(json.dumps(body(x)) + "\n" for x in inputs))
+        for mode in args.modes.split(","):
+            process, url = start_server(args.run_dir, mode_options(mode))
+            try:
+                for name in sets:
+                    run_wrk(url, path, files[name], 8, 2, 1000, process.pid)  # warm up
+                    for c in levels:
+                        before = counters(url)
+                        if args.profile:
+                            args.profile.mkdir(parents=True, exist_ok=True)
+                            raw = args.profile / f"{mode.replace(':', '-')}-{name}-c{c}.txt"
+                            sampler = profile_server(process.pid, args.duration, raw)
+                        result = run_wrk(url, path, files[name], c, args.duration, args.max_requests, process.pid)
+                        result.update(where_time_goes(before, counters(url), result["wall_s"]))
+                        if args.profile:
+                            sampler.wait(60)
+                            result["busy_shares"] = time_shares(raw)
+                        rows.append({"mode": mode, "inputs": name, "concurrency": c, **result,
+                                     "vs_engine": result["requests_per_s"] / engines[name]["inputs_per_s"]})
+            finally:
+                process.terminate()
+                process.wait(60)
+    print(f"{args.run_dir} ({export['task']}), {describe(cpu_info())}; load: wrk -t1, one input per request")
+    for name, e in engines.items():
+        print(f"engine alone, {name} inputs ({e['min_tokens']}-{e['max_tokens']} tokens, mean {e['mean_tokens']:.1f}), "
+              f"batch {e['batch']}: {e['inputs_per_s']:.0f} inputs/s")
+    print(f"{'mode':>7} {'inputs':>7} {'conc':>5} {'req/s':>8} {'vs engine':>9} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'wrk CPU':>7} {'server CPU':>10} {'engine busy':>11} {'tokenizer':>9} {'batch':>5} {'non-2xx':>7}")
     for r in rows:
-        print(f"{'on' if r['batching'] else 'off':>9} {r['concurrency']:>11} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} "
-              f"{r['requests_per_s']:8.1f}")
-    for c in levels:
-        on = next(r for r in rows if r["batching"] and r["concurrency"] == c)
-        off = next(r for r in rows if not r["batching"] and r["concurrency"] == c)
-        print(f"concurrency {c}: batching gives {on['requests_per_s'] / off['requests_per_s']:.2f}x the throughput")
+        print(f"{r['mode']:>7} {r['inputs']:>7} {r['concurrency']:>5} {r['requests_per_s']:8.1f} {r['vs_engine']:8.2f}x "
+              f"{r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['wrk_cpu_cores']:7.2f} {r['server_cpu_cores']:10.2f} "
+              f"{r['engine_busy']:10.0%} {r['tokenizer_busy']:8.0%} {r['inputs_per_engine_call']:5.1f} {r['non_2xx']:>7}")
+        if "busy_shares" in r:
+            print("        server busy time: " + ", ".join(f"{k} {v:.0%}" for k, v in r["busy_shares"].items() if v >= 0.005))
     if args.output:
-        args.output.write_text(json.dumps({"options": {k: str(v) for k, v in vars(args).items()}, "cpu": cpu_info(),
-                                           "results": rows}, indent=2) + "\n")
+        write_json(args.output, {"args": {k: str(v) for k, v in vars(args).items()}, "cpu": cpu_info(),
+                                 "python": platform.python_version(), "engine_alone": engines, "results": rows})
 
 
 if __name__ == "__main__":

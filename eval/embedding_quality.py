@@ -67,12 +67,14 @@ def knn_accuracy(embed: Embed, train_texts: Sequence[str], train_labels: Sequenc
     return 100.0 * float(np.mean(predicted == np.array([ids[x] for x in test_labels])))
 
 
-def stsb_dev(data_dir: str | Path | None) -> tuple[list[str], list[str], list[float]]:
-    """GLUE STS-B dev pairs and their gold scores (data_dir: a GLUE_DIR folder; None: GLUE_DIR, else the hub)."""
+def stsb_pairs(data_dir: str | Path | None, split: str = "dev") -> tuple[list[str], list[str], list[float]]:
+    """GLUE STS-B pairs of `split` (dev: the reported score; train: a validation score for choosing between
+    students, whose training never sees the gold scores) and their gold scores (data_dir: a GLUE_DIR folder;
+    None: GLUE_DIR, else the hub)."""
     from kdqat.glue.data import load_split
     from kdqat.glue.tasks import get_task
 
-    ds = load_split(get_task("stsb"), "dev", data_dir)
+    ds = load_split(get_task("stsb"), split, data_dir)
     return list(ds["text_a"]), list(ds["text_b"]), [float(x) for x in ds["label"]]
 
 

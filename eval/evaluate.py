@@ -18,7 +18,7 @@ from rich.progress import (
 
 from kdqat.data.metrics import class_report, cosines, task_metrics
 from kdqat.glue.data import encode
-from kdqat.eval.embedding_quality import KNN_K, embedder, knn_accuracy, labelled_texts, sts_spearman, stsb_dev
+from kdqat.eval.embedding_quality import KNN_K, embedder, knn_accuracy, labelled_texts, sts_spearman, stsb_pairs
 from kdqat.runtime.parity import compare, compare_embeddings
 from kdqat.errors import KdqatError
 from kdqat.io import check_output, write_json
@@ -119,7 +119,7 @@ def _embedding_scores(opts: EvalOptions, data, data_dir: str | None, tokenizer, 
     out = {"objective": "embedding", "scores": scores, "validation_texts": len(validation),
            "knn": {"train": opts.knn_train, "test": opts.knn_test, "k": opts.knn_k} if opts.knn_train else None}
     try:
-        a, b, gold = stsb_dev(data_dir)
+        a, b, gold = stsb_pairs(data_dir)
     except KdqatError as e:
         out["skipped"] = f"STS-B dev not scored: {e}"
     else:

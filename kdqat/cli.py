@@ -412,9 +412,9 @@ def serve(
     onnx: Optional[str] = typer.Option(None, help="Deploy graph (default RUN_DIR/onnx/model.onnx; export.json beside it)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)."),
     port: int = typer.Option(8000, help="TCP port."),
-    max_batch_size: int = typer.Option(8, help="Dynamic batching: at most this many inputs per engine call (8 suits a CPU; raise it on a GPU)."),
-    max_wait_ms: float = typer.Option(0.0, help="Dynamic batching: how long a request waits for others to join its batch (0: batch only what queued up while the engine was busy)."),
-    batching: Optional[bool] = typer.Option(None, "--batching/--no-batching", help="Gather concurrent requests into one engine call (default: on for a GPU engine, off on a CPU, where it measured slower)."),
+    max_batch_size: int = typer.Option(32, help="Dynamic batching: at most this many inputs per engine call."),
+    max_wait_ms: float = typer.Option(5.0, help="Dynamic batching: how long a call may wait for the requests outstanding before it to come back (a lone client never waits; 0: only what queued while the engine was busy)."),
+    batching: bool = typer.Option(True, "--batching/--no-batching", help="Gather concurrent requests into length-bucketed engine calls (faster on a 2-core CPU too, measured: docs/RESULTS.md)."),
     max_inputs: int = typer.Option(256, help="Most inputs in one request (more: 413)."),
     max_text_bytes: int = typer.Option(16384, help="Longest text in bytes (longer: 413)."),
     body_timeout_s: float = typer.Option(10.0, help="A request whose body has not fully arrived after this many seconds gets 408 and its connection is closed."),
@@ -443,8 +443,6 @@ def serve(
     from kdqat.runtime.server import ServeSettings, create_app
 
     _check_exported(run_dir, onnx)
-    if batching is None:  # measured (docs/RESULTS.md): on a 2-core CPU one input at a time serves more requests
-        batching = engine == "trt" or provider in ("cuda", "tensorrt")
     settings = ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes, body_timeout_s)
     failures: list[str] = []
     server: list = []

@@ -1,52 +1,66 @@
 """Dynamic batching for a server: concurrent requests gathered into one engine call.
 
-A request is a list of tokenized inputs. The worker takes the first waiting request and every request
-already queued behind it (the ones that arrived while the engine was busy), then, if `max_wait_ms` is
-above 0, waits up to that long for more, until `max_batch_size` inputs are gathered; it runs them in
-one `predict` call on a worker thread (sorted by length and padded per batch of `max_batch_size`, as
-`kdqat eval` runs them). When the gathered call fails, each request is run again on its own, so one
-bad request fails alone. With batching off (`max_batch_size` 1 request at a time) every request is one
-call of its own.
+A request is a list of validated inputs (texts, or pairs). The worker takes the first waiting request and
+every request already queued behind it (the ones that arrived while the engine was busy), then, if
+`max_wait_ms` is above 0, waits up to that long for more, until as many inputs are gathered as were outstanding
+at the peak since the last call (at most `max_batch_size`): clients that just got their answers send their next
+requests right away, while a lone client never waits. On the engine thread, off the event loop, it tokenizes the
+whole group in one tokenizer call and runs it batch by batch, longest first, each batch holding inputs of similar length (runtime.batching.Bucket), so that a short
+request is never padded to a long one. When the gathered call fails, each request is run again on its own, so
+one bad request fails alone. With batching off every request is one call of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from kdqat.runtime.batching import Features, predict
+from kdqat.runtime.batching import Bucket, Features, predict
 
 RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
+Encode = Callable[[list], Features]
 
 
 @dataclass
 class _Request:
-    features: Features
+    inputs: list
     future: asyncio.Future = field(repr=False)
+    queued: float = field(default_factory=time.perf_counter)
 
     @property
     def size(self) -> int:
-        return len(self.features["input_ids"])
+        return len(self.inputs)
 
 
-def _merge(requests: list[_Request]) -> Features:
-    return {name: [row for r in requests for row in r.features[name]] for name in requests[0].features}
+@dataclass(frozen=True)
+class Timings:
+    """Observers of where a request's time goes (each called with seconds): waiting in the queue (per
+    request), tokenizing (per tokenizer call), running the engine (per engine call, with its input count)."""
+
+    queue: Callable[[float], None] = lambda s: None
+    tokenize: Callable[[float], None] = lambda s: None
+    engine: Callable[[int, float], None] = lambda n, s: None
 
 
 class DynamicBatcher:
-    """`await batcher.submit(features)` returns the logits of those inputs, in order."""
+    """`await batcher.submit(inputs)` returns (engine rows of those inputs in order, their token counts)."""
 
-    def __init__(self, run: RunBatch, max_batch_size: int = 32, max_wait_ms: float = 5.0, batching: bool = True,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(self, run: RunBatch, encode: Encode, max_batch_size: int = 32, max_wait_ms: float = 5.0,
+                 batching: bool = True, bucket: Bucket | None = Bucket(), timings: Timings = Timings()) -> None:
         self.run = run
+        self.encode = encode
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.batching = batching
-        self.on_batch = on_batch  # called with the number of inputs of every engine call
+        self.bucket = bucket
+        self.timings = timings
+        self._outstanding = 0  # inputs submitted and not yet answered
+        self._peak = 0  # the most inputs outstanding since the last gathered call
         self.queue: asyncio.Queue[_Request] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdqat-engine")  # one call at a time
         self._worker: asyncio.Task | None = None
@@ -65,10 +79,15 @@ class DynamicBatcher:
             await asyncio.gather(self._worker, return_exceptions=True)
         self.executor.shutdown(wait=True)
 
-    async def submit(self, features: Features) -> np.ndarray:
-        request = _Request(features, asyncio.get_running_loop().create_future())
-        await self.queue.put(request)
-        return await request.future
+    async def submit(self, inputs: list) -> tuple[np.ndarray, list[int]]:
+        request = _Request(inputs, asyncio.get_running_loop().create_future())
+        self._outstanding += request.size
+        self._peak = max(self._peak, self._outstanding)
+        try:
+            await self.queue.put(request)
+            return await request.future
+        finally:
+            self._outstanding -= request.size
 
     async def _gather(self) -> list[_Request]:
         first = await self.queue.get()
@@ -79,8 +98,11 @@ class DynamicBatcher:
             request = self.queue.get_nowait()
             group.append(request)
             size += request.size
+        # wait (up to max_wait) for as many inputs as were outstanding at the peak since the last call: clients
+        # that just got their answers send their next requests now; a lone client does not wait at all
+        target, self._peak = min(self.max_batch_size, self._peak), self._outstanding
         deadline = asyncio.get_running_loop().time() + self.max_wait
-        while size < self.max_batch_size:
+        while size < target:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
@@ -92,14 +114,25 @@ class DynamicBatcher:
             size += request.size
         return group
 
-    async def _call(self, features: Features) -> np.ndarray:
-        size = len(features["input_ids"])
-        batch_size = self.max_batch_size if self.batching else size
-        logits = await asyncio.get_running_loop().run_in_executor(self.executor, predict, self.run, features, batch_size)
-        if self.on_batch is not None:
-            for start in range(0, size, batch_size):
-                self.on_batch(min(batch_size, size - start))
-        return logits
+    def _compute(self, inputs: list) -> tuple[np.ndarray, list[int]]:
+        """On the engine thread: tokenize all inputs in one call, run them in length-bucketed batches."""
+        start = time.perf_counter()
+        features = self.encode(inputs)
+        self.timings.tokenize(time.perf_counter() - start)
+        batch_size = self.max_batch_size if self.batching else len(inputs)
+
+        def timed(batch: dict[str, np.ndarray]) -> np.ndarray:
+            begin = time.perf_counter()
+            out = self.run(batch)
+            self.timings.engine(len(batch["input_ids"]), time.perf_counter() - begin)
+            return out
+
+        logits = predict(timed, features, batch_size, bucket=self.bucket if self.batching else None)
+        return logits, [len(ids) for ids in features["input_ids"]]
+
+    async def _call(self, requests: list[_Request]) -> tuple[np.ndarray, list[int]]:
+        inputs = [x for r in requests for x in r.inputs]
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._compute, inputs)
 
     async def _loop(self) -> None:
         while True:
@@ -107,8 +140,11 @@ class DynamicBatcher:
             live = [r for r in group if not r.future.done()]  # a client that went away is not computed
             if not live:
                 continue
+            now = time.perf_counter()
+            for r in live:
+                self.timings.queue(now - r.queued)
             try:
-                logits = await self._call(_merge(live))
+                logits, tokens = await self._call(live)
             except Exception:
                 if len(live) == 1:
                     live[0].future.set_exception(_failure())
@@ -118,13 +154,13 @@ class DynamicBatcher:
             start = 0
             for r in live:
                 if not r.future.done():
-                    r.future.set_result(logits[start : start + r.size])
+                    r.future.set_result((logits[start : start + r.size], tokens[start : start + r.size]))
                 start += r.size
 
     async def _one_by_one(self, requests: list[_Request]) -> None:
         for r in requests:
             try:
-                result = await self._call(r.features)
+                result = await self._call([r])
             except Exception:
                 if not r.future.done():
                     r.future.set_exception(_failure())

@@ -7,6 +7,8 @@ TensorRT wants); these rewrites happen in memory when an onnxruntime CPU session
 - `gather_before_dequantize`: the embedding rows are dequantized after the lookup, not the whole table.
 - `fold_score_scale`: the attention's 1/sqrt(d) goes into k's dequantization scale.
 - `fuse_linear_bias`: each Linear's bias is fused into its integer MatMul.
+- `static_reshapes`: the attention's head split and merge reshape to constant shapes (0 = keep that dimension)
+  instead of shapes computed per call by Shape -> Gather -> Unsqueeze -> Concat chains, which then go.
 - `onnxruntime_cpu`: all of them, in order.
 """
 
@@ -221,6 +223,67 @@ def fuse_linear_bias(model: ModelProto) -> ModelProto:
     return out
 
 
+def _symbolic_dims(model: ModelProto) -> dict[str, list]:
+    """Each value's dimensions from onnxruntime's symbolic shape inference: ints, or names shared by equal dims."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    return {v.name: [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                     for d in v.type.tensor_type.shape.dim] for v in values if v.type.tensor_type.HasField("shape")}
+
+
+def _without_dead_nodes(model: ModelProto) -> None:
+    """Drop, in place, nodes none of whose outputs is read by another node or is a graph output."""
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        read = {name for node in model.graph.node for name in node.input} | outputs
+        nodes = [n for n in model.graph.node if any(o in read for o in n.output if o)]
+        if len(nodes) == len(model.graph.node):
+            return
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+
+
+def static_reshapes(model: ModelProto) -> ModelProto:
+    """Reshape(x, computed shape) -> Reshape(x, constant) where symbolic shape inference proves each output
+    dimension to be a constant, or equal to x's dimension at the same place (written 0: keep it), with at most one
+    left to infer (-1). The shape's computing nodes go when nothing else reads them. Exact: the same shapes."""
+    try:
+        dims = _symbolic_dims(model)
+    except Exception:  # inference is best effort: a graph it cannot read keeps its computed shapes
+        return model
+    out = ModelProto()
+    out.CopyFrom(model)
+    constant = _constants(out)
+    changed = False
+    for node in out.graph.node:
+        if node.op_type != "Reshape" or constant(node.input[1]) is not None or any(
+                a.name == "allowzero" and a.i for a in node.attribute):
+            continue
+        source, target = dims.get(node.input[0]), dims.get(node.output[0])
+        if not source or not target or any(d is None for d in source):
+            continue
+        shape = []
+        for i, d in enumerate(target):
+            if isinstance(d, int):
+                shape.append(d)
+            elif i < len(source) and d == source[i]:
+                shape.append(0)
+            else:
+                shape.append(-1)
+        if shape.count(-1) > 1:
+            continue
+        name = f"{node.output[0]}_kdqat_shape"
+        out.graph.initializer.append(numpy_helper.from_array(np.array(shape, dtype=np.int64), name))
+        node.input[1] = name
+        changed = True
+    if changed:
+        _without_dead_nodes(out)
+    return out
+
+
 def onnxruntime_cpu(model: ModelProto) -> ModelProto:
     """The in-memory rewrites for onnxruntime's CPU provider, all value-preserving up to float rounding."""
-    return fuse_linear_bias(fold_score_scale(gather_before_dequantize(activations_to_uint8(model))))
+    model = activations_to_uint8(static_reshapes(model))
+    return fuse_linear_bias(fold_score_scale(gather_before_dequantize(model)))

@@ -7,7 +7,8 @@ export folder: the server tokenizes exactly as `kdqat export` verified and `kdqa
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,22 @@ class ServedModel:
     description: str
     embedding: bool = False  # a sentence-embedding model: the engine returns [batch, dimension] vectors
     normalized: bool = False  # its vectors are L2-normalised (the model's Normalize module)
+    # a fast tokenizer keeps its truncation setting in shared state: one call at a time (the engine thread
+    # tokenizes the batches, the event loop counts tokens for TEI's "truncate": false)
+    _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def encode(self, inputs: list) -> Features:
         """Token ids of validated inputs (strings, or [a, b] pairs), unpadded."""
         a = [x[0] for x in inputs] if self.pair else list(inputs)
         b = [x[1] for x in inputs] if self.pair else None
-        enc = self.tokenizer(a, b, truncation=True, max_length=self.max_length)
+        with self._tokenizer_lock:
+            enc = self.tokenizer(a, b, truncation=True, max_length=self.max_length)
         return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens of each text, not truncated."""
+        with self._tokenizer_lock:
+            return [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
 
     def answers(self, logits: np.ndarray) -> list[dict]:
         """Per input: the label and its probabilities, or the score."""
@@ -46,8 +56,8 @@ class ServedModel:
             return [{"score": float(row[0])} for row in logits]
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = e / e.sum(axis=1, keepdims=True)
-        return [{"label": self.labels[int(p.argmax())],
-                 "probabilities": {label: float(v) for label, v in zip(self.labels, p)}} for p in probs]
+        return [{"label": self.labels[int(p.argmax())], "probabilities": dict(zip(self.labels, p.tolist()))}
+                for p in probs]
 
 
 def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu", model: str = "student",

@@ -1,4 +1,4 @@
-"""`kdqat serve`: an exported student behind HTTP (FastAPI on uvicorn), with dynamic batching and metrics.
+"""`kdqat serve`: an exported student behind HTTP (a Starlette app on uvicorn), with dynamic batching and metrics.
 
     POST /v1/predict   JSON list of texts (pair tasks: [text_a, text_b] pairs), or {"inputs": [...]}
                        -> {"predictions": [{"label", "probabilities"} | {"score"}], "model": ...}
@@ -8,7 +8,8 @@
     POST /embed        (embedding models) text-embeddings-inference's: {"inputs": str | [str], "normalize",
                        "truncate"} -> [[float, ...], ...]
     GET  /health       200 {"status": "ready"} once the engine is loaded and warmed up, else 503
-    GET  /metrics      Prometheus text: requests and errors, latency, batch sizes, queue depth
+    GET  /metrics      Prometheus text: requests and errors, latency, batch sizes, queue depth, and where the time
+                       goes (time queued per request, tokenizer and engine seconds per call)
 
 Every bad request gets a 4xx with {"error": "<one line>"} and never reaches the engine.
 """
@@ -24,19 +25,22 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from kdqat.errors import KdqatError
-from kdqat.runtime.batcher import DynamicBatcher, EngineFailure
+from kdqat.runtime.batcher import DynamicBatcher, EngineFailure, Timings
 from kdqat.runtime.served_model import ServedModel
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    max_batch_size: int = 8  # inputs per engine call
-    max_wait_ms: float = 0.0  # how long the first waiting request waits for company (0: only what is queued)
+    max_batch_size: int = 32  # inputs per engine call
+    max_wait_ms: float = 5.0  # how long a call may wait for the requests outstanding before it (0: only what is queued)
     batching: bool = True
     max_inputs: int = 256  # per request
     max_text_bytes: int = 16_384  # per text, UTF-8
@@ -65,6 +69,19 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.queue_depth = Gauge("kdqat_queue_depth", "Requests waiting for the engine.", registry=self.registry)
         self.inputs = Counter("kdqat_inputs", "Inputs predicted.", registry=self.registry)
+        fast = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+        self.queued = Histogram("kdqat_queue_seconds", "Time a request waits before its engine call starts.",
+                                registry=self.registry, buckets=fast)
+        self.tokenize = Histogram("kdqat_tokenize_seconds", "Tokenizer time per call (one call per gathered group).",
+                                  registry=self.registry, buckets=fast)
+        self.engine = Histogram("kdqat_engine_seconds", "Engine time per call.", registry=self.registry, buckets=fast)
+
+    def timings(self) -> Timings:
+        def engine(inputs: int, seconds: float) -> None:
+            self.batch_size.observe(inputs)
+            self.engine.observe(seconds)
+
+        return Timings(queue=self.queued.observe, tokenize=self.tokenize.observe, engine=engine)
 
 
 def parse_inputs(body: bytes, content_type: str, pair: bool, settings: ServeSettings) -> list:
@@ -177,7 +194,7 @@ def _vector(row, encoding: str):
 
 
 def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeSettings(),
-               on_failure: Callable[[str], None] | None = None) -> FastAPI:
+               on_failure: Callable[[str], None] | None = None) -> Starlette:
     """The ASGI app. `load` opens the engine; it runs in the background so /health can say 'loading'. If it
     fails, /health says why and `on_failure` gets the one-line reason (`kdqat serve` then stops the server)."""
     metrics = Metrics()
@@ -198,20 +215,18 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
             if on_failure is not None:
                 on_failure(state["error"])
             return
-        batcher = DynamicBatcher(model.engine.run, settings.max_batch_size, settings.max_wait_ms, settings.batching,
-                                 on_batch=metrics.batch_size.observe)
+        batcher = DynamicBatcher(model.engine.run, model.encode, settings.max_batch_size, settings.max_wait_ms,
+                                 settings.batching, timings=metrics.timings())
         batcher.start()
         state["model"], state["batcher"] = model, batcher
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: Starlette):
         loading = asyncio.create_task(start())
         yield
         loading.cancel()
         if state["batcher"] is not None:
             await state["batcher"].stop()
-
-    app = FastAPI(title="kdqat", lifespan=lifespan)
 
     def error(status: int, reason: str, message: str, openai: bool = False, close: bool = False) -> JSONResponse:
         """A counted error response: {"error": message, "error_type": reason}, or in OpenAI's shape {"error":
@@ -222,16 +237,14 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
                            "param": None, "code": reason}} if openai else {"error": message, "error_type": reason})
         return JSONResponse(body, status_code=status, headers={"connection": "close"} if close else None)
 
-    @app.get("/health")
-    async def health() -> JSONResponse:
+    async def health(request: Request) -> JSONResponse:
         if state["model"] is not None:
             return JSONResponse({"status": "ready", "model": state["model"].description})
         if state["error"] is not None:
             return JSONResponse({"status": "failed", "error": state["error"]}, status_code=503)
         return JSONResponse({"status": "loading"}, status_code=503)
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
         if state["batcher"] is not None:
             metrics.queue_depth.set(state["batcher"].depth)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -255,15 +268,14 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
     async def handle(request: Request, embedding: bool, parse: Callable, respond: Callable,
                      openai: bool = False) -> JSONResponse:
         """One request: the body received within its deadline, `parse(body, content_type, model)` -> (inputs,
-        options), the engine's rows through the batcher, `respond(model, features, rows, options)`; any refusal
-        as a counted error response (in OpenAI's shape for `openai`)."""
+        options), the engine's rows and the inputs' token counts through the batcher (which tokenizes), `respond(
+        model, tokens, rows, options)`; any refusal as a counted error response (in OpenAI's shape for `openai`)."""
         start = time.perf_counter()
         model = state["model"]
         try:
             body = await receive(request, model, embedding)
             inputs, options = parse(body, request.headers.get("content-type", ""), model)
-            features = model.encode(inputs)
-            rows = await state["batcher"].submit(features)
+            rows, tokens = await state["batcher"].submit(inputs)
         except BadRequest as e:
             return error(e.status, e.reason, str(e), openai, e.close)
         except EngineFailure as e:
@@ -271,22 +283,20 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
         metrics.requests.labels("ok").inc()
         metrics.inputs.inc(len(inputs))
         metrics.latency.observe(time.perf_counter() - start)
-        return JSONResponse(respond(model, features, rows, options))
+        return FastJSON(respond(model, tokens, rows, options))
 
-    @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:
         return await handle(request, False,
                             lambda body, kind, model: (parse_inputs(body, kind, model.pair, settings), None),
-                            lambda model, features, logits, _: {"model": model.description,
+                            lambda model, tokens, logits, _: {"model": model.description,
                                                                 "predictions": model.answers(logits)})
 
-    def openai_answer(model: ServedModel, features, vectors, encoding: str) -> dict:
-        tokens = sum(len(ids) for ids in features["input_ids"])
+    def openai_answer(model: ServedModel, tokens: list[int], vectors, encoding: str) -> dict:
+        used = sum(tokens)
         return {"object": "list", "model": model.task,
                 "data": [{"object": "embedding", "index": i, "embedding": _vector(v, encoding)} for i, v in enumerate(vectors)],
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+                "usage": {"prompt_tokens": used, "total_tokens": used}}
 
-    @app.post("/v1/embeddings")
     async def openai_embeddings(request: Request) -> JSONResponse:
         return await handle(request, True, lambda body, kind, _: parse_openai(body, kind, settings, state["width"]),
                             openai_answer, openai=True)
@@ -294,17 +304,27 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
     def tei_inputs(body: bytes, kind: str, model: ServedModel) -> tuple[list[str], None]:
         texts, truncate = parse_tei(body, kind, settings, model.normalized)
         if not truncate:
-            longest = max(len(ids) for ids in model.tokenizer(texts)["input_ids"])
+            longest = max(model.token_counts(texts))
             if longest > model.max_length:
                 raise BadRequest(413, "too_many_tokens", f"an input has {longest} tokens; this model takes "
                                  f"{model.max_length} (send \"truncate\": true to cut it)")
         return texts, None
 
-    @app.post("/embed")
     async def tei_embed(request: Request) -> JSONResponse:
-        return await handle(request, True, tei_inputs, lambda model, features, vectors, _: [_vector(v, "float") for v in vectors])
+        return await handle(request, True, tei_inputs, lambda model, tokens, vectors, _: [_vector(v, "float") for v in vectors])
 
-    return app
+    return Starlette(lifespan=lifespan, routes=[
+        Route("/health", health, methods=["GET"]), Route("/metrics", prometheus, methods=["GET"]),
+        Route("/v1/predict", predict, methods=["POST"]), Route("/v1/embeddings", openai_embeddings, methods=["POST"]),
+        Route("/embed", tei_embed, methods=["POST"])])
+
+
+class FastJSON(JSONResponse):
+    """A JSON response rendered by orjson (an answer of 150 label probabilities per input is the server's largest
+    JSON work; measured in benchmarks/serve_load.py --profile)."""
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content)
 
 
 def _pad(features):

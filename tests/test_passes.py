@@ -170,3 +170,29 @@ def test_fuse_linear_bias_gives_one_integer_matmul_with_the_same_output():
     a = onnxruntime.InferenceSession(model.SerializeToString()).run(None, x)[0]
     b = onnxruntime.InferenceSession(fused.SerializeToString()).run(None, x)[0]
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_static_reshapes_turn_computed_head_shapes_into_constants():
+    """x [batch, seq, 8] -> [batch, seq, 2, 4] with the shape computed from x's own Shape, as the exporter writes
+    the attention's head split: after the pass the shape is the constant [0, 0, 2, 4] and its chain is gone."""
+    from kdqat.runtime.ort_passes import static_reshapes
+
+    nodes = [helper.make_node("Shape", ["x"], ["shape"])]
+    for i in (0, 1):
+        nodes += [helper.make_node("Gather", ["shape", f"i{i}"], [f"d{i}"], axis=0),
+                  helper.make_node("Unsqueeze", [f"d{i}", "axes"], [f"u{i}"])]
+    nodes += [helper.make_node("Concat", ["u0", "u1", "heads"], ["target"], axis=0),
+              helper.make_node("Reshape", ["x", "target"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "s", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 2, 4])],
+        [numpy_helper.from_array(np.array(0, np.int64), "i0"), numpy_helper.from_array(np.array(1, np.int64), "i1"),
+         numpy_helper.from_array(np.array([0], np.int64), "axes"), numpy_helper.from_array(np.array([2, 4], np.int64), "heads")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+    static = static_reshapes(model)
+    assert [n.op_type for n in static.graph.node] == ["Reshape"]
+    shape = next(t for t in static.graph.initializer if t.name == static.graph.node[0].input[1])
+    assert numpy_helper.to_array(shape).tolist() == [0, 0, 2, 4]
+    x = {"x": np.arange(3 * 7 * 8, dtype=np.float32).reshape(3, 7, 8)}
+    np.testing.assert_array_equal(onnxruntime.InferenceSession(static.SerializeToString()).run(None, x)[0],
+                                  x["x"].reshape(3, 7, 2, 4))

@@ -7,7 +7,7 @@ import onnxruntime
 import pytest
 
 from kdqat import KdqatError
-from kdqat.runtime.batching import batches, pad_batch, predict
+from kdqat.runtime.batching import Bucket, batches, groups, pad_batch, predict
 
 
 
@@ -35,6 +35,18 @@ def test_batches_go_longest_first_and_predict_restores_the_order():
     # a fake engine whose logit is the number of real tokens: the output must follow the input order
     logits = predict(lambda b: b["attention_mask"].sum(1, keepdims=True).astype(np.float32), features(), 2)
     np.testing.assert_array_equal(logits[:, 0], [3, 6, 2])
+
+
+def test_length_buckets_never_pad_an_input_far_below_its_batch_longest():
+    lengths = [10, 100, 80, 20, 76, 9, 30]
+    # plain: longest first, three at a time, whatever the lengths
+    assert [list(g) for g in groups(lengths, 3)] == [[1, 2, 4], [6, 3, 0], [5]]
+    # bucketed: 80 and 76 are within a quarter of 100; 20 is more than 8 tokens and a quarter below 30
+    assert [list(g) for g in groups(lengths, 3, Bucket())] == [[1, 2, 4], [6], [3], [0, 5]]
+    assert Bucket().fits(100, 75) and not Bucket().fits(100, 74)  # 25% of the longest
+    assert Bucket().fits(12, 4) and not Bucket().fits(12, 3)  # or 8 tokens, whichever is more
+    logits = predict(lambda b: b["attention_mask"].sum(1, keepdims=True).astype(np.float32), features(), 2, bucket=Bucket(0.0, 0))
+    np.testing.assert_array_equal(logits[:, 0], [3, 6, 2])  # every length its own batch, the order restored
 
 
 def test_ort_engine_errors_are_one_clear_line(tmp_path):

@@ -106,6 +106,11 @@ def test_batching_on_and_off_give_identical_answers_and_batching_batches(servers
     sizes = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("kdqat_batch_size_")}
     calls, inputs = sizes["kdqat_batch_size_count"], sizes["kdqat_batch_size_sum"]
     assert inputs / calls > 1.0  # concurrent requests shared engine calls
+    stages = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith(("kdqat_tokenize_seconds_count", "kdqat_engine_seconds_count", "kdqat_queue_seconds_count"))}
+    assert stages["kdqat_engine_seconds_count"] == calls  # every engine call timed
+    assert stages["kdqat_queue_seconds_count"] >= len(requests)  # every request's wait (and the first test's)
+    assert stages["kdqat_tokenize_seconds_count"] < stages["kdqat_queue_seconds_count"]  # gathered requests: one tokenizer call
     single_text = httpx.get(f"{single.url}/metrics").text
     assert 'kdqat_batch_size_bucket{le="1.0"}' in single_text
 
