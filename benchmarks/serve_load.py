@@ -10,9 +10,10 @@ from /proc and printed beside every row, so that what the load generator took fr
 record. The inputs: the run's dev data (or `--texts`, one text per line); `varied` sends them as they come,
 `equal` only those of the most common token length.
 
-The engine alone: the same inputs, tokenized once, through the same onnxruntime graph in this process (no server
-running), in batches of `--engine-batch` sorted by length: the throughput a server of this engine could reach.
-The ratio server / engine is the figure of merit. Nothing else should run on the machine meanwhile.
+The engine alone: the same inputs (repeated to `--count`), tokenized once, through the same onnxruntime graph in
+this process, in batches of `--engine-batch` sorted by length over the whole set: the throughput a server of this
+engine could reach; timed again right before each server starts (no server running then), since a shared
+machine's speed drifts over minutes. The ratio server / engine (that mode's reference) is the figure of merit. Nothing else should run on the machine meanwhile.
 """
 
 from __future__ import annotations
@@ -90,12 +91,12 @@ def input_sets(run: Path, kinds: list[str], texts: Path | None, n: int) -> dict[
     return {k: sets[k] for k in kinds}
 
 
-def engine_throughput(run: Path, inputs: list, batch: int, passes: int) -> dict:
-    """Inputs per second of the run's ORT engine alone over `inputs` in batches of `batch`, sorted by length."""
+def engine_throughput(model, inputs: list, count: int, batch: int, passes: int) -> dict:
+    """Inputs per second of the engine alone over `inputs` (repeated to `count`, as the server sees them in turn)
+    in batches of `batch` sorted by length: the median of `passes` passes."""
     from kdqat.runtime.batching import predict
-    from kdqat.runtime.served_model import open_served
 
-    model = open_served(run, "ort")
+    inputs = (inputs * (count // len(inputs) + 1))[:count]
     features = model.encode(inputs)
     predict(model.engine.run, features, batch)  # warm up
     times = []
@@ -259,15 +260,21 @@ def main() -> None:
     path = "/v1/embeddings" if export.get("problem_type") == "embedding" else "/v1/predict"
     sets = input_sets(args.run_dir, args.inputs.split(","), args.texts, args.count)
     levels = [int(c) for c in args.concurrency.split(",")]
-    rows, engines = [], {}
+    rows, engines = [], {name: [] for name in sets}
+    from kdqat.runtime.served_model import open_served
+
+    model = open_served(args.run_dir, "ort")  # the engine alone, timed again before each server (the machine drifts)
     with tempfile.TemporaryDirectory() as scratch:
         files = {}
         for name, inputs in sets.items():
-            engines[name] = engine_throughput(args.run_dir, inputs, args.engine_batch, args.engine_passes)
             files[name] = Path(scratch) / f"{name}.jsonl"
             body = (lambda x: {"input": x}) if path == "/v1/embeddings" else (lambda x: [x])
             files[name].write_text("".join(json.dumps(body(x)) + "\n" for x in inputs))
         for mode in args.modes.split(","):
+            reference = {name: engine_throughput(model, inputs, args.count, args.engine_batch, args.engine_passes)
+                         for name, inputs in sets.items()}
+            for name, e in reference.items():
+                engines[name].append(e)
             process, url = start_server(args.run_dir, mode_options(mode))
             try:
                 for name in sets:
@@ -284,14 +291,16 @@ def main() -> None:
                             sampler.wait(60)
                             result["busy_shares"] = time_shares(raw)
                         rows.append({"mode": mode, "inputs": name, "concurrency": c, **result,
-                                     "vs_engine": result["requests_per_s"] / engines[name]["inputs_per_s"]})
+                                     "engine_alone_inputs_per_s": reference[name]["inputs_per_s"],
+                                     "vs_engine": result["requests_per_s"] / reference[name]["inputs_per_s"]})
             finally:
                 process.terminate()
                 process.wait(60)
     print(f"{args.run_dir} ({export['task']}), {describe(cpu_info())}; load: wrk -t1, one input per request")
-    for name, e in engines.items():
+    for name, timed in engines.items():
+        e, speeds = timed[0], [t["inputs_per_s"] for t in timed]
         print(f"engine alone, {name} inputs ({e['min_tokens']}-{e['max_tokens']} tokens, mean {e['mean_tokens']:.1f}), "
-              f"batch {e['batch']}: {e['inputs_per_s']:.0f} inputs/s")
+              f"batch {e['batch']}, before each server: {', '.join(f'{v:.0f}' for v in speeds)} inputs/s")
     print(f"{'mode':>7} {'inputs':>7} {'conc':>5} {'req/s':>8} {'vs engine':>9} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'wrk CPU':>7} {'server CPU':>10} {'engine busy':>11} {'tokenizer':>9} {'batch':>5} {'non-2xx':>7}")
     for r in rows:
