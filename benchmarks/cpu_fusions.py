@@ -3,10 +3,10 @@ with the rewrites before issue 28 and with each new one added, in one process, i
 
     python benchmarks/cpu_fusions.py RUN_DIR [--shapes 1x32,1x128,8x128,32x128] [--output fusions.json]
 
-Variants (runtime/ort_passes.py): `before` = uint8 activations, embedding lookup before dequantization, score
-scale folded, bias fused into the integer MatMul; `+static reshapes` (= onnxruntime_cpu, what every kdqat
-onnxruntime CPU session runs now); `+skip layernorm (rejected)`: residual Add + LayerNormalization as
-onnxruntime's SkipLayerNormalization (defined here, measured slower). Latency: median of --blocks blocks of
+Variants (runtime/ort_passes.py): `before` = onnxruntime_cpu, what every kdqat onnxruntime CPU session runs
+(uint8 activations, embedding lookup before dequantization, score scale folded, bias fused into the integer
+MatMul); `+static reshapes` (exact, measured no faster: not in onnxruntime_cpu); `+skip layernorm (rejected)`:
+residual Add + LayerNormalization as onnxruntime's SkipLayerNormalization (defined here, measured slower). Latency: median of --blocks blocks of
 --iterations calls, variants interleaved block by block (each block after a pause: peers.block_ms), full-length
 random token ids. Profile: onnxruntime's per-operator kernel time and the
 node count of the graph onnxruntime runs after its own optimizations. Run it on an otherwise idle machine.
@@ -26,15 +26,11 @@ import onnx
 import onnxruntime as ort
 from onnx import ModelProto, helper
 
+from onnx_latency import profile
 from peers import block_ms, feed
 from kdqat.io import write_json
 from kdqat.runtime import ort_passes
 from kdqat.runtime.cpu_info import cpu_info, describe
-
-
-def before(model: onnx.ModelProto) -> onnx.ModelProto:
-    return ort_passes.fuse_linear_bias(ort_passes.fold_score_scale(ort_passes.gather_before_dequantize(
-        ort_passes.activations_to_uint8(model))))
 
 
 def fuse_skip_layernorm(model: ModelProto) -> ModelProto:
@@ -72,37 +68,19 @@ def fuse_skip_layernorm(model: ModelProto) -> ModelProto:
 
 
 VARIANTS = {
-    "before": before,
-    "+static reshapes": ort_passes.onnxruntime_cpu,  # what every kdqat onnxruntime CPU session runs now
-    "+skip layernorm (rejected)": lambda m: fuse_skip_layernorm(ort_passes.onnxruntime_cpu(m)),
+    "before": ort_passes.onnxruntime_cpu,  # what every kdqat onnxruntime CPU session runs
+    "+static reshapes": lambda m: ort_passes.onnxruntime_cpu(ort_passes.static_reshapes(m)),
+    "+skip layernorm (rejected)": lambda m: fuse_skip_layernorm(ort_passes.onnxruntime_cpu(ort_passes.static_reshapes(m))),
 }
 
 
-def session(model: onnx.ModelProto, threads: int, profile_prefix: str | None = None,
-            optimized: str | None = None) -> ort.InferenceSession:
+def session(model: onnx.ModelProto, threads: int, optimized: str | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
     if optimized:
         options.optimized_model_filepath = optimized
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
-def op_profile(model: onnx.ModelProto, inputs: dict, threads: int, runs: int) -> dict[str, float]:
-    """ms per run by operator type, onnxruntime's profiler (kernel time)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        s = session(model, threads, str(Path(tmp) / "p"))
-        for _ in range(runs + 1):
-            s.run(None, inputs)
-        events = json.loads(Path(s.end_profiling()).read_text())
-    per_op: collections.Counter = collections.Counter()
-    for e in events:  # every run's kernels, the first (warm-up) one included, averaged
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            per_op[e["args"]["op_name"]] += e["dur"] / 1000 / (runs + 1)
-    return dict(per_op.most_common())
 
 
 def optimized_nodes(model: onnx.ModelProto, threads: int) -> dict[str, int]:
@@ -142,7 +120,7 @@ def main() -> None:
             for name, s in sessions.items():
                 times[name].append(block_ms(lambda x, s=s: s.run(None, x), inputs, args.iterations))
         medians = {name: statistics.median(t) for name, t in times.items()}
-        profiles = {name: op_profile(m, inputs, args.threads, args.profile_runs) for name, m in models.items()}
+        profiles = {name: dict(profile(m, inputs, args.profile_runs + 1, args.threads)) for name, m in models.items()}
         result["shapes"].append({"batch": batch, "seq": seq, "median_ms": medians, "profile_ms": profiles})
         print(f"{batch} x {seq}: " + "   ".join(f"{n} {ms:.2f} ms ({medians['before'] / ms:.2f}x)" for n, ms in medians.items()))
         for name, ops in profiles.items():

@@ -42,19 +42,17 @@ def median_ms(run, feeds, repeats: int, warmup: int = 2) -> float:
     return 1000 * statistics.median(times)
 
 
-def profile(path: Path, feeds: dict[str, np.ndarray], runs: int = 3) -> list[tuple[str, float]]:
-    """onnxruntime's own per-operator kernel time (ms per run) for the deploy graph, as optimized."""
-    import onnx
-
-    from kdqat.runtime.ort_passes import onnxruntime_cpu
-
+def profile(model, feeds: dict[str, np.ndarray], runs: int = 3, threads: int | None = None) -> list[tuple[str, float]]:
+    """onnxruntime's own per-operator kernel time (ms per run, averaged over all `runs`, the first included) for
+    a graph (a ModelProto) as onnxruntime optimizes it."""
     options = ort.SessionOptions()
     options.enable_profiling = True
     options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
     with tempfile.TemporaryDirectory() as tmp:  # the trace is read here, not left in the working directory
         options.profile_file_prefix = str(Path(tmp) / "ort_profile")
-        session = ort.InferenceSession(onnxruntime_cpu(onnx.load(str(path))).SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         for _ in range(runs):
             session.run(None, feeds)
         events = json.loads(Path(session.end_profiling()).read_text())
@@ -95,7 +93,11 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
     if args.profile:
         batch = max(args.batch_sizes)
-        ops = profile(folder / "model.onnx", inputs(batch, args.seq_len))
+        import onnx
+
+        from kdqat.runtime.ort_passes import onnxruntime_cpu
+
+        ops = profile(onnxruntime_cpu(onnx.load(str(folder / "model.onnx"))), inputs(batch, args.seq_len))
         total = sum(ms for _, ms in ops)
         print(f"\nonnxruntime profile, deploy graph, batch {batch}: {total:.1f} ms of kernel time per run")
         for op, ms in ops[:12]:

@@ -71,21 +71,10 @@ def dev_inputs(run: Path, n: int) -> list:
     return list(dev["text_a"])
 
 
-def token_lengths(run: Path, inputs: list) -> list[int]:
-    """Token count of each input, as the server's tokenizer cuts it."""
-    from transformers import AutoTokenizer
-
-    export = json.loads((run / "onnx" / "export.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(str(run / "onnx"))
-    pair = isinstance(inputs[0], list)
-    enc = tokenizer([x[0] for x in inputs] if pair else inputs, [x[1] for x in inputs] if pair else None,
-                    truncation=True, max_length=int(export["max_seq_length"]))
-    return [len(ids) for ids in enc["input_ids"]]
-
-
-def input_sets(run: Path, kinds: list[str], texts: Path | None, n: int) -> dict[str, list]:
+def input_sets(run: Path, model, kinds: list[str], texts: Path | None, n: int) -> dict[str, list]:
+    """`varied`: n inputs as they come; `equal`: those of the most common token length (as the server cuts them)."""
     pool = ([line.strip() for line in texts.read_text().splitlines() if line.strip()] if texts else dev_inputs(run, 4 * n))
-    lengths = token_lengths(run, pool)
+    lengths = [len(ids) for ids in model.encode(pool)["input_ids"]]
     mode = collections.Counter(lengths).most_common(1)[0][0]
     sets = {"varied": pool[:n], "equal": [x for x, k in zip(pool, lengths) if k == mode][:n]}
     return {k: sets[k] for k in kinds}
@@ -258,12 +247,12 @@ def main() -> None:
 
     export = json.loads((args.run_dir / "onnx" / "export.json").read_text())
     path = "/v1/embeddings" if export.get("problem_type") == "embedding" else "/v1/predict"
-    sets = input_sets(args.run_dir, args.inputs.split(","), args.texts, args.count)
-    levels = [int(c) for c in args.concurrency.split(",")]
-    rows, engines = [], {name: [] for name in sets}
     from kdqat.runtime.served_model import open_served
 
     model = open_served(args.run_dir, "ort")  # the engine alone, timed again before each server (the machine drifts)
+    sets = input_sets(args.run_dir, model, args.inputs.split(","), args.texts, args.count)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    rows, engines = [], {name: [] for name in sets}
     with tempfile.TemporaryDirectory() as scratch:
         files = {}
         for name, inputs in sets.items():

@@ -7,9 +7,10 @@ TensorRT wants); these rewrites happen in memory when an onnxruntime CPU session
 - `gather_before_dequantize`: the embedding rows are dequantized after the lookup, not the whole table.
 - `fold_score_scale`: the attention's 1/sqrt(d) goes into k's dequantization scale.
 - `fuse_linear_bias`: each Linear's bias is fused into its integer MatMul.
-- `static_reshapes`: the attention's head split and merge reshape to constant shapes (0 = keep that dimension)
-  instead of shapes computed per call by Shape -> Gather -> Unsqueeze -> Concat chains, which then go.
-- `onnxruntime_cpu`: all of them, in order.
+- `static_reshapes` (not in `onnxruntime_cpu`): the attention's head split and merge reshape to constant shapes
+  instead of shapes computed per call; exact, but measured no faster (benchmarks/cpu_fusions.py) while its
+  symbolic shape inference adds about 1.2 s to the first session a process opens.
+- `onnxruntime_cpu`: the others, in order.
 """
 
 from __future__ import annotations
@@ -285,5 +286,4 @@ def static_reshapes(model: ModelProto) -> ModelProto:
 
 def onnxruntime_cpu(model: ModelProto) -> ModelProto:
     """The in-memory rewrites for onnxruntime's CPU provider, all value-preserving up to float rounding."""
-    model = activations_to_uint8(static_reshapes(model))
-    return fuse_linear_bias(fold_score_scale(gather_before_dequantize(model)))
+    return fuse_linear_bias(fold_score_scale(gather_before_dequantize(activations_to_uint8(model))))
