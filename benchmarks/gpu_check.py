@@ -1,6 +1,7 @@
 """The first GPU run, cheap and decisive, from an exported run:
 
-  1. the TensorRT INT8 engine from the Q/DQ deploy graph, and its layer report (no float GEMM outside Myelin);
+  1. the TensorRT INT8 engine from the Q/DQ deploy graph with FP16 float parts (model.fp16.onnx), and its layer
+     report (no float GEMM outside Myelin);
   2. the saved plan loads again in a new process, without a rebuild;
   3. TensorRT against the PyTorch student on dev, the way `kdqat eval --engine trt` scores it;
   4. onnxruntime's TensorRT provider, once, agreeing with the TensorRT engine;
@@ -31,7 +32,7 @@ from kdqat.run_dir import open_run
 from kdqat.runtime.bench import measure, random_batch
 from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.torch_engine import TorchEngine
-from kdqat.runtime.trt_engine import ShapeProfile, TrtEngine
+from kdqat.runtime.trt_engine import ShapeProfile, TrtEngine, fp16_graph
 
 MIN_AGREEMENT = 0.99  # as kdqat export's parity gate: decided predictions that must agree
 
@@ -74,21 +75,23 @@ def main() -> int:
     seq = run.max_seq_length
     profile = ShapeProfile(1, batches[-1], batches[-1], 1, seq, seq)  # = kdqat eval's at --batch-size batches[-1]
     deploy = run.root / "onnx" / "model.onnx"
+    trt_graph = fp16_graph(deploy)  # what kdqat's TensorRT engines are built from
     checks, engines = Checks(), {}
 
     def int8_engine() -> str:
-        engines["int8"] = TrtEngine.open(deploy, profile)
+        require(trt_graph.is_file(), f"{trt_graph} is missing: export again (kdqat export {run.root}) to write it")
+        engines["int8"] = TrtEngine.open(trt_graph, profile)
         layers = engines["int8"].layers
         print(json.dumps(layers, indent=2))
         require(not layers["matmul_like_layers_not_int8"], f"GEMMs outside INT8: {layers['matmul_like_layers_not_int8']}")
         return f"layers by precision {layers['layers_by_precision']}, {len(layers['myelin_regions'])} Myelin regions"
 
     def plan_reloads() -> str:
-        plan = deploy.with_suffix(".plan")
+        plan = trt_graph.with_suffix(".plan")
         before = plan.stat().st_mtime_ns
-        code = ("import sys; from kdqat.runtime.trt_engine import ShapeProfile, TrtEngine; "
+        code = ("import sys; from kdqat.runtime.trt_engine import ShapeProfile, TrtEngine, fp16_graph; "
                 f"TrtEngine.open(sys.argv[1], ShapeProfile{dataclasses.astuple(profile)!r})")
-        done = subprocess.run([sys.executable, "-c", code, str(deploy)], capture_output=True, text=True, timeout=600)
+        done = subprocess.run([sys.executable, "-c", code, str(trt_graph)], capture_output=True, text=True, timeout=600)
         require(done.returncode == 0, f"a new process could not open the plan: {done.stderr.strip()[-300:]}")
         require(plan.stat().st_mtime_ns == before, "the new process rebuilt the plan instead of loading it")
         return f"{plan.name} loaded in a new process, not rebuilt"
@@ -107,8 +110,8 @@ def main() -> int:
     def ort_tensorrt_provider() -> str:
         vocab = TorchEngine.teacher(run.student).model.config.vocab_size
         batch = random_batch(batches[-1], seq, vocab, 0)
-        provider = OrtEngine(deploy, "tensorrt", profile=profile).run(batch)
-        ours = engines["int8"].run(batch) if "int8" in engines else TrtEngine.open(deploy, profile).run(batch)
+        provider = OrtEngine(trt_graph, "tensorrt", profile=profile).run(batch)
+        ours = engines["int8"].run(batch) if "int8" in engines else TrtEngine.open(trt_graph, profile).run(batch)
         same = float((provider.argmax(-1) == ours.argmax(-1)).mean())
         require(same >= MIN_AGREEMENT, f"onnxruntime's TensorRT provider agrees with the engine on {same:.2%}")
         return f"agrees with the TensorRT engine on {same:.2%} of {len(ours)} random sequences"
@@ -122,7 +125,7 @@ def main() -> int:
 
             onnx.save(to_onnx(TorchEngine.teacher(run.teacher).model), str(teacher_graph))
         table = {
-            "TensorRT INT8 (Q/DQ graph)": engines.get("int8") or TrtEngine.open(deploy, profile),
+            "TensorRT INT8 (FP16 float parts)": engines.get("int8") or TrtEngine.open(trt_graph, profile),
             "TensorRT FP16 teacher": TrtEngine.open(teacher_graph if teacher_graph.is_file()
                                                     else run.root / "onnx" / "model.float.onnx", profile, fp16=True),
             "onnxruntime CUDA (Q/DQ graph)": OrtEngine(deploy, "cuda"),
@@ -140,7 +143,7 @@ def main() -> int:
             print(f"{name:36} " + " ".join(f"{c:>16}" for c in cells))
         return f"{len(table)} engines x batches {batches}"
 
-    checks.run("1. TensorRT INT8 engine from the Q/DQ deploy graph", int8_engine)
+    checks.run("1. TensorRT INT8 engine from the Q/DQ graph with FP16 float parts", int8_engine)
     checks.run("2. the saved plan loads in a new process", plan_reloads)
     checks.run("3. TensorRT vs the PyTorch student on dev", parity)
     checks.run("4. onnxruntime TensorRT provider", ort_tensorrt_provider)

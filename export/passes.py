@@ -2,6 +2,8 @@
 
 - `pack_weights`: the storage graph, with every weight DequantizeLinear input re-typed to the smallest
   ONNX integer type that holds its codes (INT2 for ternary, INT4 for 4-bit; opset 25, IR version 13).
+- `float16_float_parts`: the TensorRT graph, the deploy graph with its float parts (activations, constants,
+  Q/DQ scales) in float16.
 - `strip_doc_strings`, `compact_names`, `set_ir_version`: smaller, portable files.
 
 What an onnxruntime CPU session does to the graph in memory lives with that engine (runtime/ort_passes.py).
@@ -44,6 +46,50 @@ def pack_weights(model: ModelProto, bits: int) -> ModelProto:
         if opset.domain in ("", "ai.onnx"):
             opset.version = max(opset.version, PACKED_OPSET)
     out.ir_version = PACKED_IR_VERSION
+    return out
+
+
+FP16_NORMAL = (float(np.finfo(np.float16).tiny), float(np.finfo(np.float16).max))  # scales must stay exact to 2^-11
+
+
+def _constants(model: ModelProto) -> dict[str, np.ndarray]:
+    """The value of every initializer and Constant node output."""
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def float16_float_parts(model: ModelProto) -> ModelProto:
+    """The deploy graph for TensorRT: every float activation, constant and Q/DQ scale in float16, the graph's
+    inputs and outputs unchanged (token ids in, float32 logits or embeddings out, through one final Cast).
+
+    A strongly typed TensorRT network runs each layer in its tensors' types, so this is how the float work between
+    the INT8 GEMMs (LayerNorm, softmax, GELU, residual adds) runs in FP16. An opset-19 QuantizeLinear's scale has
+    its input's type, and a DequantizeLinear outputs its scale's type: the scales are float16 too, which TensorRT's
+    ONNX parser accepts (as it does float32 and bfloat16). Constants beyond float16's range are clamped by the
+    converter (the attention mask's large negative becomes -65504); a Q/DQ scale outside float16's normal range
+    would lose its precision, and is refused."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    values = _constants(model)
+    for node in model.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[1] in values:
+            scale = np.abs(values[node.input[1]].astype(np.float64))
+            if scale.size and (scale.min() < FP16_NORMAL[0] or scale.max() > FP16_NORMAL[1]):
+                raise KdqatError(f"{node.op_type} {node.name or node.output[0]}: scale in [{scale.min():.3g}, "
+                                 f"{scale.max():.3g}] is outside float16's normal range {FP16_NORMAL}; "
+                                 "the float16 graph cannot hold it exactly enough")
+    out = ModelProto()
+    out.CopyFrom(model)  # the converter edits the model it is given
+    out = convert_float_to_float16(out, keep_io_types=True)
+    # It appends the Casts of float graph inputs after their consumers; ONNX wants nodes in topological order.
+    graph_inputs = {i.name for i in out.graph.input}
+    casts = [n for n in out.graph.node if n.op_type == "Cast" and n.input[0] in graph_inputs]
+    rest = [n for n in out.graph.node if not (n.op_type == "Cast" and n.input[0] in graph_inputs)]
+    del out.graph.node[:]
+    out.graph.node.extend(casts + rest)
     return out
 
 

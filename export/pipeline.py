@@ -1,7 +1,8 @@
 """`kdqat export DIR --onnx`: the deploy, storage and float graphs of a trained student, verified.
 
 Writes into DIR/onnx (atomically: all or nothing):
-  model.onnx         deploy graph: int8 weight codes + 8-bit activation Q/DQ, zero point 0, opset 17
+  model.onnx         deploy graph: int8 weight codes + 8-bit activation Q/DQ, zero point 0, opset 19
+  model.fp16.onnx    the deploy graph for TensorRT: the same with its float parts (and Q/DQ scales) in float16
   model.packed.onnx  storage graph: the same with weights packed as INT2 (INT4 for 4-bit), opset 25
   model.float.onnx   the student's float weights without quantization, the size and speed baseline
   tokenizer files, export.json (task, labels, sizes, compression, parity)
@@ -29,7 +30,7 @@ from rich.progress import (
 from kdqat.data.task import TaskSpec
 from kdqat.glue.data import encode, resolve_data_dir
 from kdqat.export.onnx_graph import EMBEDDING_OUTPUT, OUTPUT_NAME, to_onnx
-from kdqat.export.passes import compact_names, pack_weights, strip_doc_strings
+from kdqat.export.passes import compact_names, float16_float_parts, pack_weights, strip_doc_strings
 from kdqat.export.qdq_modules import check_exportable, to_qdq
 from kdqat.export.sizes import float_bytes, ideal_bytes
 from kdqat.export.trt_check import check_trt
@@ -44,10 +45,20 @@ from kdqat.run_dir import TrainedRun, open_run
 from kdqat.runtime.batching import Features, pad_batch, predict
 from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.ort_passes import onnxruntime_cpu
-from kdqat.runtime.parity import MIN_COSINE, EmbeddingParity, Parity, compare, compare_embeddings
+from kdqat.runtime.parity import (
+    FP16_DECIDED_MARGIN,
+    FP16_REGRESSION_TOLERANCE,
+    MIN_COSINE,
+    EmbeddingParity,
+    Parity,
+    compare,
+    compare_embeddings,
+)
 from kdqat.runtime.torch_engine import TorchEngine
+from kdqat.runtime.trt_engine import fp16_graph
 
 DEPLOY, PACKED, FLOAT = "model.onnx", "model.packed.onnx", "model.float.onnx"
+FP16 = fp16_graph(Path(DEPLOY)).name  # model.fp16.onnx: what TensorRT engines are built from
 ORT_CPU = "model.ort_cpu.onnx"  # optional: the deploy graph in onnxruntime's CPU form, for plain onnxruntime users
 REPORT = "export.json"
 
@@ -178,17 +189,24 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
     regression = task.is_regression
     output = EMBEDDING_OUTPUT if task.is_embedding else OUTPUT_NAME
 
-    def compared(reference: np.ndarray, candidate: np.ndarray) -> Parity | EmbeddingParity:
-        return compare_embeddings(reference, candidate) if task.is_embedding else compare(reference, candidate, regression)
+    def compared(reference: np.ndarray, candidate: np.ndarray, fp16: bool = False) -> Parity | EmbeddingParity:
+        if task.is_embedding:
+            return compare_embeddings(reference, candidate)
+        if fp16:  # float16 rounding is larger than the float32 graphs': parity.FP16_DECIDED_MARGIN
+            return compare(reference, candidate, regression, FP16_DECIDED_MARGIN, FP16_REGRESSION_TOLERANCE)
+        return compare(reference, candidate, regression)
 
     with atomic_dir(out) as tmp, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                           TimeElapsedColumn(), console=console, disable=not opts.progress) as bar:
         step = bar.add_task("export graphs", total=3)
         deploy = strip_doc_strings(to_onnx(to_qdq(student), output_name=output))
         graphs = {"deploy": _save_checked(deploy, tmp / DEPLOY)}
-        violations = check_trt(deploy)  # our own graph: a violation is a bug in export, not user input
-        if violations:
-            raise KdqatError(f"{DEPLOY} breaks a TensorRT rule: {violations[0]} ({len(violations)} in all)")
+        fp16 = float16_float_parts(deploy)
+        graphs["fp16"] = _save_checked(fp16, tmp / FP16)
+        for name, graph in ((DEPLOY, deploy), (FP16, fp16)):
+            violations = check_trt(graph)  # our own graph: a violation is a bug in export, not user input
+            if violations:
+                raise KdqatError(f"{name} breaks a TensorRT rule: {violations[0]} ({len(violations)} in all)")
         bar.advance(step)
         if config.weight_scheme != "none":
             graphs["packed"] = _save_checked(compact_names(pack_weights(deploy, config.weight_bits)), tmp / PACKED)
@@ -205,6 +223,9 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
 
         torch_logits = logits(TorchEngine(student), "PyTorch student")
         parity = {"ort_deploy_vs_torch": compared(torch_logits, logits(OrtEngine(tmp / DEPLOY), "onnxruntime deploy"))}
+        fp16_engine = OrtEngine(tmp / FP16, cpu_rewrites=False)  # onnxruntime casts around its CPU kernels lacking float16
+        parity["ort_fp16_vs_torch"] = compared(torch_logits, logits(fp16_engine, "onnxruntime fp16 (TensorRT's graph)"),
+                                               fp16=True)
         if opts.ort_cpu_graph:
             ort_cpu = OrtEngine(tmp / ORT_CPU, cpu_rewrites=False)
             parity["ort_cpu_graph_vs_torch"] = compared(torch_logits, logits(ort_cpu, "onnxruntime CPU form"))
@@ -236,7 +257,7 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
             **({"dimension": student.dimension, "pooling": student.pooling.to_dict()} if task.is_embedding else {}),
             "quant_config": config.to_dict(),
             "graphs": graphs,
-            "tensorrt_rules": "deploy graph checked: no violations (export.trt_check)",
+            "tensorrt_rules": "deploy and fp16 graphs checked: no violations (export.trt_check)",
             "sizes": {
                 "float_parameters_bytes": float_size,
                 "ideal_bytes": ideal,

@@ -84,8 +84,14 @@ def _activation(quantizer: ActQuantizer) -> nn.Module:
 
 
 def _codes(quantizer: WeightQuantizer, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes and their scale. The scale of a slice whose codes are all 0 (e.g. a padding row: ternary gives
+    it scale 0, uniform a vanishing one) becomes 1: the same zeros, a scale TensorRT accepts (it must be positive)
+    and float16 holds."""
     codes, scale = quantizer.codes_and_scale(weight.detach())
-    return codes.to(torch.int8), scale.to(torch.float32)
+    shared = [d for d in range(codes.dim()) if scale.dim() == codes.dim() and scale.shape[d] == 1] or list(range(codes.dim()))
+    used = (codes != 0).any(dim=shared, keepdim=True) if scale.dim() == codes.dim() else (codes != 0).any()
+    scale = torch.where(used, scale, torch.ones_like(scale)).to(torch.float32)
+    return codes.to(torch.int8), scale
 
 
 class _DequantizedLinear(torch.autograd.Function):

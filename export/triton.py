@@ -1,8 +1,9 @@
 """`kdqat export RUN_DIR --triton OUT`: a Triton Inference Server model repository from an exported run.
 
-    OUT/<task>_student/        onnxruntime backend, the deploy graph (1/model.onnx), dynamic batching
-    OUT/<task>_student_trt/    tensorrt_plan, when RUN_DIR/onnx/model.plan was built (same GPU and TensorRT
-                               version as the server's, or Triton refuses it)
+    OUT/<task>_student/        onnxruntime backend, the deploy graph (1/model.onnx), dynamic batching; beside its
+                               config, model.fp16.onnx, the graph <task>_build_trt_plan.sh builds the plan from
+    OUT/<task>_student_trt/    tensorrt_plan, when kdqat built RUN_DIR/onnx/model.fp16.plan (or model.plan) on the
+                               server's GPU and TensorRT version (else Triton refuses it; the script builds one)
     OUT/<task>_tokenizer/      Python backend: texts -> input_ids / attention_mask / token_type_ids, padded to
                                the run's max length (so that requests batch together), with the run's tokenizer
     OUT/<task>_text/           ensemble: TEXT (and TEXT_PAIR for pair tasks) -> tokenizer -> student -> LOGITS
@@ -30,6 +31,7 @@ import onnx
 
 from kdqat.errors import KdqatError
 from kdqat.io import atomic_dir, write_json, write_text
+from kdqat.runtime.trt_engine import tensorrt_graph
 
 MARKER = "kdqat_triton.json"  # in OUT: {"tasks": {task: record}}
 MODEL_MARKER = "kdqat_model.json"  # in each model folder kdqat wrote (Triton ignores files beside config.pbtxt)
@@ -119,7 +121,8 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
     names = {"student": f"{task}_student", "trt": f"{task}_student_trt", "tokenizer": f"{task}_tokenizer",
              "text": f"{task}_text"}
     text_inputs = ["TEXT", "TEXT_PAIR"] if pair else ["TEXT"]
-    plan = onnx_dir / "model.plan"
+    trt_graph = tensorrt_graph(onnx_dir / "model.onnx")  # model.fp16.onnx where export wrote it
+    plan = trt_graph.with_suffix(".plan")
     kinds = [k for k in names if k != "trt" or plan.is_file()]
     ours = _recorded_models(out)
     for kind in kinds:
@@ -130,6 +133,8 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
     with atomic_dir(out / names["student"]) as model:
         (model / "1").mkdir(parents=True)
         shutil.copyfile(onnx_dir / "model.onnx", model / "1" / "model.onnx")
+        if trt_graph.name != "model.onnx":  # beside config.pbtxt, where Triton does not look for models
+            shutil.copyfile(trt_graph, model / trt_graph.name)
         if labels:
             _write_labels(model, labels)
         (model / "config.pbtxt").write_text(_model_config(names["student"], "onnxruntime", max_batch_size, graph_inputs,
@@ -149,7 +154,8 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
             write_json(trt / MODEL_MARKER, {"task": task, "from": source, "tensorrt": plan_record.get("tensorrt"),
                                             "gpu": plan_record.get("gpu")})
     script = out / f"{task}_build_trt_plan.sh"
-    write_text(script, _build_plan_script(names, graph_inputs, length, max_batch_size, labels,
+    build_from = f"{names['student']}/{trt_graph.name}" if trt_graph.name != "model.onnx" else f"{names['student']}/1/model.onnx"
+    write_text(script, _build_plan_script(names, build_from, graph_inputs, length, max_batch_size, labels,
                                           _model_config(names["trt"], "tensorrt_plan", max_batch_size, graph_inputs,
                                                         graph_outputs, "gpu", max_queue_delay_us), task, source))
     script.chmod(0o755)
@@ -187,10 +193,11 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
 DEFAULT_TAG = "25.06"
 
 
-def _build_plan_script(names: dict, graph_inputs: list[dict], length: int, max_batch_size: int, labels, config: str,
-                       task: str, source: str) -> str:
-    """A POSIX shell script that builds <task>_student_trt/1/model.plan from the repository's own model.onnx with
-    trtexec in nvcr.io/nvidia/tensorrt:TAG-py3, records the TensorRT version, then writes the model's config."""
+def _build_plan_script(names: dict, build_from: str, graph_inputs: list[dict], length: int, max_batch_size: int, labels,
+                       config: str, task: str, source: str) -> str:
+    """A POSIX shell script that builds <task>_student_trt/1/model.plan from the repository's own graph `build_from`
+    (a path in the repository: the FP16 form, or the deploy graph) with trtexec in nvcr.io/nvidia/tensorrt:TAG-py3,
+    records the TensorRT version, then writes the model's config."""
     def shapes(batch: int, seq: int) -> str:
         return ",".join(f"{t['name']}:{batch}x{seq}" for t in graph_inputs)
 
@@ -204,13 +211,14 @@ def _build_plan_script(names: dict, graph_inputs: list[dict], length: int, max_b
 # release tag (YY.MM) ship the same TensorRT. Run it on a machine with the serving GPU model:
 #     sh {task}_build_trt_plan.sh [TAG]      (default {DEFAULT_TAG}, the kdqat GPU image's; then serve with
 #                                            nvcr.io/nvidia/tritonserver:TAG-py3)
-# Written by kdqat export --triton; the engine is strongly typed (explicit INT8 from the graph's Q/DQ).
+# Written by kdqat export --triton; the engine is strongly typed: INT8 where the graph's Q/DQ say so, the float
+# parts in the graph's own float type (float16 in model.fp16.onnx).
 set -eu
 TAG="${{1:-{DEFAULT_TAG}}}"
 REPO="$(cd "$(dirname "$0")" && pwd)"
 mkdir -p "$REPO/{trt}/1"
 docker run --rm --gpus all -v "$REPO":/models "nvcr.io/nvidia/tensorrt:$TAG-py3" sh -c '
-  trtexec --onnx=/models/{names["student"]}/1/model.onnx --saveEngine=/models/{trt}/1/model.plan --stronglyTyped \\
+  trtexec --onnx=/models/{build_from} --saveEngine=/models/{trt}/1/model.plan --stronglyTyped \\
     --minShapes={shapes(1, 1)} --optShapes={shapes(max_batch_size, length)} --maxShapes={shapes(max_batch_size, length)} &&
   python3 -c "import tensorrt; print(tensorrt.__version__)" > /models/{trt}/TENSORRT_VERSION'
 cat > "$REPO/{trt}/config.pbtxt" <<'CONFIG'

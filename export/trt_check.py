@@ -3,6 +3,7 @@
 Rules (REFERENCE.md section 2, TensorRT 10.x/11.x):
   zero-point   Q/DQ are symmetric: zero point absent or 0
   act-scale    a Q/DQ on an activation (not a constant) has one scale for the tensor
+  scale        every scale is positive (TensorRT's ONNX parser refuses a zero or negative one)
   dtype        DequantizeLinear inputs are INT8, FP8, INT4 or FP4: no INT2, no UINT8
   int4-weights INT4 only as weight-only quantization: the other input of its MatMul/Gemm is not quantized
   both-inputs  a MatMul/Gemm with a DequantizeLinear on one input has one on the other (a half-quantized
@@ -79,6 +80,8 @@ def check_trt(model: onnx.ModelProto) -> list[Violation]:
             if zero is not None and zero.name and zero_value is None:
                 found.append(Violation("zero-point", name, "zero point is not a constant"))
             scale_value = _const(scale)
+            if scale_value is not None and scale_value.size and not np.all(scale_value.astype(np.float64) > 0):
+                found.append(Violation("scale", name, f"scale {scale_value.astype(np.float64).min():g} is not positive"))
             per_tensor = scale_value is not None and scale_value.size == 1
             if _const(data) is None and not per_tensor:
                 found.append(Violation("act-scale", name, "an activation needs one scale per tensor (per-channel "

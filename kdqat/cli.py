@@ -228,11 +228,13 @@ def print_export(report: dict) -> None:
                                f"{p['max_abs_diff']:.2e}")
         stdout.print(parity)
         return
-    for col in ("check", "examples", "agreement", "decided (margin > 0.05)", "agreement there", "max |diff|"):
+    regression = report.get("problem_type") == "regression"
+    for col in ("check", "examples", "agreement", "decided (margin)", "agreement there", "max |diff|"):
         parity.add_column(col, justify="left" if col == "check" else "right")
     for name, p in report["parity"].items():
         if isinstance(p, dict):
-            parity.add_row(name, str(p["examples"]), f"{p['agreement']:.2%}", str(p["decided"]),
+            margin = "" if "margin" not in p else f" (|diff| <= {p['margin']:g})" if regression else f" (> {p['margin']:g})"
+            parity.add_row(name, str(p["examples"]), f"{p['agreement']:.2%}", f"{p['decided']}{margin}",
                            f"{p['decided_agreement']:.2%}", f"{p['max_abs_diff']:.2e}")
     stdout.print(parity)
 

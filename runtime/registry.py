@@ -40,14 +40,16 @@ def _torch(source: StudentSource) -> Engine:
 
 def _onnxruntime(source: StudentSource) -> Engine:
     from kdqat.runtime.ort_engine import OrtEngine
+    from kdqat.runtime.trt_engine import tensorrt_graph
 
-    return OrtEngine(source.onnx, source.provider, profile=source.profile)
+    graph = tensorrt_graph(source.onnx) if source.provider == "tensorrt" else source.onnx  # TensorRT gets FP16 float parts
+    return OrtEngine(graph, source.provider, profile=source.profile)
 
 
 def _tensorrt(source: StudentSource) -> Engine:
-    from kdqat.runtime.trt_engine import TrtEngine
+    from kdqat.runtime.trt_engine import TrtEngine, tensorrt_graph
 
-    return TrtEngine.open(source.onnx, source.profile)
+    return TrtEngine.open(tensorrt_graph(source.onnx), source.profile)
 
 
 ENGINES: dict[str, EngineSpec] = {

@@ -1,9 +1,11 @@
 """TensorRT engines built from the deploy graph: explicit quantization from its Q/DQ nodes (no calibration),
 one optimization profile, a timing cache, and a record that makes a stale engine (other TensorRT, other
-GPU, other graph, other profile) be rebuilt rather than loaded.
+GPU, other graph, other profile) be rebuilt rather than loaded. The graph is the deploy graph's FP16 form
+(model.fp16.onnx, written by export beside model.onnx) where it exists.
 
 Two build routes: strongly typed (the default where TensorRT has it, and the only one TensorRT 11 keeps):
-the graph's own types decide, INT8 where Q/DQ say so and the float parts in the graph's float type; and
+the graph's own types decide, INT8 where Q/DQ say so and the float parts in the graph's float type (float16 in
+model.fp16.onnx); and
 the weakly-typed route of older TensorRT 10 releases (BuilderFlag.INT8 + FP16, float parts may run in FP16).
 
 Written against the TensorRT 10 Python API; it needs the GPU image (see the Dockerfile). Everything that
@@ -64,6 +66,19 @@ class ShapeProfile:
                              f"(batch {self.min_batch}..{self.max_batch}, sequence {self.min_seq}..{self.max_seq}); "
                              "ask for a profile that covers it (kdqat bench --batch-sizes / --seq-lengths, "
                              "kdqat eval --batch-size) and the engine is rebuilt")
+
+
+def fp16_graph(deploy: Path) -> Path:
+    """Where export writes the deploy graph's TensorRT form, float parts in float16: model.fp16.onnx beside
+    model.onnx."""
+    return deploy.with_suffix(".fp16.onnx")
+
+
+def tensorrt_graph(deploy: Path) -> Path:
+    """The graph a TensorRT engine is built from: the FP16 form beside the deploy graph, else (an export from
+    before kdqat wrote it, or a graph of your own) the deploy graph itself."""
+    deploy = Path(deploy)
+    return fp16_graph(deploy) if fp16_graph(deploy).is_file() else deploy
 
 
 def file_sha256(path: Path) -> str:
@@ -294,4 +309,4 @@ class TrtEngine:
         return buffers[self.outputs[0]].float().cpu().numpy()
 
 
-__all__ = ["ShapeProfile", "TrtEngine", "engine_record", "layer_report", "stale_reason"]
+__all__ = ["ShapeProfile", "TrtEngine", "engine_record", "fp16_graph", "layer_report", "stale_reason", "tensorrt_graph"]

@@ -57,7 +57,7 @@ def test_export_eval_and_bench_say_where_they_wrote(tmp_path, tiny_model_dir, gl
     run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
     export = run_cli("export", run, "--samples", "8", "--data-dir", glue_dir, cwd=tmp_path)
     assert export.returncode == 0, export.stderr
-    assert f"wrote {run / 'onnx'}/ (model.onnx, model.packed.onnx, model.float.onnx, export.json" in export.stdout
+    assert f"wrote {run / 'onnx'}/ (model.onnx, model.fp16.onnx, model.packed.onnx, model.float.onnx, export.json" in export.stdout
     evaluated = run_cli("eval", run, "--max-samples", "8", "--data-dir", glue_dir, cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"wrote {run / 'eval' / 'ort.json'}" in evaluated.stdout

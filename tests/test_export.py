@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -13,7 +14,7 @@ from conftest import batch, make_student_run
 from onnx import TensorProto, numpy_helper
 
 from kdqat.export.onnx_graph import to_onnx
-from kdqat.export.pipeline import DEPLOY, FLOAT, PACKED, REPORT, ExportOptions, export_student
+from kdqat.export.pipeline import DEPLOY, FLOAT, FP16, PACKED, REPORT, ExportOptions, export_student
 from kdqat.export.qdq_modules import to_qdq
 from kdqat import KdqatError, QuantConfig, load_student
 from kdqat.student import act_quantizers
@@ -97,7 +98,7 @@ def test_packed_graph_holds_int2_weights_and_runs(exported):
 def test_export_report_records_sizes_and_parity(exported):
     folder, report = exported
     assert json.loads((folder / REPORT).read_text()) == report
-    for name in (DEPLOY, PACKED, FLOAT, "tokenizer.json"):
+    for name in (DEPLOY, FP16, PACKED, FLOAT, "tokenizer.json"):
         assert (folder / name).is_file()
     sizes = report["sizes"]
     assert report["graphs"]["packed"]["bytes"] < report["graphs"]["deploy"]["bytes"] < report["graphs"]["float"]["bytes"]
@@ -217,3 +218,26 @@ def test_parity_counts_flips_and_separates_near_ties():
     assert flipped.decided_agreement == 0.0 and flipped.agreement == 0.0
     scores = compare(np.array([[1.0], [3.0]]), np.array([[1.09], [3.2]]), regression=True)
     assert scores.agreement == 0.5 and scores.decided == 2  # within 0.1 counts as agreeing
+
+
+def test_the_tensorrt_graph_is_the_deploy_graph_with_float16_float_parts(exported):
+    """model.fp16.onnx: the same nodes and integer codes as the deploy graph, every float tensor float16 but the
+    logits; TensorRT's rules hold; its parity is measured with float16's own margin and recorded."""
+    from kdqat.runtime.parity import FP16_DECIDED_MARGIN
+    from kdqat.runtime.trt_engine import tensorrt_graph
+
+    folder, report = exported
+    deploy, half = onnx.load(folder / DEPLOY), onnx.load(folder / FP16)
+    ops = Counter(n.op_type for n in half.graph.node)
+    assert ops - Counter(n.op_type for n in deploy.graph.node) == Counter({"Cast": 1})  # one more: the logits' to float32
+    assert not Counter(n.op_type for n in deploy.graph.node) - ops
+    codes = {t.name: numpy_helper.to_array(t) for t in deploy.graph.initializer if t.data_type == TensorProto.INT8}
+    assert codes and all(np.array_equal(numpy_helper.to_array(t), codes[t.name])
+                         for t in half.graph.initializer if t.name in codes)
+    assert not [t.name for t in half.graph.initializer if t.data_type == TensorProto.FLOAT]
+    assert half.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert report["graphs"]["fp16"]["file"] == FP16 and "fp16" in report["tensorrt_rules"]
+    parity = report["parity"]["ort_fp16_vs_torch"]
+    assert parity["margin"] == FP16_DECIDED_MARGIN and parity["decided_agreement"] >= 0.99
+    assert report["parity"]["ort_deploy_vs_torch"]["margin"] == 0.05
+    assert tensorrt_graph(folder / DEPLOY) == folder / FP16  # what kdqat's TensorRT engines are built from

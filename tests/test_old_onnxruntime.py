@@ -1,6 +1,6 @@
 """The graphs export writes, with the oldest onnxruntime the GPU extra allows (the GPU image's, whose GPU build
 has no release that loads INT2): export itself runs there and checks the packed graph with onnx.reference; the
-deploy and float graphs load; the packed INT2 graph loads from onnxruntime 1.32 on (the CPU build used here)."""
+deploy, fp16 and float graphs load; the packed INT2 graph loads from onnxruntime 1.32 on (the CPU build used here)."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def test_export_runs_with_the_oldest_gpu_onnxruntime_and_its_graphs_load(old_onn
              "        ort.InferenceSession(g, providers=['CPUExecutionProvider']); print(g, 'loads')\n"
              "    except Exception as e:\n"
              "        print(g, 'refused')\n")
-    graphs = [str(run / "onnx" / g) for g in ("model.onnx", "model.float.onnx", "model.packed.onnx")]
+    graphs = [str(run / "onnx" / g) for g in ("model.onnx", "model.fp16.onnx", "model.float.onnx", "model.packed.onnx")]
     old = subprocess.run([sys.executable, "-c", probe, *graphs], capture_output=True, text=True, env=env, timeout=300)
-    assert old.stdout.split("\n")[:3] == [f"{graphs[0]} loads", f"{graphs[1]} loads", f"{graphs[2]} refused"], old.stderr
+    assert old.stdout.split("\n")[:4] == [f"{g} loads" for g in graphs[:3]] + [f"{graphs[3]} refused"], old.stderr
     new = subprocess.run([sys.executable, "-c", probe, *graphs], capture_output=True, text=True, timeout=300)
-    assert all(line.endswith(" loads") for line in new.stdout.split("\n")[:3]), new.stdout  # onnxruntime >= 1.32
+    assert all(line.endswith(" loads") for line in new.stdout.split("\n")[:4]), new.stdout  # onnxruntime >= 1.32

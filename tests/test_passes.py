@@ -196,3 +196,60 @@ def test_static_reshapes_turn_computed_head_shapes_into_constants():
     x = {"x": np.arange(3 * 7 * 8, dtype=np.float32).reshape(3, 7, 8)}
     np.testing.assert_array_equal(onnxruntime.InferenceSession(static.SerializeToString()).run(None, x)[0],
                                   x["x"].reshape(3, 7, 2, 4))
+
+
+def quantized_matmul_graph(scale: float = 0.1) -> onnx.ModelProto:
+    """y = LayerNorm(DQ(Q(x)) @ DQ(w)) + 1: float work around one quantized product, as in the student."""
+    k = 8
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"]),
+             helper.make_node("MatMul", ["xd", "wd"], ["m"]),
+             helper.make_node("LayerNormalization", ["m", "g", "b"], ["n"], axis=-1),
+             helper.make_node("Add", ["n", "one"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(scale, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z"),
+             numpy_helper.from_array(rng.integers(-1, 2, (k, k)).astype(np.int8), "w"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "ws"),
+             numpy_helper.from_array(np.ones(k, np.float32), "g"), numpy_helper.from_array(np.zeros(k, np.float32), "b"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one")]
+    graph = helper.make_graph(nodes, "f", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, k])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)], ir_version=9)
+
+
+def _types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    return types | {t.name: t.data_type for t in inferred.graph.initializer}
+
+
+def test_float16_float_parts_keeps_io_and_integer_codes_and_runs():
+    from kdqat.export.passes import float16_float_parts
+    from kdqat.export.trt_check import check_trt
+
+    model = quantized_matmul_graph()
+    half = float16_float_parts(model)
+    onnx.checker.check_model(half, full_check=True)
+    types = _types(half)
+    assert types["x"] == types["y"] == TensorProto.FLOAT  # graph inputs and outputs keep their type
+    assert types["w"] == types["z"] == TensorProto.INT8  # codes and zero points are untouched
+    for name in ("s", "ws", "g", "b", "one", "wd", "m", "n"):  # scales, constants, activations: float16
+        assert types[name] == TensorProto.FLOAT16, name
+    q = next(n for n in half.graph.node if n.op_type == "QuantizeLinear")
+    assert types[q.input[0]] == TensorProto.FLOAT16  # the quantized activation itself is float16, not cast back
+    assert check_trt(half) == []
+    assert _types(model)["m"] == TensorProto.FLOAT  # the input graph is left as it was
+    x = np.random.default_rng(1).normal(size=(3, 8)).astype(np.float32)
+    full = onnxruntime.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    got = onnxruntime.InferenceSession(half.SerializeToString()).run(None, {"x": x})[0]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, full, atol=2e-2)  # float16 rounding of a LayerNorm output of unit size
+
+
+def test_float16_refuses_a_scale_it_cannot_hold():
+    from kdqat.export.passes import float16_float_parts
+
+    with pytest.raises(KdqatError, match=r"QuantizeLinear q: scale in \[1e-06, 1e-06\] is outside float16's normal range"):
+        float16_float_parts(quantized_matmul_graph(scale=1e-6))

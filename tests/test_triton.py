@@ -107,8 +107,8 @@ def test_tokenizer_model_tokenizes_like_the_run(repository, monkeypatch):
 def test_a_built_tensorrt_plan_becomes_a_tensorrt_model(exported_run, tmp_path):
     onnx_dir = tmp_path / "onnx"
     shutil.copytree(exported_run / "onnx", onnx_dir)
-    (onnx_dir / "model.plan").write_bytes(b"plan bytes")
-    (onnx_dir / "model.plan.json").write_text(json.dumps({"profile": {"max_batch": 8}}))
+    (onnx_dir / "model.fp16.plan").write_bytes(b"plan bytes")  # TrtEngine.open's plan of model.fp16.onnx
+    (onnx_dir / "model.fp16.plan.json").write_text(json.dumps({"profile": {"max_batch": 8}}))
     record = write_triton_repository(onnx_dir, tmp_path / "repo", max_batch_size=32, device="gpu")
     trt = config(tmp_path / "repo" / "rte_student_trt")
     assert trt.platform == "tensorrt_plan" and trt.max_batch_size == 8  # not beyond the engine's profile
@@ -158,6 +158,7 @@ def test_the_plan_is_built_by_a_script_with_the_serving_releases_tensorrt(export
     """A plan only loads in the TensorRT that built it: the repository carries a script that builds it with
     trtexec in the TensorRT container of the Triton release's tag, records the TensorRT version, and writes the
     model's config (run here with a stand-in `docker` that does what the container would)."""
+    import filecmp
     import os
     import stat
     import subprocess
@@ -168,7 +169,8 @@ def test_the_plan_is_built_by_a_script_with_the_serving_releases_tensorrt(export
     assert script.stat().st_mode & stat.S_IXUSR and not (repo / "rte_student_trt").exists()
     text = script.read_text()
     assert '"nvcr.io/nvidia/tensorrt:$TAG-py3"' in text and 'TAG="${1:-25.06}"' in text
-    assert "--onnx=/models/rte_student/1/model.onnx --saveEngine=/models/rte_student_trt/1/model.plan --stronglyTyped" in text
+    assert "--onnx=/models/rte_student/model.fp16.onnx --saveEngine=/models/rte_student_trt/1/model.plan --stronglyTyped" in text
+    assert filecmp.cmp(repo / "rte_student" / "model.fp16.onnx", exported_run / "onnx" / "model.fp16.onnx", shallow=False)
     assert "--maxShapes=input_ids:32x32,attention_mask:32x32,token_type_ids:32x32" in text
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -48,6 +48,18 @@ def test_nonzero_zero_point_is_caught(deploy):
     assert {v.rule for v in found} == {"zero-point"} and q.name in {v.node for v in found}
 
 
+def test_a_scale_that_is_not_positive_is_caught(deploy):
+    model = copy(deploy[0])
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and "embeddings" in n.name)
+    scales = next(t for t in model.graph.initializer if t.name == dq.input[1])
+    values = numpy_helper.to_array(scales).copy()
+    assert values.min() > 0  # the export's own: an all-zero embedding row (the padding row) gets scale 1, not 0
+    values[0] = 0.0
+    scales.CopyFrom(numpy_helper.from_array(values, scales.name))
+    found = check_trt(model)
+    assert [(v.rule, v.node) for v in found] == [("scale", dq.name)] and "scale 0 is not positive" in found[0].message
+
+
 def test_uint8_activations_are_caught(deploy):
     assert rules(activations_to_uint8(deploy[0])) == {"zero-point", "dtype"}
 
