@@ -13,7 +13,10 @@ record. The inputs: the run's dev data (or `--texts`, one text per line); `varie
 The engine alone: the same inputs (repeated to `--count`), tokenized once, through the same onnxruntime graph in
 this process, in batches of `--engine-batch` sorted by length over the whole set: the throughput a server of this
 engine could reach; timed again right before each server starts (no server running then), since a shared
-machine's speed drifts over minutes. The ratio server / engine (that mode's reference) is the figure of merit. Nothing else should run on the machine meanwhile.
+machine's speed drifts over minutes. The ratio server / engine (that mode's reference: one call at a time on all
+the cores, as `kdqat bench` runs it) is the figure of merit. Beside it, the engine alone as the server runs it by
+default on a CPU (two calls at once, each on half the cores; on 2 cores that is faster for short inputs) and the
+server's ratio to that. Nothing else should run on the machine meanwhile.
 """
 
 from __future__ import annotations
@@ -80,21 +83,26 @@ def input_sets(run: Path, model, kinds: list[str], texts: Path | None, n: int) -
     return {k: sets[k] for k in kinds}
 
 
-def engine_throughput(model, inputs: list, count: int, batch: int, passes: int) -> dict:
+def engine_throughput(model, inputs: list, count: int, batch: int, passes: int, calls: int = 1) -> dict:
     """Inputs per second of the engine alone over `inputs` (repeated to `count`, as the server sees them in turn)
-    in batches of `batch` sorted by length: the median of `passes` passes."""
-    from kdqat.runtime.batching import predict
+    in batches of `batch` sorted by length: the median of `passes` passes. `calls` above 1: that many batches run
+    at once from as many threads (give an engine with that share of the cores per call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kdqat.runtime.batching import batches
 
     inputs = (inputs * (count // len(inputs) + 1))[:count]
     features = model.encode(inputs)
-    predict(model.engine.run, features, batch)  # warm up
-    times = []
-    for _ in range(passes):
-        start = time.perf_counter()
-        predict(model.engine.run, features, batch)
-        times.append(time.perf_counter() - start)
+    padded = [b for _, b in batches(features, batch)]
+    with ThreadPoolExecutor(calls) as pool:
+        list(pool.map(model.engine.run, padded))  # warm up
+        times = []
+        for _ in range(passes):
+            start = time.perf_counter()
+            list(pool.map(model.engine.run, padded))
+            times.append(time.perf_counter() - start)
     lengths = [len(x) for x in features["input_ids"]]
-    return {"inputs_per_s": len(inputs) / statistics.median(times), "batch": batch, "passes": passes,
+    return {"inputs_per_s": len(inputs) / statistics.median(times), "batch": batch, "passes": passes, "calls": calls,
             "mean_tokens": statistics.mean(lengths), "min_tokens": min(lengths), "max_tokens": max(lengths)}
 
 
@@ -213,13 +221,17 @@ def time_shares(raw: Path) -> dict[str, float]:
 
 
 def mode_options(mode: str) -> list[str]:
-    """off -> --no-batching; on:N[:MS] -> --batching --max-batch-size N [--max-wait-ms MS]; default -> nothing."""
+    """off -> --no-batching; on:N[:MS[:C]] -> --batching --max-batch-size N [--max-wait-ms MS] [--engine-calls C];
+    default -> nothing; a trailing /C on any of them (off/1) sets --engine-calls C."""
+    mode, _, calls = mode.partition("/")
+    extra = ["--engine-calls", calls] if calls.isdigit() else []
     parts = mode.split(":")
     if mode in ("off", "default"):
-        return ["--no-batching"] if mode == "off" else []
-    if parts[0] == "on" and len(parts) in (2, 3) and all(p.replace(".", "", 1).isdigit() for p in parts[1:]):
-        return ["--batching", "--max-batch-size", parts[1], *(["--max-wait-ms", parts[2]] if len(parts) == 3 else [])]
-    raise SystemExit(f"--modes: {mode!r} is not off, default or on:N[:MS]")
+        return (["--no-batching"] if mode == "off" else []) + extra
+    if parts[0] == "on" and len(parts) in (2, 3, 4) and all(p.replace(".", "", 1).isdigit() for p in parts[1:]):
+        return ["--batching", "--max-batch-size", parts[1], *(["--max-wait-ms", parts[2]] if len(parts) >= 3 else []),
+                *(["--engine-calls", parts[3]] if len(parts) == 4 else []), *extra]
+    raise SystemExit(f"--modes: {mode!r} is not off, default or on:N[:MS[:C]] (optionally /C)")
 
 
 def main() -> None:
@@ -231,7 +243,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="32")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--max-requests", type=int, default=50_000, help="wrk stops after this many answers")
-    parser.add_argument("--modes", default="off,on:32", help="server settings: off, default, on:N[:MS] (max batch size, max wait in ms)")
+    parser.add_argument("--modes", default="off,on:32", help="server settings: off, default, on:N[:MS[:C]] (max batch size, max wait in ms, engine calls at once); /C after any sets the engine calls")
     parser.add_argument("--engine-batch", type=int, default=32)
     parser.add_argument("--engine-passes", type=int, default=5)
     parser.add_argument("--profile", type=Path, help="sample the server with py-spy during each run: raw stacks "
@@ -250,9 +262,11 @@ def main() -> None:
     from kdqat.runtime.served_model import open_served
 
     model = open_served(args.run_dir, "ort")  # the engine alone, timed again before each server (the machine drifts)
+    cores = os.cpu_count() or 1
+    split = open_served(args.run_dir, "ort", threads=max(1, cores // 2)) if cores >= 2 else None  # two calls at once
     sets = input_sets(args.run_dir, model, args.inputs.split(","), args.texts, args.count)
     levels = [int(c) for c in args.concurrency.split(",")]
-    rows, engines = [], {name: [] for name in sets}
+    rows, engines, two = [], {name: [] for name in sets}, {name: [] for name in sets}
     with tempfile.TemporaryDirectory() as scratch:
         files = {}
         for name, inputs in sets.items():
@@ -262,8 +276,11 @@ def main() -> None:
         for mode in args.modes.split(","):
             reference = {name: engine_throughput(model, inputs, args.count, args.engine_batch, args.engine_passes)
                          for name, inputs in sets.items()}
+            two_calls = {name: engine_throughput(split, inputs, args.count, args.engine_batch, args.engine_passes, 2)
+                         for name, inputs in sets.items()} if split else {}
             for name, e in reference.items():
                 engines[name].append(e)
+                two[name].append(two_calls.get(name))
             process, url = start_server(args.run_dir, mode_options(mode))
             try:
                 for name in sets:
@@ -279,9 +296,13 @@ def main() -> None:
                         if args.profile:
                             sampler.wait(60)
                             result["busy_shares"] = time_shares(raw)
+                        pair = two_calls.get(name)
                         rows.append({"mode": mode, "inputs": name, "concurrency": c, **result,
                                      "engine_alone_inputs_per_s": reference[name]["inputs_per_s"],
-                                     "vs_engine": result["requests_per_s"] / reference[name]["inputs_per_s"]})
+                                     "vs_engine": result["requests_per_s"] / reference[name]["inputs_per_s"],
+                                     **({"engine_two_calls_inputs_per_s": pair["inputs_per_s"],
+                                         "vs_engine_two_calls": result["requests_per_s"] / pair["inputs_per_s"]}
+                                        if pair else {})})
             finally:
                 process.terminate()
                 process.wait(60)
@@ -289,18 +310,23 @@ def main() -> None:
     for name, timed in engines.items():
         e, speeds = timed[0], [t["inputs_per_s"] for t in timed]
         print(f"engine alone, {name} inputs ({e['min_tokens']}-{e['max_tokens']} tokens, mean {e['mean_tokens']:.1f}), "
-              f"batch {e['batch']}, before each server: {', '.join(f'{v:.0f}' for v in speeds)} inputs/s")
-    print(f"{'mode':>7} {'inputs':>7} {'conc':>5} {'req/s':>8} {'vs engine':>9} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'wrk CPU':>7} {'server CPU':>10} {'engine busy':>11} {'tokenizer':>9} {'batch':>5} {'non-2xx':>7}")
+              f"batch {e['batch']}, before each server: {', '.join(f'{v:.0f}' for v in speeds)} inputs/s"
+              + ("; two calls at once on half the cores each: " + ", ".join(f"{t['inputs_per_s']:.0f}" for t in two[name])
+                 if all(two[name]) else ""))
+    print(f"{'mode':>7} {'inputs':>7} {'conc':>5} {'req/s':>8} {'vs engine':>9} {'vs two calls':>12} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'wrk CPU':>7} {'server CPU':>10} {'engine busy':>11} {'tokenizer':>9} {'batch':>5} {'non-2xx':>7}")
     for r in rows:
+        two_calls_ratio = f"{r['vs_engine_two_calls']:11.2f}x" if "vs_engine_two_calls" in r else f"{'-':>12}"
         print(f"{r['mode']:>7} {r['inputs']:>7} {r['concurrency']:>5} {r['requests_per_s']:8.1f} {r['vs_engine']:8.2f}x "
+              f"{two_calls_ratio} "
               f"{r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['wrk_cpu_cores']:7.2f} {r['server_cpu_cores']:10.2f} "
               f"{r['engine_busy']:10.0%} {r['tokenizer_busy']:8.0%} {r['inputs_per_engine_call']:5.1f} {r['non_2xx']:>7}")
         if "busy_shares" in r:
             print("        server busy time: " + ", ".join(f"{k} {v:.0%}" for k, v in r["busy_shares"].items() if v >= 0.005))
     if args.output:
         write_json(args.output, {"args": {k: str(v) for k, v in vars(args).items()}, "cpu": cpu_info(),
-                                 "python": platform.python_version(), "engine_alone": engines, "results": rows})
+                                 "python": platform.python_version(), "engine_alone": engines,
+                                 "engine_alone_two_calls": two, "results": rows})
 
 
 if __name__ == "__main__":

@@ -2,9 +2,14 @@
 
 A request is a list of validated inputs (texts, or pairs). The worker takes the first waiting request and
 every request already queued behind it (the ones that arrived while the engine was busy), then, if
-`max_wait_ms` is above 0, waits up to that long for more, until as many inputs are gathered as were outstanding
-at the peak since the last call (at most `max_batch_size`): clients that just got their answers send their next
-requests right away, while a lone client never waits. On the engine thread, off the event loop, it tokenizes the
+`max_wait_ms` is above 0, waits up to that long for more, until its share of the inputs outstanding at the peak
+since the last call is gathered (at most `max_batch_size`; the share is all of them with one engine call at a
+time, half with two): clients that just got their answers send their next requests right away, while a lone
+client never waits. With `workers` above 1 that many calls run at once (an engine whose calls each use part of
+the cores: on a 2-core CPU two single-threaded onnxruntime calls at a time answer short inputs 1.4x faster than
+one call on both cores, measured in benchmarks/serve_load.py), and the next group is gathered while one runs; a
+call made while no other input waits or runs uses `run_alone` where given (the engine on every core: a lone
+client's latency is not that of a single-threaded call). On the engine thread, off the event loop, it tokenizes the
 whole group in one tokenizer call and runs it batch by batch, longest first, each batch holding inputs of similar length (runtime.batching.Bucket), so that a short
 request is never padded to a long one. When the gathered call fails, each request is run again on its own, so
 one bad request fails alone. With batching off every request is one call of its own.
@@ -50,9 +55,11 @@ class Timings:
 class DynamicBatcher:
     """`await batcher.submit(inputs)` returns (engine rows of those inputs in order, their token counts)."""
 
-    def __init__(self, run: RunBatch, encode: Encode, max_batch_size: int = 32, max_wait_ms: float = 5.0,
-                 batching: bool = True, bucket: Bucket | None = Bucket(), timings: Timings = Timings()) -> None:
+    def __init__(self, run: RunBatch, encode: Encode, max_batch_size: int = 32, max_wait_ms: float = 2.0,
+                 batching: bool = True, bucket: Bucket | None = Bucket(), timings: Timings = Timings(),
+                 workers: int = 1, run_alone: RunBatch | None = None) -> None:
         self.run = run
+        self.run_alone = run_alone or run
         self.encode = encode
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
@@ -61,8 +68,11 @@ class DynamicBatcher:
         self.timings = timings
         self._outstanding = 0  # inputs submitted and not yet answered
         self._peak = 0  # the most inputs outstanding since the last gathered call
+        self.workers = workers
         self.queue: asyncio.Queue[_Request] = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdqat-engine")  # one call at a time
+        self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kdqat-engine")
+        self._slots = asyncio.Semaphore(self.workers)  # engine calls that may run at once
+        self._calls: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None
 
     @property
@@ -77,6 +87,7 @@ class DynamicBatcher:
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        await asyncio.gather(*self._calls, return_exceptions=True)
         self.executor.shutdown(wait=True)
 
     async def submit(self, inputs: list) -> tuple[np.ndarray, list[int]]:
@@ -94,13 +105,14 @@ class DynamicBatcher:
         group, size = [first], first.size
         if not self.batching:
             return group
-        while size < self.max_batch_size and not self.queue.empty():  # arrived while the engine was busy
+        # this call's share of the inputs outstanding at the peak since the last call (all of them with one call at
+        # a time): clients that just got their answers send their next requests now; a lone client has share 1
+        target, self._peak = min(self.max_batch_size, -(-self._peak // self.workers)), self._outstanding
+        while size < target and not self.queue.empty():  # arrived while the engine was busy
             request = self.queue.get_nowait()
             group.append(request)
             size += request.size
-        # wait (up to max_wait) for as many inputs as were outstanding at the peak since the last call: clients
-        # that just got their answers send their next requests now; a lone client does not wait at all
-        target, self._peak = min(self.max_batch_size, self._peak), self._outstanding
+        # then wait (up to max_wait) for the rest of the share
         deadline = asyncio.get_running_loop().time() + self.max_wait
         while size < target:
             remaining = deadline - asyncio.get_running_loop().time()
@@ -114,8 +126,10 @@ class DynamicBatcher:
             size += request.size
         return group
 
-    def _compute(self, inputs: list) -> tuple[np.ndarray, list[int]]:
-        """On the engine thread: tokenize all inputs in one call, run them in length-bucketed batches."""
+    def _compute(self, inputs: list, alone: bool) -> tuple[np.ndarray, list[int]]:
+        """On the engine thread: tokenize all inputs in one call, run them in length-bucketed batches (with
+        `run_alone` when no other input waits or runs)."""
+        run = self.run_alone if alone else self.run
         start = time.perf_counter()
         features = self.encode(inputs)
         self.timings.tokenize(time.perf_counter() - start)
@@ -123,7 +137,7 @@ class DynamicBatcher:
 
         def timed(batch: dict[str, np.ndarray]) -> np.ndarray:
             begin = time.perf_counter()
-            out = self.run(batch)
+            out = run(batch)
             self.timings.engine(len(batch["input_ids"]), time.perf_counter() - begin)
             return out
 
@@ -132,30 +146,44 @@ class DynamicBatcher:
 
     async def _call(self, requests: list[_Request]) -> tuple[np.ndarray, list[int]]:
         inputs = [x for r in requests for x in r.inputs]
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self._compute, inputs)
+        alone = self._outstanding <= len(inputs)  # no other input waits or runs: a lone client's call
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._compute, inputs, alone)
 
     async def _loop(self) -> None:
         while True:
+            await self._slots.acquire()
             group = await self._gather()
             live = [r for r in group if not r.future.done()]  # a client that went away is not computed
             if not live:
+                self._slots.release()
                 continue
-            now = time.perf_counter()
-            for r in live:
-                self.timings.queue(now - r.queued)
-            try:
-                logits, tokens = await self._call(live)
-            except Exception:
-                if len(live) == 1:
+            call = asyncio.get_running_loop().create_task(self._answer(live))
+            self._calls.add(call)
+            call.add_done_callback(self._call_done)
+
+    def _call_done(self, call: asyncio.Task) -> None:
+        self._calls.discard(call)
+        self._slots.release()
+
+    async def _answer(self, live: list[_Request]) -> None:
+        """One engine call for the gathered requests, and each request's rows (or its failure)."""
+        now = time.perf_counter()
+        for r in live:
+            self.timings.queue(now - r.queued)
+        try:
+            logits, tokens = await self._call(live)
+        except Exception:
+            if len(live) == 1:
+                if not live[0].future.done():
                     live[0].future.set_exception(_failure())
-                    continue
-                await self._one_by_one(live)
-                continue
-            start = 0
-            for r in live:
-                if not r.future.done():
-                    r.future.set_result((logits[start : start + r.size], tokens[start : start + r.size]))
-                start += r.size
+                return
+            await self._one_by_one(live)
+            return
+        start = 0
+        for r in live:
+            if not r.future.done():
+                r.future.set_result((logits[start : start + r.size], tokens[start : start + r.size]))
+            start += r.size
 
     async def _one_by_one(self, requests: list[_Request]) -> None:
         for r in requests:

@@ -24,6 +24,7 @@ class StudentSource:
     provider: str = "cpu"  # onnxruntime execution provider
     device: str = "cpu"  # PyTorch device
     profile: object | None = None  # runtime.trt_engine.ShapeProfile: shapes TensorRT must accept
+    threads: int | None = None  # onnxruntime's threads per call (None: its default, every core)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def _onnxruntime(source: StudentSource) -> Engine:
     from kdqat.runtime.trt_engine import tensorrt_graph
 
     graph = tensorrt_graph(source.onnx) if source.provider == "tensorrt" else source.onnx  # TensorRT gets FP16 float parts
-    return OrtEngine(graph, source.provider, profile=source.profile)
+    return OrtEngine(graph, source.provider, threads=source.threads, profile=source.profile)
 
 
 def _tensorrt(source: StudentSource) -> Engine:

@@ -73,3 +73,81 @@ def test_a_group_is_tokenized_once_run_in_length_buckets_and_answered_in_order()
     assert [rows[0, 0] for rows, _ in answers] == [40, 3, 38, 4]
     assert seen == [[40, 38], [4, 3]]  # the long ones together, the short ones together
     assert len(tokenized) == 1  # four requests, one tokenizer call
+
+
+def test_two_calls_run_at_once_each_with_its_share_and_a_lone_client_gets_the_whole_engine():
+    """With workers=2, eight closed-loop clients are answered by two calls of four that overlap in time; a lone
+    client's call goes to run_alone (the engine on every core), calls under load to run."""
+    import threading
+
+    spans: list[tuple[float, float, int, str]] = []
+    lock = threading.Lock()
+
+    def engine(name: str):
+        def run(batch):
+            start = time.perf_counter()
+            time.sleep(0.02)
+            with lock:
+                spans.append((start, time.perf_counter(), len(batch["input_ids"]), name))
+            return batch["input_ids"].sum(1, keepdims=True).astype(np.float32)
+        return run
+
+    async def main() -> None:
+        batcher = DynamicBatcher(engine("shared"), encode, max_batch_size=8, max_wait_ms=300, batching=True,
+                                 workers=2, run_alone=engine("alone"))
+        batcher.start()
+        rows, _ = await batcher.submit(["ab cde"])
+        assert rows.tolist() == [[5.0]]
+        spans.clear()
+
+        async def client(i: int) -> None:
+            for _ in range(4):
+                rows, _ = await batcher.submit(["a" * (i + 1) + " y"])
+                assert rows.tolist() == [[i + 2.0]]  # each client gets its own answer back
+
+        await asyncio.gather(*(client(i) for i in range(8)))
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert {n for *_, n in spans} == {"shared"}  # under load, never the whole-engine call
+    assert sorted(n for _, _, n, _ in spans) == [4] * 8  # each call takes its share: half of the eight
+    overlapping = sum(1 for a in spans for b in spans if a is not b and a[0] < b[1] and b[0] < a[1])
+    assert overlapping >= 4  # calls ran at the same time, not one after another
+
+
+def test_a_lone_client_is_served_by_the_whole_engine():
+    used: list[str] = []
+
+    def engine(name: str):
+        def run(batch):
+            used.append(name)
+            return np.zeros((len(batch["input_ids"]), 1), np.float32)
+        return run
+
+    async def main() -> None:
+        batcher = DynamicBatcher(engine("shared"), encode, workers=2, run_alone=engine("alone"))
+        batcher.start()
+        for _ in range(3):
+            await batcher.submit(["one request at a time"])
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert used == ["alone"] * 3
+
+
+def test_engine_calls_default_to_two_on_a_multicore_cpu_and_one_elsewhere():
+    import pytest
+
+    from kdqat import KdqatError
+    from kdqat.runtime.served_model import engine_calls
+
+    assert engine_calls("ort", "cpu", 0, cores=2) == (2, 1)
+    assert engine_calls("ort", "cpu", 0, cores=16) == (2, 8)
+    assert engine_calls("ort", "cpu", 0, cores=1) == (1, None)  # one core: one call, onnxruntime's own threading
+    assert engine_calls("ort", "cpu", 1, cores=16) == (1, None)
+    assert engine_calls("ort", "cpu", 3, cores=2) == (3, 1)
+    assert engine_calls("ort", "cuda", 0) == engine_calls("trt", "cpu", 0) == engine_calls("torch", "cpu", 0) == (1, None)
+    with pytest.raises(KdqatError, match="--engine-calls 2: parallel calls are for onnxruntime on the CPU"):
+        engine_calls("trt", "cpu", 2)
+    with pytest.raises(KdqatError, match="--engine-calls -1: must be 0"):
+        engine_calls("ort", "cpu", -1)
