@@ -65,8 +65,8 @@ class ServedModel:
 def engine_calls(engine: str, provider: str, requested: int = 0, cores: int | None = None) -> tuple[int, int | None]:
     """(engine calls at once, onnxruntime threads per call) for serving. `requested` 0 picks: onnxruntime on the CPU
     with two or more cores runs two calls at once on half the cores each (on 2 cores, two single-threaded calls
-    answer 12-token inputs 1.4x and 34-token ones 1.1x faster than one call on both, 0.9x at 128 tokens; measured
-    with benchmarks/serve_load.py); a GPU engine or PyTorch, one call with its own threading."""
+    answer 12-token inputs 1.4x and 34-token ones 1.1x faster than one call on both, 0.9x at 128 tokens; measured:
+    docs/RESULTS.md, "Two engine calls at once"); a GPU engine or PyTorch, one call with its own threading."""
     cpu = engine == "ort" and provider == "cpu"
     cores = cores or os.cpu_count() or 1
     if requested < 0:
