@@ -71,6 +71,8 @@ class DynamicBatcher:
         self.workers = workers
         self.queue: asyncio.Queue[_Request] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kdqat-engine")
+        # a lone client's calls always on the same thread: onnxruntime keeps per-thread buffers warm there
+        self.alone_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdqat-engine-alone") if run_alone else None
         self._slots = asyncio.Semaphore(self.workers)  # engine calls that may run at once
         self._calls: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None
@@ -89,6 +91,8 @@ class DynamicBatcher:
             await asyncio.gather(self._worker, return_exceptions=True)
         await asyncio.gather(*self._calls, return_exceptions=True)
         self.executor.shutdown(wait=True)
+        if self.alone_executor is not None:
+            self.alone_executor.shutdown(wait=True)
 
     async def submit(self, inputs: list) -> tuple[np.ndarray, list[int]]:
         request = _Request(inputs, asyncio.get_running_loop().create_future())
@@ -147,7 +151,8 @@ class DynamicBatcher:
     async def _call(self, requests: list[_Request]) -> tuple[np.ndarray, list[int]]:
         inputs = [x for r in requests for x in r.inputs]
         alone = self._outstanding <= len(inputs)  # no other input waits or runs: a lone client's call
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self._compute, inputs, alone)
+        executor = self.alone_executor if alone and self.alone_executor else self.executor
+        return await asyncio.get_running_loop().run_in_executor(executor, self._compute, inputs, alone)
 
     async def _loop(self) -> None:
         while True:
