@@ -40,7 +40,7 @@ def fuse_skip_layernorm(model: ModelProto) -> ModelProto:
     LayerNormalization for these shapes (docs/RESULTS.md), so kdqat's sessions do not apply it."""
     out = ModelProto()
     out.CopyFrom(model)
-    producers, consumers, constant = ort_passes._producers(out), ort_passes._consumers(out), ort_passes._constants(out)
+    producers, consumers, constant = ort_passes._producers(out), ort_passes._consumers(out), ort_passes.constants(out)
     fused: dict[str, onnx.NodeProto] = {}  # LayerNormalization output -> the node replacing it
     gone: set[str] = set()  # the Adds folded in
     for norm in out.graph.node:

@@ -52,15 +52,6 @@ def pack_weights(model: ModelProto, bits: int) -> ModelProto:
 FP16_NORMAL = (float(np.finfo(np.float16).tiny), float(np.finfo(np.float16).max))  # scales must stay exact to 2^-11
 
 
-def _constants(model: ModelProto) -> dict[str, np.ndarray]:
-    """The value of every initializer and Constant node output."""
-    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-    return values
-
-
 def float16_float_parts(model: ModelProto) -> ModelProto:
     """The deploy graph for TensorRT: every float activation, constant and Q/DQ scale in float16, the graph's
     inputs and outputs unchanged (token ids in, float32 logits or embeddings out, through one final Cast).
@@ -73,10 +64,13 @@ def float16_float_parts(model: ModelProto) -> ModelProto:
     would lose its precision, and is refused."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    values = _constants(model)
+    from kdqat.runtime.ort_passes import constants
+
+    constant = constants(model)
     for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[1] in values:
-            scale = np.abs(values[node.input[1]].astype(np.float64))
+        tensor = constant(node.input[1]) if node.op_type in ("QuantizeLinear", "DequantizeLinear") else None
+        if tensor is not None:
+            scale = np.abs(numpy_helper.to_array(tensor).astype(np.float64))
             if scale.size and (scale.min() < FP16_NORMAL[0] or scale.max() > FP16_NORMAL[1]):
                 raise KdqatError(f"{node.op_type} {node.name or node.output[0]}: scale in [{scale.min():.3g}, "
                                  f"{scale.max():.3g}] is outside float16's normal range {FP16_NORMAL}; "
@@ -86,10 +80,9 @@ def float16_float_parts(model: ModelProto) -> ModelProto:
     out = convert_float_to_float16(out, keep_io_types=True)
     # It appends the Casts of float graph inputs after their consumers; ONNX wants nodes in topological order.
     graph_inputs = {i.name for i in out.graph.input}
-    casts = [n for n in out.graph.node if n.op_type == "Cast" and n.input[0] in graph_inputs]
-    rest = [n for n in out.graph.node if not (n.op_type == "Cast" and n.input[0] in graph_inputs)]
+    nodes = sorted(out.graph.node, key=lambda n: not (n.op_type == "Cast" and n.input[0] in graph_inputs))  # stable
     del out.graph.node[:]
-    out.graph.node.extend(casts + rest)
+    out.graph.node.extend(nodes)
     return out
 
 

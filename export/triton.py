@@ -122,6 +122,7 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
              "text": f"{task}_text"}
     text_inputs = ["TEXT", "TEXT_PAIR"] if pair else ["TEXT"]
     trt_graph = tensorrt_graph(onnx_dir / "model.onnx")  # model.fp16.onnx where export wrote it
+    fp16 = trt_graph.name != "model.onnx"
     plan = trt_graph.with_suffix(".plan")
     kinds = [k for k in names if k != "trt" or plan.is_file()]
     ours = _recorded_models(out)
@@ -133,7 +134,7 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
     with atomic_dir(out / names["student"]) as model:
         (model / "1").mkdir(parents=True)
         shutil.copyfile(onnx_dir / "model.onnx", model / "1" / "model.onnx")
-        if trt_graph.name != "model.onnx":  # beside config.pbtxt, where Triton does not look for models
+        if fp16:  # beside config.pbtxt, where Triton does not look for models
             shutil.copyfile(trt_graph, model / trt_graph.name)
         if labels:
             _write_labels(model, labels)
@@ -154,7 +155,7 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
             write_json(trt / MODEL_MARKER, {"task": task, "from": source, "tensorrt": plan_record.get("tensorrt"),
                                             "gpu": plan_record.get("gpu")})
     script = out / f"{task}_build_trt_plan.sh"
-    build_from = f"{names['student']}/{trt_graph.name}" if trt_graph.name != "model.onnx" else f"{names['student']}/1/model.onnx"
+    build_from = f"{names['student']}/{trt_graph.name if fp16 else '1/model.onnx'}"
     write_text(script, _build_plan_script(names, build_from, graph_inputs, length, max_batch_size, labels,
                                           _model_config(names["trt"], "tensorrt_plan", max_batch_size, graph_inputs,
                                                         graph_outputs, "gpu", max_queue_delay_us), task, source))

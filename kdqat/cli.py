@@ -462,7 +462,7 @@ def serve(
                                                 timeout_graceful_shutdown=30, timeout_keep_alive=keep_alive_s)))
     console.print(f"serving {model} of {run_dir} on http://{host}:{port} (engine {engine}, "
                   f"batching {'up to ' + str(max_batch_size) + ' inputs / ' + format(max_wait_ms, 'g') + ' ms' if batching else 'off'}"
-                  + (f", {calls} engine calls at once x {threads} threads" if calls > 1 and batching else "") + ")")
+                  + (f", {calls} engine calls at once x {threads} threads" if calls > 1 else "") + ")")
     server[0].run()
     if failures:
         raise KdqatError(f"the model failed to load, the server stopped: {failures[0]}")

@@ -59,7 +59,7 @@ class DynamicBatcher:
                  batching: bool = True, bucket: Bucket | None = Bucket(), timings: Timings = Timings(),
                  workers: int = 1, run_alone: RunBatch | None = None) -> None:
         self.run = run
-        self.run_alone = run_alone or run
+        self.run_alone = run_alone
         self.encode = encode
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
@@ -130,10 +130,8 @@ class DynamicBatcher:
             size += request.size
         return group
 
-    def _compute(self, inputs: list, alone: bool) -> tuple[np.ndarray, list[int]]:
-        """On the engine thread: tokenize all inputs in one call, run them in length-bucketed batches (with
-        `run_alone` when no other input waits or runs)."""
-        run = self.run_alone if alone else self.run
+    def _compute(self, inputs: list, run: RunBatch) -> tuple[np.ndarray, list[int]]:
+        """On the engine thread: tokenize all inputs in one call, run them with `run` in length-bucketed batches."""
         start = time.perf_counter()
         features = self.encode(inputs)
         self.timings.tokenize(time.perf_counter() - start)
@@ -150,9 +148,11 @@ class DynamicBatcher:
 
     async def _call(self, requests: list[_Request]) -> tuple[np.ndarray, list[int]]:
         inputs = [x for r in requests for x in r.inputs]
-        alone = self._outstanding <= len(inputs)  # no other input waits or runs: a lone client's call
-        executor = self.alone_executor if alone and self.alone_executor else self.executor
-        return await asyncio.get_running_loop().run_in_executor(executor, self._compute, inputs, alone)
+        if self.run_alone is not None and self._outstanding <= len(inputs):  # nothing else waits or runs: a lone client
+            executor, run = self.alone_executor, self.run_alone
+        else:
+            executor, run = self.executor, self.run
+        return await asyncio.get_running_loop().run_in_executor(executor, self._compute, inputs, run)
 
     async def _loop(self) -> None:
         while True:

@@ -42,7 +42,7 @@ def _is_scalar_zero_int8(t: TensorProto | None) -> bool:
     a = numpy_helper.to_array(t)
     return a.size == 1 and int(a.reshape(())) == 0
 
-def _constants(model: ModelProto) -> Callable[[str], TensorProto | None]:
+def constants(model: ModelProto) -> Callable[[str], TensorProto | None]:
     """A lookup of the tensor behind a value name, whether an initializer or a Constant node's output
     (None for computed values). Built once per pass: the graph's maps are not rebuilt per query."""
     inits, producers = _initializers(model), _producers(model)
@@ -66,7 +66,7 @@ def activations_to_uint8(model: ModelProto) -> ModelProto:
     zp_name = "kdqat_uint8_zero_point_128"
     out.graph.initializer.append(numpy_helper.from_array(np.array(128, dtype=np.uint8), zp_name))
     quantized: set[str] = set()
-    constant = _constants(out)
+    constant = constants(out)
     for node in out.graph.node:
         if node.op_type == "QuantizeLinear" and len(node.input) == 3 and _is_scalar_zero_int8(constant(node.input[2])):
             node.input[2] = zp_name
@@ -135,7 +135,7 @@ def fold_score_scale(model: ModelProto) -> ModelProto:
     """
     out = ModelProto()
     out.CopyFrom(model)
-    producers, consumers, constant = _producers(out), _consumers(out), _constants(out)
+    producers, consumers, constant = _producers(out), _consumers(out), constants(out)
     folded_muls: set[str] = set()  # output names of the Mul nodes that go
     for node in out.graph.node:
         if node.op_type != "Mul":
@@ -180,7 +180,7 @@ def fuse_linear_bias(model: ModelProto) -> ModelProto:
     """
     out = ModelProto()
     out.CopyFrom(model)
-    inits, producers, consumers, constant = _initializers(out), _producers(out), _consumers(out), _constants(out)
+    inits, producers, consumers, constant = _initializers(out), _producers(out), _consumers(out), constants(out)
     fused: dict[str, onnx.NodeProto] = {}  # Add output -> the node replacing it
     gone: set[str] = set()  # output names of the MatMuls folded into a fused node
     for add in out.graph.node:
@@ -256,7 +256,7 @@ def static_reshapes(model: ModelProto) -> ModelProto:
         return model
     out = ModelProto()
     out.CopyFrom(model)
-    constant = _constants(out)
+    constant = constants(out)
     changed = False
     for node in out.graph.node:
         if node.op_type != "Reshape" or constant(node.input[1]) is not None or any(

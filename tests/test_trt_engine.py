@@ -3,6 +3,8 @@ itself runs only where TensorRT and a GPU are (marked gpu, skipped otherwise).""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from kdqat import KdqatError
@@ -199,7 +201,6 @@ def test_onnxruntime_tensorrt_cache_is_keyed_by_the_graphs_content(tmp_path):
 
 def test_engines_are_built_from_the_fp16_graph_where_export_wrote_one(tmp_path):
     """The FP16 form beside the deploy graph when it exists; an older export's (or your own) deploy graph else."""
-    from kdqat.runtime.registry import StudentSource
     from kdqat.runtime.trt_engine import fp16_graph, tensorrt_graph
 
     deploy = tmp_path / "model.onnx"
@@ -209,4 +210,19 @@ def test_engines_are_built_from_the_fp16_graph_where_export_wrote_one(tmp_path):
     (tmp_path / "model.fp16.onnx").write_bytes(b"")
     assert tensorrt_graph(deploy) == tmp_path / "model.fp16.onnx"
     assert tensorrt_graph(deploy).with_suffix(".plan") == tmp_path / "model.fp16.plan"  # where its engine is saved
-    assert StudentSource(tmp_path, deploy).onnx == deploy  # onnxruntime on CPU and CUDA keeps the deploy graph
+
+
+
+def test_onnxruntime_opens_the_fp16_graph_for_tensorrt_only(tmp_path, monkeypatch):
+    """The TensorRT provider gets model.fp16.onnx; the CPU and CUDA providers keep the deploy graph."""
+    from kdqat.runtime import ort_engine
+    from kdqat.runtime.registry import StudentSource, open_engine
+
+    opened = []
+    monkeypatch.setattr(ort_engine, "OrtEngine", lambda path, provider, **_: opened.append((Path(path).name, provider)))
+    deploy = tmp_path / "model.onnx"
+    deploy.write_bytes(b"")
+    (tmp_path / "model.fp16.onnx").write_bytes(b"")
+    for provider in ("cpu", "cuda", "tensorrt"):
+        open_engine("ort", StudentSource(tmp_path, deploy, provider))
+    assert opened == [("model.onnx", "cpu"), ("model.onnx", "cuda"), ("model.fp16.onnx", "tensorrt")]
