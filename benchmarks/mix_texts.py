@@ -6,7 +6,7 @@ sentences and text columns of your own files: the input of `kdqat train --object
 
 How docs/results/embedding/stsb+clinc150-text was made: `--glue-task stsb --file ../shared/clinc150/train.csv`
 (the CLINC150 index's texts without their labels; its validation and test texts are never read).
-docs/results/embedding/glue-text: `--glue-task stsb cola rte --file ../shared/glue/QNLI/dev.tsv --text-column question`
+docs/results/embedding/glue-text: `--glue-task stsb cola --file ../shared/glue/QNLI/dev.tsv --text-column question`
 (general English text only: no CLINC150 text).
 """
 
