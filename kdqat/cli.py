@@ -458,7 +458,8 @@ def serve(
     app = create_app(lambda: open_served(run_dir, engine, provider, model, onnx, threads), settings, on_failure=failed)
     from kdqat.runtime.http_protocol import FirstRequestDeadline
 
-    server.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", http=FirstRequestDeadline,
+    server.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                                http=FirstRequestDeadline,
                                                 timeout_graceful_shutdown=30, timeout_keep_alive=keep_alive_s)))
     console.print(f"serving {model} of {run_dir} on http://{host}:{port} (engine {engine}, "
                   f"batching {'up to ' + str(max_batch_size) + ' inputs / ' + format(max_wait_ms, 'g') + ' ms' if batching else 'off'}"

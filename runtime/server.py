@@ -1,4 +1,4 @@
-"""`kdqat serve`: an exported student behind HTTP (a Starlette app on uvicorn), with dynamic batching and metrics.
+"""`kdqat serve`: an exported student behind HTTP (an ASGI app on uvicorn), with dynamic batching and metrics.
 
     POST /v1/predict   JSON list of texts (pair tasks: [text_a, text_b] pairs), or {"inputs": [...]}
                        -> {"predictions": [{"label", "probabilities"} | {"score"}], "model": ...}
@@ -12,6 +12,11 @@
                        goes (time queued per request, tokenizer and engine seconds per call)
 
 Every bad request gets a 4xx with {"error": "<one line>"} and never reaches the engine.
+
+The three POST routes are answered by plain ASGI code (the body read from uvicorn, JSON in and out with orjson):
+at a few thousand requests a second on two cores, Starlette's Request, routing and response objects were a
+measurable share of each request's CPU (docs/RESULTS.md, "Serving keeps up"). /health, /metrics and the app's
+lifespan stay a Starlette app.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from kdqat.errors import KdqatError
@@ -116,6 +122,10 @@ def _json(body: bytes, content_type: str):
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise BadRequest(415, "content_type", f"Content-Type must be application/json, not {content_type or 'none'!r}")
     try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:  # also lone surrogates and deep nesting: the standard parser says which
+        pass
+    try:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadRequest(400, "malformed_json", f"the body is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
@@ -196,7 +206,7 @@ def _vector(row, encoding: str):
 
 
 def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeSettings(),
-               on_failure: Callable[[str], None] | None = None) -> Starlette:
+               on_failure: Callable[[str], None] | None = None) -> ASGIApp:
     """The ASGI app. `load` opens the engine; it runs in the background so /health can say 'loading'. If it
     fails, /health says why and `on_failure` gets the one-line reason (`kdqat serve` then stops the server)."""
     metrics = Metrics()
@@ -236,14 +246,14 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
         if state["batcher"] is not None:
             await state["batcher"].stop()
 
-    def error(status: int, reason: str, message: str, openai: bool = False, close: bool = False) -> JSONResponse:
-        """A counted error response: {"error": message, "error_type": reason}, or in OpenAI's shape {"error":
+    def error(status: int, reason: str, message: str, openai: bool = False, close: bool = False) -> Answer:
+        """A counted error answer: {"error": message, "error_type": reason}, or in OpenAI's shape {"error":
         {"message", "type", "param", "code"}}; `close` ends the connection."""
         metrics.errors.labels(reason).inc()
         metrics.requests.labels("client_error" if status < 500 else "server_error").inc()
         body = ({"error": {"message": message, "type": "invalid_request_error" if status < 500 else "server_error",
                            "param": None, "code": reason}} if openai else {"error": message, "error_type": reason})
-        return JSONResponse(body, status_code=status, headers={"connection": "close"} if close else None)
+        return Answer(status, body, close)
 
     async def health(request: Request) -> JSONResponse:
         if state["model"] is not None:
@@ -257,32 +267,35 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
             metrics.queue_depth.set(state["batcher"].depth)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    async def receive(request: Request, model: ServedModel | None, embedding: bool) -> bytes:
-        """The request's body, or BadRequest when the model, the route or the body is wrong."""
+    async def body_of(scope: Scope, receive: Receive, model: ServedModel | None, embedding: bool) -> bytes | None:
+        """The request's body (None: the client went away), or BadRequest when the model, the route or the body
+        is wrong."""
         if model is None:
             raise BadRequest(503, "not_ready", "the model is still loading; retry when GET /health says ready")
         if model.embedding != embedding:
             routes = "POST /v1/embeddings or /embed" if model.embedding else "POST /v1/predict"
             raise BadRequest(404, "wrong_route", f"this model {'serves embeddings' if model.embedding else 'is a classifier'}: {routes}")
         limit = settings.max_inputs * (2 * settings.max_text_bytes + 16) + 1024
-        if int(request.headers.get("content-length") or 0) > limit:
+        if int(_header(scope, b"content-length") or 0) > limit:
             raise BadRequest(413, "body_too_large", f"the body is over {limit} bytes")
         try:
-            return await asyncio.wait_for(request.body(), settings.body_timeout_s)
+            return await _within(_read_body(receive), settings.body_timeout_s)
         except asyncio.TimeoutError:
             raise BadRequest(408, "body_timeout", f"the body did not arrive within {settings.body_timeout_s:g} s",
                              close=True) from None
 
-    async def handle(request: Request, embedding: bool, parse: Callable, respond: Callable,
-                     openai: bool = False) -> JSONResponse:
+    async def handle(scope: Scope, receive: Receive, embedding: bool, parse: Callable, respond: Callable,
+                     openai: bool = False) -> Answer | None:
         """One request: the body received within its deadline, `parse(body, content_type, model)` -> (inputs,
         options), the engine's rows and the inputs' token counts through the batcher (which tokenizes), `respond(
-        model, tokens, rows, options)`; any refusal as a counted error response (in OpenAI's shape for `openai`)."""
+        model, tokens, rows, options)`; any refusal as a counted error answer (in OpenAI's shape for `openai`)."""
         start = time.perf_counter()
         model = state["model"]
         try:
-            body = await receive(request, model, embedding)
-            inputs, options = parse(body, request.headers.get("content-type", ""), model)
+            body = await body_of(scope, receive, model, embedding)
+            if body is None:
+                return None
+            inputs, options = parse(body, _header(scope, b"content-type"), model)
             rows, tokens = await state["batcher"].submit(inputs)
         except BadRequest as e:
             return error(e.status, e.reason, str(e), openai, e.close)
@@ -291,10 +304,10 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
         metrics.requests.labels("ok").inc()
         metrics.inputs.inc(len(inputs))
         metrics.latency.observe(time.perf_counter() - start)
-        return FastJSON(respond(model, tokens, rows, options))
+        return Answer(200, respond(model, tokens, rows, options))
 
-    async def predict(request: Request) -> JSONResponse:
-        return await handle(request, False,
+    async def predict(scope: Scope, receive: Receive) -> Answer | None:
+        return await handle(scope, receive, False,
                             lambda body, kind, model: (parse_inputs(body, kind, model.pair, settings), None),
                             lambda model, tokens, logits, _: {"model": model.description,
                                                                 "predictions": model.answers(logits)})
@@ -305,8 +318,8 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
                 "data": [{"object": "embedding", "index": i, "embedding": _vector(v, encoding)} for i, v in enumerate(vectors)],
                 "usage": {"prompt_tokens": used, "total_tokens": used}}
 
-    async def openai_embeddings(request: Request) -> JSONResponse:
-        return await handle(request, True, lambda body, kind, _: parse_openai(body, kind, settings, state["width"]),
+    async def openai_embeddings(scope: Scope, receive: Receive) -> Answer | None:
+        return await handle(scope, receive, True, lambda body, kind, _: parse_openai(body, kind, settings, state["width"]),
                             openai_answer, openai=True)
 
     def tei_inputs(body: bytes, kind: str, model: ServedModel) -> tuple[list[str], None]:
@@ -318,21 +331,79 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
                                  f"{model.max_length} (send \"truncate\": true to cut it)")
         return texts, None
 
-    async def tei_embed(request: Request) -> JSONResponse:
-        return await handle(request, True, tei_inputs, lambda model, tokens, vectors, _: [_vector(v, "float") for v in vectors])
+    async def tei_embed(scope: Scope, receive: Receive) -> Answer | None:
+        return await handle(scope, receive, True, tei_inputs, lambda model, tokens, vectors, _: [_vector(v, "float") for v in vectors])
 
-    return Starlette(lifespan=lifespan, routes=[
-        Route("/health", health, methods=["GET"]), Route("/metrics", prometheus, methods=["GET"]),
-        Route("/v1/predict", predict, methods=["POST"]), Route("/v1/embeddings", openai_embeddings, methods=["POST"]),
-        Route("/embed", tei_embed, methods=["POST"])])
+    def wrong_method(scope: Scope) -> Answer:
+        return error(405, "method", f"{scope['method']} {scope['path']}: this route takes POST")
+
+    rest = Starlette(lifespan=lifespan, routes=[Route("/health", health, methods=["GET"]),
+                                                Route("/metrics", prometheus, methods=["GET"])])
+    return PostRoutes(rest, {"/v1/predict": predict, "/v1/embeddings": openai_embeddings, "/embed": tei_embed},
+                      wrong_method)
 
 
-class FastJSON(JSONResponse):
-    """A JSON response rendered by orjson (an answer of 150 label probabilities per input is the server's largest
-    JSON work; measured in benchmarks/serve_load.py --profile)."""
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer of a POST route: status, JSON content, and whether the connection closes after it."""
 
-    def render(self, content) -> bytes:
-        return orjson.dumps(content)
+    status: int
+    content: object
+    close: bool = False
+
+
+class PostRoutes:
+    """ASGI: the POST routes answered directly (`handlers[path](scope, receive)` -> Answer, or None when the client
+    went away), another method on them by `wrong_method` (405), everything else (lifespan included) by `rest`."""
+
+    def __init__(self, rest: ASGIApp, handlers: dict[str, Callable], wrong_method: Callable[[Scope], Answer]) -> None:
+        self.rest, self.handlers, self.wrong_method = rest, handlers, wrong_method
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None:
+            await self.rest(scope, receive, send)
+            return
+        answer = await handler(scope, receive) if scope["method"] == "POST" else self.wrong_method(scope)
+        if answer is None:
+            return
+        content = orjson.dumps(answer.content)  # an answer of 150 label probabilities per input is the largest JSON work
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        if answer.status == 405:
+            headers.append((b"allow", b"POST"))
+        if answer.close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """A request header's value ("" when absent); `name` in lower case, as ASGI servers give them."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body, or None when the client disconnects first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _within(awaitable, seconds: float):
+    """`awaitable`'s result, or asyncio.TimeoutError after `seconds` (Python 3.11's asyncio.timeout: no task per
+    request, as asyncio.wait_for makes)."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 def _pad(features):

@@ -267,3 +267,10 @@ def test_answers_are_labels_with_probabilities_or_scores():
     assert answer["probabilities"] == pytest.approx({"entailment": 0.25, "not_entailment": 0.75})
     regress = ServedModel("stsb", None, True, 32, None, None, "")
     assert regress.answers(np.array([[3.25]], dtype=np.float32)) == [{"score": 3.25}]
+
+
+def test_another_method_on_a_post_route_gets_405_naming_it(servers):
+    batched, _ = servers
+    answer = httpx.get(f"{batched.url}/v1/predict", timeout=30)
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+    assert answer.json() == {"error": "GET /v1/predict: this route takes POST", "error_type": "method"}
