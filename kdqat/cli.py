@@ -459,6 +459,7 @@ def serve(
     from kdqat.runtime.http_protocol import FirstRequestDeadline
 
     server.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                                proxy_headers=False,
                                                 http=FirstRequestDeadline,
                                                 timeout_graceful_shutdown=30, timeout_keep_alive=keep_alive_s)))
     console.print(f"serving {model} of {run_dir} on http://{host}:{port} (engine {engine}, "

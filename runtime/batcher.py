@@ -53,12 +53,15 @@ class Timings:
 
 
 class DynamicBatcher:
-    """`await batcher.submit(inputs)` returns (engine rows of those inputs in order, their token counts)."""
+    """`await batcher.submit(inputs)` returns (engine rows of those inputs in order, through `finish` where given;
+    their token counts)."""
 
     def __init__(self, run: RunBatch, encode: Encode, max_batch_size: int = 32, max_wait_ms: float = 2.0,
                  batching: bool = True, bucket: Bucket | None = Bucket(), timings: Timings = Timings(),
-                 workers: int = 1, run_alone: RunBatch | None = None) -> None:
+                 workers: int = 1, run_alone: RunBatch | None = None,
+                 finish: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.run = run
+        self.finish = finish  # applied to a whole call's rows on the engine thread (e.g. a softmax)
         self.run_alone = run_alone
         self.encode = encode
         self.max_batch_size = max_batch_size
@@ -143,8 +146,8 @@ class DynamicBatcher:
             self.timings.engine(len(batch["input_ids"]), time.perf_counter() - begin)
             return out
 
-        logits = predict(timed, features, batch_size, bucket=self.bucket if self.batching else None)
-        return logits, [len(ids) for ids in features["input_ids"]]
+        rows = predict(timed, features, batch_size, bucket=self.bucket if self.batching else None)
+        return (self.finish(rows) if self.finish else rows), [len(ids) for ids in features["input_ids"]]
 
     async def _call(self, requests: list[_Request]) -> tuple[np.ndarray, list[int]]:
         inputs = [x for r in requests for x in r.inputs]

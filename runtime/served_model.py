@@ -52,14 +52,21 @@ class ServedModel:
         with self._tokenizer_lock:
             return [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
 
-    def answers(self, logits: np.ndarray) -> list[dict]:
-        """Per input: the label and its probabilities, or the score."""
+    def finish(self, outputs: np.ndarray) -> np.ndarray:
+        """The engine's outputs of a whole call as answered: a classifier's logits as class probabilities (one
+        vectorised softmax per call, on the engine thread, not one per request on the event loop); scores and
+        embeddings as they are."""
+        if self.labels is None or self.embedding:
+            return outputs
+        e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def answers(self, rows: np.ndarray) -> list[dict]:
+        """Per input (rows from `finish`): the label and its probabilities, or the score."""
         if self.labels is None:
-            return [{"score": float(row[0])} for row in logits]
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs = e / e.sum(axis=1, keepdims=True)
+            return [{"score": float(row[0])} for row in rows]
         return [{"label": self.labels[int(p.argmax())], "probabilities": dict(zip(self.labels, p.tolist()))}
-                for p in probs]
+                for p in rows]
 
 
 def engine_calls(engine: str, provider: str, requested: int = 0, cores: int | None = None) -> tuple[int, int | None]:

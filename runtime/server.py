@@ -234,7 +234,7 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
             return
         batcher = DynamicBatcher(model.engine.run, model.encode, settings.max_batch_size, settings.max_wait_ms,
                                  settings.batching, timings=metrics.timings(), workers=settings.engine_calls,
-                                 run_alone=model.alone.run if model.alone is not None else None)
+                                 run_alone=model.alone.run if model.alone is not None else None, finish=model.finish)
         batcher.start()
         state["model"], state["batcher"] = model, batcher
 
@@ -309,8 +309,8 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
     async def predict(scope: Scope, receive: Receive) -> Answer | None:
         return await handle(scope, receive, False,
                             lambda body, kind, model: (parse_inputs(body, kind, model.pair, settings), None),
-                            lambda model, tokens, logits, _: {"model": model.description,
-                                                                "predictions": model.answers(logits)})
+                            lambda model, tokens, rows, _: {"model": model.description,
+                                                              "predictions": model.answers(rows)})
 
     def openai_answer(model: ServedModel, tokens: list[int], vectors, encoding: str) -> dict:
         used = sum(tokens)

@@ -60,19 +60,25 @@ def test_a_group_is_tokenized_once_run_in_length_buckets_and_answered_in_order()
         return batch["attention_mask"].sum(1, keepdims=True).astype(np.float32)
 
     texts = ["a " * 40, "b " * 3, "c " * 38, "d " * 4]  # 40, 3, 38 and 4 tokens
+    finished: list[list[float]] = []
+
+    def finish(rows):  # applied once to the whole call's rows, in the inputs' order
+        finished.append(rows[:, 0].tolist())
+        return rows * 10
 
     async def main():
         batcher = DynamicBatcher(run, encode, max_batch_size=8, batching=True,
-                                 timings=Timings(tokenize=tokenized.append))
+                                 timings=Timings(tokenize=tokenized.append), finish=finish)
         batcher.start()
         answers = await asyncio.gather(*(batcher.submit([t]) for t in texts))
         await batcher.stop()
         return answers
 
     answers = asyncio.run(main())
-    assert [rows[0, 0] for rows, _ in answers] == [40, 3, 38, 4]
+    assert [rows[0, 0] for rows, _ in answers] == [400, 30, 380, 40]
     assert seen == [[40, 38], [4, 3]]  # the long ones together, the short ones together
     assert len(tokenized) == 1  # four requests, one tokenizer call
+    assert finished == [[40, 3, 38, 4]]  # one finish for the call
 
 
 def test_two_calls_run_at_once_each_with_its_share_and_a_lone_client_gets_the_whole_engine():

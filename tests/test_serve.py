@@ -262,11 +262,11 @@ def test_answers_are_labels_with_probabilities_or_scores():
     from kdqat.runtime.served_model import ServedModel
 
     classify = ServedModel("rte", ["entailment", "not_entailment"], True, 32, None, None, "")
-    (answer,) = classify.answers(np.array([[0.0, np.log(3.0)]], dtype=np.float32))
+    (answer,) = classify.answers(classify.finish(np.array([[0.0, np.log(3.0)]], dtype=np.float32)))
     assert answer["label"] == "not_entailment"
     assert answer["probabilities"] == pytest.approx({"entailment": 0.25, "not_entailment": 0.75})
     regress = ServedModel("stsb", None, True, 32, None, None, "")
-    assert regress.answers(np.array([[3.25]], dtype=np.float32)) == [{"score": 3.25}]
+    assert regress.answers(regress.finish(np.array([[3.25]], dtype=np.float32))) == [{"score": 3.25}]
 
 
 def test_another_method_on_a_post_route_gets_405_naming_it(servers):
