@@ -15,7 +15,7 @@ Every bad request gets a 4xx with {"error": "<one line>"} and never reaches the 
 
 The three POST routes are answered by plain ASGI code (the body read from uvicorn, JSON in and out with orjson):
 at a few thousand requests a second on two cores, Starlette's Request, routing and response objects were a
-measurable share of each request's CPU (docs/RESULTS.md, "Serving keeps up"). /health, /metrics and the app's
+measurable share of each request's CPU (docs/RESULTS.md, "A leaner request path"). /health, /metrics and the app's
 lifespan stay a Starlette app.
 """
 
