@@ -364,12 +364,13 @@ class PostRoutes:
         if handler is None:
             await self.rest(scope, receive, send)
             return
-        answer = await handler(scope, receive) if scope["method"] == "POST" else self.wrong_method(scope)
+        post = scope["method"] == "POST"
+        answer = await handler(scope, receive) if post else self.wrong_method(scope)
         if answer is None:
             return
         content = orjson.dumps(answer.content)  # an answer of 150 label probabilities per input is the largest JSON work
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
-        if answer.status == 405:
+        if not post:
             headers.append((b"allow", b"POST"))
         if answer.close:
             headers.append((b"connection", b"close"))
