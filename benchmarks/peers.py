@@ -1,12 +1,13 @@
 """The student against what a user would do instead, on one machine in one process: PyTorch fp32 (the teacher),
 the peer (onnxruntime BERT fusions + quantize_dynamic int8 of the teacher, benchmarks/_peer.py) and the kdqat
-W2/A8 student (onnxruntime, the exported deploy graph), at batch x sequence 1x128, 8x128, 32x128, 1x32, with the
-dev score of each, so that a speed figure always comes with the accuracy it costs.
+W2/A8 student (the exported deploy graph on onnxruntime, and on OpenVINO where installed), at batch x sequence
+1x128, 8x128, 32x128, 1x32, with the dev score of each, so that a speed figure always comes with the accuracy
+it costs.
 
     python benchmarks/peers.py RUN_DIR [--data-dir ../shared/glue] [--output peers.json]
 
 RUN_DIR: a classification run after `kdqat export`. Latency: the median of --blocks blocks of --iterations calls,
-the three models interleaved block by block (a slow phase of the machine hits each alike), full-length random
+the models interleaved block by block (a slow phase of the machine hits each alike), full-length random
 token ids, --threads intra-op threads (default: every core). Run it on an otherwise idle machine.
 """
 
@@ -34,6 +35,10 @@ from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.torch_engine import TorchEngine
 
 
+PYTORCH, PEER = "PyTorch fp32 (teacher)", "peer: onnxruntime dynamic int8 (fused)"
+STUDENTS = {"ort": "kdqat W2/A8 student (onnxruntime)", "openvino": "kdqat W2/A8 student (OpenVINO)"}
+
+
 def feed(batch: int, seq: int, vocab: int) -> dict[str, np.ndarray]:
     ids = np.random.default_rng(0).integers(1000, vocab, (batch, seq)).astype(np.int64)
     ids[:, 0], ids[:, -1] = 101, 102
@@ -51,6 +56,12 @@ def block_ms(run, inputs: dict, iterations: int) -> float:
     return (time.perf_counter() - start) / iterations * 1e3
 
 
+def _has_openvino() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
@@ -60,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--max-dev", type=int, help="score only the first N dev examples")
+    parser.add_argument("--openvino", action=argparse.BooleanOptionalAction, default=_has_openvino(),
+                        help="also time the student on OpenVINO (default: when openvino is installed)")
     parser.add_argument("--output", help="JSON file for the table (default RUN_DIR/bench/peers.json)")
     args = parser.parse_args(argv)
 
@@ -74,9 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     teacher = TorchEngine.teacher(run.teacher)
     with tempfile.TemporaryDirectory() as scratch:
         peer_path, peer_record = peer_graph(teacher.model, Path(scratch))
-        engines = {"PyTorch fp32 (teacher)": teacher,
-                   "peer: onnxruntime dynamic int8 (fused)": OrtEngine(peer_path, threads=args.threads, cpu_rewrites=False),
-                   "kdqat W2/A8 student (onnxruntime)": OrtEngine(run.root / "onnx" / "model.onnx", threads=args.threads)}
+        deploy = run.root / "onnx" / "model.onnx"
+        engines = {PYTORCH: teacher,
+                   PEER: OrtEngine(peer_path, threads=args.threads, cpu_rewrites=False),
+                   STUDENTS["ort"]: OrtEngine(deploy, threads=args.threads)}
+        if args.openvino:
+            from kdqat.runtime.openvino_engine import OpenVinoEngine
+
+            engines[STUDENTS["openvino"]] = OpenVinoEngine(deploy, threads=args.threads)
         source = run.data_source(args.data_dir)
         split = run.spec.dev_splits[0]
         dev = source.load(split, args.max_dev)
@@ -95,12 +113,16 @@ def main(argv: list[str] | None = None) -> int:
                 for name, engine in engines.items():
                     times[name].append(block_ms(engine.run, inputs, args.iterations))
             row = {"batch": batch, "seq": seq, **{name: statistics.median(t) for name, t in times.items()}}
-            names = list(engines)
-            row["student_vs_peer"] = row[names[1]] / row[names[2]]
-            row["student_vs_pytorch"] = row[names[0]] / row[names[2]]
+            ratios = []
+            for key, student in STUDENTS.items():
+                if student in row:
+                    prefix = "student" if key == "ort" else f"student_{key}"
+                    row[f"{prefix}_vs_peer"] = row[PEER] / row[student]
+                    row[f"{prefix}_vs_pytorch"] = row[PYTORCH] / row[student]
+                    ratios.append(f"{key} student vs peer {row[f'{prefix}_vs_peer']:.2f}x, vs PyTorch "
+                                  f"{row[f'{prefix}_vs_pytorch']:.2f}x")
             rows.append(row)
-            print(f"{batch:>3d} x {seq:<4d}" + "".join(f"  {row[n]:8.2f} ms" for n in names)
-                  + f"  student vs peer {row['student_vs_peer']:.2f}x, vs PyTorch {row['student_vs_pytorch']:.2f}x",
+            print(f"{batch:>3d} x {seq:<4d}" + "".join(f"  {row[n]:8.2f} ms" for n in engines) + "  " + "; ".join(ratios),
                   flush=True)
     metric = run.spec.metric
     for name, s in scores.items():

@@ -1,7 +1,7 @@
 """Load on `kdqat serve` over real HTTP, against the engine alone on the same inputs.
 
     python benchmarks/serve_load.py RUN_DIR [--inputs equal,varied] [--concurrency 32] [--duration 10]
-        [--modes off,on:8,on:32] [--texts FILE.txt] [--output docs/results/serve/load.json]
+        [--modes off,on:8,on:32] [--texts FILE.txt] [--engine ort|openvino] [--output docs/results/serve/load.json]
 
 How the load is produced: `wrk` (a C load generator, `apt-get install wrk`), one thread, `--concurrency` open
 connections, each request one input (a text, or a [text_a, text_b] pair) taken in turn from the set, for
@@ -244,6 +244,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--max-requests", type=int, default=50_000, help="wrk stops after this many answers")
     parser.add_argument("--modes", default="off,on:32", help="server settings: off, default, on:N[:MS[:C]] (max batch size, max wait in ms, engine calls at once); /C after any sets the engine calls")
+    parser.add_argument("--engine", default="ort", choices=["ort", "openvino"],
+                        help="the student's CPU engine, in the server and as the reference alone")
     parser.add_argument("--engine-batch", type=int, default=32)
     parser.add_argument("--engine-passes", type=int, default=5)
     parser.add_argument("--profile", type=Path, help="sample the server with py-spy during each run: raw stacks "
@@ -261,9 +263,9 @@ def main() -> None:
     path = "/v1/embeddings" if export.get("problem_type") == "embedding" else "/v1/predict"
     from kdqat.runtime.served_model import open_served
 
-    model = open_served(args.run_dir, "ort")  # the engine alone, timed again before each server (the machine drifts)
+    model = open_served(args.run_dir, args.engine)  # the engine alone, timed again before each server (the machine drifts)
     cores = os.cpu_count() or 1
-    split = open_served(args.run_dir, "ort", threads=max(1, cores // 2)) if cores >= 2 else None  # two calls at once
+    split = open_served(args.run_dir, args.engine, threads=max(1, cores // 2)) if cores >= 2 else None  # two calls at once
     sets = input_sets(args.run_dir, model, args.inputs.split(","), args.texts, args.count)
     levels = [int(c) for c in args.concurrency.split(",")]
     rows, engines, two = [], {name: [] for name in sets}, {name: [] for name in sets}
@@ -281,7 +283,7 @@ def main() -> None:
             for name, e in reference.items():
                 engines[name].append(e)
                 two[name].append(two_calls.get(name))
-            process, url = start_server(args.run_dir, mode_options(mode))
+            process, url = start_server(args.run_dir, ["--engine", args.engine, *mode_options(mode)])
             try:
                 for name in sets:
                     run_wrk(url, path, files[name], 8, 2, 1000, process.pid)  # warm up
@@ -306,7 +308,8 @@ def main() -> None:
             finally:
                 process.terminate()
                 process.wait(60)
-    print(f"{args.run_dir} ({export['task']}), {describe(cpu_info())}; load: wrk -t1, one input per request")
+    print(f"{args.run_dir} ({export['task']}), engine {args.engine}, {describe(cpu_info())}; load: wrk -t1, one input "
+          "per request")
     for name, timed in engines.items():
         e, speeds = timed[0], [t["inputs_per_s"] for t in timed]
         print(f"engine alone, {name} inputs ({e['min_tokens']}-{e['max_tokens']} tokens, mean {e['mean_tokens']:.1f}), "

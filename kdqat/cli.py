@@ -242,7 +242,7 @@ def print_export(report: dict) -> None:
 @app.command("eval")
 def evaluate(
     run_dir: str = typer.Argument(..., help="Output folder of kdqat train (holding student/, and onnx/ after export)."),
-    engine: str = typer.Option("ort", help="Engine for the student beside PyTorch: torch (PyTorch only), ort, trt."),
+    engine: str = typer.Option("ort", help="Engine for the student beside PyTorch: torch (PyTorch only), ort, openvino, trt."),
     onnx: Optional[str] = typer.Option(None, help="Deploy graph to run (default RUN_DIR/onnx/model.onnx)."),
     provider: str = typer.Option("cpu", help="onnxruntime execution provider: cpu, cuda, tensorrt."),
     data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout data folder (default: the run's, else GLUE_DIR, else the hub)."),
@@ -343,7 +343,7 @@ def check(
 @app.command("bench")
 def bench_command(
     run_dir: str = typer.Argument(..., help="Output folder of kdqat train, after kdqat export."),
-    engine: list[str] = typer.Option(["ort"], help="Engine(s) for the student: torch, ort, trt (repeat the option for several)."),
+    engine: list[str] = typer.Option(["ort"], help="Engine(s) for the student: torch, ort, openvino, trt (repeat the option for several)."),
     batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes."),
     seq_lengths: str = typer.Option("128", help="Comma-separated sequence lengths."),
     warmup: int = typer.Option(3, help="Untimed calls before measuring."),
@@ -393,6 +393,7 @@ def doctor(
             ("torch", f"{report['torch']} (CUDA {report['torch_cuda']})" if report["torch_cuda"] else f"{report['torch']} (CPU build)"),
             ("transformers", report["transformers"]), ("onnx", report["onnx"]), ("onnxruntime", ort_builds),
             ("onnxruntime providers", ", ".join(report["providers"]) or "none"),
+            ("OpenVINO", report["openvino"] or "not installed (optional CPU engine: pip install 'kdqat[openvino]')"),
             ("GPU", report["gpu"] or "none"), ("TensorRT", report["tensorrt"] or "not installed"), ("CPU", report["cpu"])]
     for name, value in rows:
         table.add_row(name, str(value))
@@ -408,7 +409,7 @@ def doctor(
 @app.command()
 def serve(
     run_dir: str = typer.Argument(..., help="Output folder of kdqat train, after kdqat export."),
-    engine: str = typer.Option("ort", help="Engine for the student: ort, trt, torch."),
+    engine: str = typer.Option("ort", help="Engine for the student: ort, openvino, trt, torch."),
     provider: str = typer.Option("cpu", help="onnxruntime execution provider for --engine ort: cpu, cuda, tensorrt."),
     model: str = typer.Option("student", help="student, or teacher (the float teacher in PyTorch, for A/B comparison)."),
     onnx: Optional[str] = typer.Option(None, help="Deploy graph (default RUN_DIR/onnx/model.onnx; export.json beside it)."),

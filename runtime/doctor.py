@@ -1,5 +1,5 @@
-"""`kdqat doctor`: what this machine's inference stack is (versions, onnxruntime's build and providers, the GPU,
-TensorRT, the CPU's integer dot-product features) and what in it is broken, e.g. the CPU onnxruntime wheel
+"""`kdqat doctor`: what this machine's inference stack is (versions, onnxruntime's build and providers, OpenVINO,
+the GPU, TensorRT, the CPU's integer dot-product features) and what in it is broken, e.g. the CPU onnxruntime wheel
 installed beside onnxruntime-gpu, where it can shadow the GPU build."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def inspect_stack() -> dict:
     for dist in ORT_DISTRIBUTIONS:
         if (v := _version(dist)) is not None:
             report["onnxruntime_distributions"][dist] = v
-    for module in ("torch", "transformers", "onnx"):
+    for module in ("torch", "transformers", "onnx", "openvino"):  # openvino: the optional CPU engine
         report[module] = _version(module)
     try:
         import onnxruntime

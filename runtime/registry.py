@@ -24,7 +24,7 @@ class StudentSource:
     provider: str = "cpu"  # onnxruntime execution provider
     device: str = "cpu"  # PyTorch device
     profile: object | None = None  # runtime.trt_engine.ShapeProfile: shapes TensorRT must accept
-    threads: int | None = None  # onnxruntime's threads per call (None: its default, every core)
+    threads: int | None = None  # onnxruntime's or OpenVINO's threads per call (None: every core)
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,14 @@ def _onnxruntime(source: StudentSource) -> Engine:
     return OrtEngine(graph, source.provider, threads=source.threads, profile=source.profile)
 
 
+def _openvino(source: StudentSource) -> Engine:
+    from kdqat.runtime.openvino_engine import OpenVinoEngine
+
+    if source.provider != "cpu":
+        raise KdqatError(f"--provider {source.provider}: OpenVINO runs on the CPU here; use --provider cpu")
+    return OpenVinoEngine(source.onnx, threads=source.threads)
+
+
 def _tensorrt(source: StudentSource) -> Engine:
     from kdqat.runtime.trt_engine import TrtEngine, tensorrt_graph
 
@@ -57,6 +65,7 @@ ENGINES: dict[str, EngineSpec] = {
     "torch": EngineSpec("PyTorch", _torch),
     "ort": EngineSpec("onnxruntime", _onnxruntime),
     "trt": EngineSpec("TensorRT", _tensorrt),
+    "openvino": EngineSpec("OpenVINO", _openvino),
 }
 REFERENCE = "torch"  # what every other engine is compared with
 

@@ -21,6 +21,7 @@ from kdqat.runtime.batching import Features
 
 MODELS = ("student", "teacher")
 PROVIDERS = ("cpu", "cuda", "tensorrt")  # onnxruntime execution providers kdqat opens
+CPU_PARALLEL = ("ort", "openvino")  # engines whose CPU calls can run side by side, each on part of the cores
 
 
 @dataclass
@@ -74,14 +75,14 @@ def engine_calls(engine: str, provider: str, requested: int = 0, cores: int | No
     with two or more cores runs two calls at once on half the cores each (on 2 cores, two single-threaded calls
     answer 12-token inputs 1.4x and 34-token ones 1.1x faster than one call on both, 0.9x at 128 tokens; measured:
     docs/RESULTS.md, "Two engine calls at once"); a GPU engine or PyTorch, one call with its own threading."""
-    cpu = engine == "ort" and provider == "cpu"
+    cpu = engine in CPU_PARALLEL and provider == "cpu"
     cores = cores or os.cpu_count() or 1
     if requested < 0:
         raise KdqatError(f"--engine-calls {requested}: must be 0 (choose) or positive")
     calls = requested or (2 if cpu and cores >= 2 else 1)
     if calls > 1 and not cpu:
-        raise KdqatError(f"--engine-calls {calls}: parallel calls are for onnxruntime on the CPU (--engine ort "
-                         "--provider cpu); a GPU engine or PyTorch runs one call at a time")
+        raise KdqatError(f"--engine-calls {calls}: parallel calls are for onnxruntime or OpenVINO on the CPU (--engine "
+                         "ort --provider cpu, --engine openvino); a GPU engine or PyTorch runs one call at a time")
     return calls, (max(1, cores // calls) if cpu and calls > 1 else None)
 
 

@@ -153,7 +153,7 @@ def test_engine_calls_default_to_two_on_a_multicore_cpu_and_one_elsewhere():
     assert engine_calls("ort", "cpu", 1, cores=16) == (1, None)
     assert engine_calls("ort", "cpu", 3, cores=2) == (3, 1)
     assert engine_calls("ort", "cuda", 0) == engine_calls("trt", "cpu", 0) == engine_calls("torch", "cpu", 0) == (1, None)
-    with pytest.raises(KdqatError, match="--engine-calls 2: parallel calls are for onnxruntime on the CPU"):
+    with pytest.raises(KdqatError, match="--engine-calls 2: parallel calls are for onnxruntime or OpenVINO on the CPU"):
         engine_calls("trt", "cpu", 2)
     with pytest.raises(KdqatError, match="--engine-calls -1: must be 0"):
         engine_calls("ort", "cpu", -1)

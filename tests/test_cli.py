@@ -83,7 +83,7 @@ def test_export_then_eval_from_the_command_line(tmp_path, tiny_model_dir, glue_d
     (["export", "nowhere"], "error: nowhere: no such folder"),
     (["export", ".", "--no-onnx"], "error: nothing to do"),
     (["export", ".", "--samples", "0"], "error: --samples and --batch-size must be positive"),
-    (["eval", ".", "--engine", "tvm"], "error: --engine 'tvm' is not one of torch, ort, trt"),
+    (["eval", ".", "--engine", "tvm"], "error: --engine 'tvm' is not one of torch, ort, trt, openvino"),
     (["eval", "."], "error: .: not a kdqat run"),
 ])
 def test_export_and_eval_bad_input_is_one_line(tmp_path, args, message):

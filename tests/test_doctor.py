@@ -31,6 +31,7 @@ def test_doctor_reports_this_machine(tmp_path):
     done = run_cli("doctor", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "CPUExecutionProvider" in done.stdout and "no problem found" in done.stdout
+    assert "OpenVINO" in done.stdout and (report["openvino"] or "not installed") in done.stdout
     if report["gpu"] is not None and report["tensorrt"] is not None:
         pytest.skip("a GPU and TensorRT are here: the --gpu check would pass")
     done = run_cli("doctor", "--gpu", cwd=tmp_path)

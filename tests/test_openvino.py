@@ -1,0 +1,108 @@
+"""The OpenVINO engine: the deploy graph as exported, the PyTorch student's predictions, calls from several threads,
+and one-line errors."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import batch, run_cli
+
+pytest.importorskip("openvino", reason="openvino is not installed (pip install 'kdqat[openvino]')")
+
+from kdqat.errors import KdqatError  # noqa: E402
+from kdqat.runtime.openvino_engine import OpenVinoEngine, compile_config  # noqa: E402
+
+
+def feeds(seed: int, batch_size: int = 4, length: int = 16) -> dict[str, np.ndarray]:
+    ids, mask = batch(seed=seed, batch_size=batch_size, length=length, vocab=1000)
+    return {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": np.zeros_like(ids.numpy())}
+
+
+def test_openvino_runs_the_deploy_graph_like_the_pytorch_student(exported_run):
+    from kdqat.runtime.ort_engine import OrtEngine
+    from kdqat.runtime.parity import compare
+    from kdqat.runtime.torch_engine import TorchEngine
+
+    graph = exported_run / "onnx" / "model.onnx"
+    x = feeds(0, batch_size=8, length=24)  # the last rows padded: the mask must be honoured
+    student = TorchEngine.student(exported_run / "student").run(x)
+    engine = OpenVinoEngine(graph)
+    logits = engine.run(x)
+    assert logits.shape == student.shape and logits.dtype == np.float32
+    parity = compare(student, logits, regression=False)
+    assert parity.decided_agreement == 1.0
+    np.testing.assert_allclose(logits, student, atol=0.05)  # re-quantization ties may round the other way
+    np.testing.assert_allclose(logits, OrtEngine(graph).run(x), atol=0.05)
+    other = {k: v[:3, :10] for k, v in x.items()}  # another shape, same compiled model (dynamic shapes)
+    np.testing.assert_allclose(engine.run(other), TorchEngine.student(exported_run / "student").run(other), atol=0.05)
+
+
+def test_calls_from_several_threads_get_their_own_answers(exported_run):
+    engine = OpenVinoEngine(exported_run / "onnx" / "model.onnx", threads=1)  # two streams on two cores
+    inputs = [feeds(seed) for seed in range(6)]
+    alone = [engine.run(x) for x in inputs]
+    first = alone[0].copy()
+    engine.run(inputs[1])
+    np.testing.assert_array_equal(alone[0], first)  # an answer is not the request's reused output buffer
+    results: dict[int, list[np.ndarray]] = {}
+
+    def worker(k: int) -> None:
+        results[k] = [engine.run(inputs[(k + i) % 6]) for i in range(12)]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, answers in results.items():
+        for i, answer in enumerate(answers):
+            np.testing.assert_array_equal(answer, alone[(k + i) % 6])
+
+
+@pytest.mark.parametrize("threads, cores, streams, total", [(None, 2, None, "2"), (1, 2, "2", "2"), (1, 8, "8", "8"),
+                                                            (2, 8, "4", "8"), (3, 8, "2", "6"), (4, 2, "1", "4")])
+def test_threads_per_call_become_streams_that_fit_the_cores(threads, cores, streams, total):
+    config = compile_config(threads, cores)
+    assert config["INFERENCE_PRECISION_HINT"] == "f32"  # not the BF16 default of AMX CPUs: the same numbers everywhere
+    assert config.get("NUM_STREAMS") == streams and config["INFERENCE_NUM_THREADS"] == total
+
+
+def test_openvino_errors_are_one_line(tmp_path, monkeypatch):
+    with pytest.raises(KdqatError, match="no such ONNX file"):
+        OpenVinoEngine(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a graph")
+    with pytest.raises(KdqatError, match="junk.onnx: OpenVINO cannot read this graph"):
+        OpenVinoEngine(tmp_path / "junk.onnx")
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_openvino(name, *args, **kwargs):
+        if name == "openvino":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_openvino)
+    with pytest.raises(KdqatError, match=r"pip install 'kdqat\[openvino\]'"):
+        OpenVinoEngine(tmp_path / "junk.onnx")
+
+
+def test_serving_runs_two_openvino_calls_at_once_on_the_cpu():
+    from kdqat.runtime.served_model import engine_calls
+
+    assert engine_calls("openvino", "cpu", cores=2) == (2, 1)
+    assert engine_calls("openvino", "cpu", cores=1) == (1, None)
+    with pytest.raises(KdqatError, match="--provider cuda: OpenVINO runs on the CPU"):
+        from kdqat.runtime.registry import StudentSource, open_engine
+
+        open_engine("openvino", StudentSource(student=None, onnx=None, provider="cuda"))
+
+
+def test_eval_on_openvino_scores_the_dev_set_and_agrees_with_pytorch(exported_run, glue_dir, tmp_path):
+    done = run_cli("eval", str(exported_run), "--engine", "openvino", "--data-dir", str(glue_dir), "--max-samples", "24",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "OpenVINO" in done.stdout and "agree" in done.stdout.lower()
