@@ -1,14 +1,16 @@
-"""OpenVINO as an engine for the exported deploy graph, on an Intel (or any x86/ARM) CPU.
+"""OpenVINO (Intel's inference runtime) as a CPU engine for the exported deploy graph.
 
 OpenVINO reads the Q/DQ deploy graph as it is (no rewrite): its low-precision passes turn each quantized
 MatMul into an INT8 FullyConnected and the attention block into one fused kernel per layer, and its float
 parts (LayerNorm, GELU, softmax, residuals) run fused around them. On a 2-core Xeon with AMX the student
-runs 1.3x-1.6x faster than in onnxruntime from 1x128 on (docs/RESULTS.md, "The student on OpenVINO").
+runs 1.3-1.45x faster than in onnxruntime at 1x128 and 8x128, 1.65x at 32x128, but not at 1x32, and behind
+`kdqat serve` (small calls, a new shape each) it is slower (docs/RESULTS.md, "The student on OpenVINO").
 
 The float parts run in FP32 (`INFERENCE_PRECISION_HINT`): OpenVINO's default on CPUs with AMX or
 AVX-512 BF16 is BF16, which would make the numbers depend on the machine. Shapes stay dynamic: one compiled
-model takes any batch and sequence length (a model compiled for one fixed shape runs 10-25% faster, measured,
-but compiling takes about 0.4 s and 80 MB per shape, which only a deployment with fixed padded shapes repays).
+model takes any batch and sequence length (a model compiled for one fixed shape runs 8-26% faster, measured by
+benchmarks/openvino_shapes.py, but compiling takes about 0.4 s and a copy of the weights per shape, which only a
+deployment with fixed padded shapes repays).
 Calls from several threads at once each get their own infer request; `threads` per call sets as many CPU
 streams as fit the cores, so such calls run side by side.
 """
