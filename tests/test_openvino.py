@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import batch, run_cli
+from test_serve import Server
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install 'kdqat[openvino]')")
 
@@ -106,3 +107,28 @@ def test_eval_on_openvino_scores_the_dev_set_and_agrees_with_pytorch(exported_ru
                    cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "OpenVINO" in done.stdout and "agree" in done.stdout.lower()
+
+
+def test_kdqat_serve_answers_with_the_openvino_engine(exported_run, glue_dir):
+    from transformers import AutoTokenizer
+
+    from kdqat.glue.data import load_split
+    from kdqat.glue.tasks import get_task
+    from kdqat.runtime.batching import predict
+
+    dev = load_split(get_task("rte"), "dev", glue_dir, max_samples=8)
+    pairs = [[a, b] for a, b in zip(dev["text_a"], dev["text_b"])]
+    server = Server(exported_run, "--engine", "openvino")
+    try:
+        assert "OpenVINO" in server.wait()["model"]
+        answer = server.predict(pairs)
+    finally:
+        server.stop()
+    assert answer.status_code == 200, answer.text
+    tokenizer = AutoTokenizer.from_pretrained(exported_run / "onnx")
+    enc = tokenizer([p[0] for p in pairs], [p[1] for p in pairs], truncation=True, max_length=32)
+    logits = predict(OpenVinoEngine(exported_run / "onnx" / "model.onnx").run, dict(enc), 32)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    served = np.array([[p["probabilities"]["entailment"], p["probabilities"]["not_entailment"]]
+                       for p in answer.json()["predictions"]])
+    np.testing.assert_allclose(served, probs, rtol=0, atol=1e-5)
