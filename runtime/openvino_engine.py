@@ -1,8 +1,8 @@
 """OpenVINO (Intel's inference runtime) as a CPU engine for the exported deploy graph.
 
 OpenVINO reads the Q/DQ deploy graph as it is (no rewrite): its low-precision passes turn each quantized
-MatMul into an INT8 FullyConnected and the attention block into one fused kernel per layer, and its float
-parts (LayerNorm, GELU, softmax, residuals) run fused around them. On a 2-core Xeon with AMX the student
+MatMul into an INT8 FullyConnected and the attention block into one fused INT8 kernel per layer; LayerNorm,
+GELU and the residuals run as its own FP32 kernels. On a 2-core Xeon with AMX the student
 runs 1.3-1.45x faster than in onnxruntime at 1x128 and 8x128, 1.65x at 32x128, but not at 1x32, and behind
 `kdqat serve` (small calls, a new shape each) it is slower (docs/RESULTS.md, "The student on OpenVINO").
 
