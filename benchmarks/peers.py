@@ -1,14 +1,15 @@
 """The student against what a user would do instead, on one machine in one process: PyTorch fp32 (the teacher),
 the peer (onnxruntime BERT fusions + quantize_dynamic int8 of the teacher, benchmarks/_peer.py) and the kdqat
-W2/A8 student (the exported deploy graph on onnxruntime, and on OpenVINO where installed), at batch x sequence
-1x128, 8x128, 32x128, 1x32, with the dev score of each, so that a speed figure always comes with the accuracy
-it costs.
+W2/A8 student (the exported deploy graph on onnxruntime, and on OpenVINO where installed: with dynamic shapes, and
+with a model compiled for each measured shape beside the peer told the same shape), at batch x sequence 1x128,
+8x128, 32x128, 1x32, with the dev score of each, so that a speed figure always comes with the accuracy it costs.
 
     python benchmarks/peers.py RUN_DIR [--data-dir ../shared/glue] [--output peers.json]
 
 RUN_DIR: a classification run after `kdqat export`. Latency: the median of --blocks blocks of --iterations calls,
-the models interleaved block by block (a slow phase of the machine hits each alike), full-length random
-token ids, --threads intra-op threads (default: every core). Run it on an otherwise idle machine.
+each block after a pause and --warmup calls (the first call after the pause is recorded apart), the models
+interleaved block by block (a slow phase of the machine hits each alike), full-length random token ids,
+--threads intra-op threads (default: every core). Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,9 @@ from kdqat.runtime.torch_engine import TorchEngine
 
 
 PYTORCH, PEER = "PyTorch fp32 (teacher)", "peer: onnxruntime dynamic int8 (fused)"
-STUDENTS = {"ort": "kdqat W2/A8 student (onnxruntime)", "openvino": "kdqat W2/A8 student (OpenVINO)"}
+PEER_FIXED = "peer, fixed shapes"
+STUDENTS = {"ort": "kdqat W2/A8 student (onnxruntime)", "openvino": "kdqat W2/A8 student (OpenVINO)",
+            "openvino_static": "kdqat W2/A8 student (OpenVINO, fixed shapes)"}
 
 
 def feed(batch: int, seq: int, vocab: int) -> dict[str, np.ndarray]:
@@ -45,15 +49,57 @@ def feed(batch: int, seq: int, vocab: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
-def block_ms(run, inputs: dict, iterations: int) -> float:
-    """ms per call over `iterations` calls, after a pause: onnxruntime's intra-op threads spin for a while after
-    a run, and a session timed right after another one would share the cores with the other's spinning pool
-    (measured: a 1x32 student looked 1.6x slower than alone)."""
+@dataclass(frozen=True)
+class Block:
+    first_ms: float  # the first call after the pause
+    steady_ms: float  # ms per call over the timed calls, after the warm-up
+
+
+def timed_block(run, inputs: dict, iterations: int, warmup: int = 2) -> Block:
+    """One block: a pause, `warmup` (>= 1) untimed calls (the first of them timed apart), then `iterations` timed calls.
+    The pause: onnxruntime's intra-op threads spin for a while after a run, and a session timed right after another
+    one would share the cores with the other's spinning pool (measured: a 1x32 student looked 1.6x slower than
+    alone). The warm-up: on this kind of machine the first call after the pause takes 2-5x a steady call at 1x32
+    (threads and caches gone cold), which would weigh on a block of a few calls (docs/RESULTS.md)."""
+    if warmup < 1:
+        raise ValueError(f"warmup {warmup}: the first call after the pause is a warm-up call, so at least 1")
     time.sleep(0.05)
+    start = time.perf_counter()
+    run(inputs)
+    first = time.perf_counter() - start
+    for _ in range(warmup - 1):
+        run(inputs)
     start = time.perf_counter()
     for _ in range(iterations):
         run(inputs)
-    return (time.perf_counter() - start) / iterations * 1e3
+    return Block(first * 1e3, (time.perf_counter() - start) / iterations * 1e3)
+
+
+def block_ms(run, inputs: dict, iterations: int, warmup: int = 2) -> float:
+    """ms per call of one block after its pause and warm-up (`timed_block`)."""
+    return timed_block(run, inputs, iterations, warmup).steady_ms
+
+
+class FixedShapeOrt:
+    """An onnxruntime session told the one batch x sequence shape it will see (free-dimension overrides), the
+    onnxruntime counterpart of a fixed-shape OpenVINO model: the fair peer of `--openvino-static`."""
+
+    def __init__(self, path: Path, threads: int, batch: int, seq: int) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        for graph_input in onnx.load(str(path), load_external_data=False).graph.input:
+            for dim, value in zip(graph_input.type.tensor_type.shape.dim, (batch, seq)):
+                if dim.dim_param:
+                    options.add_free_dimension_override_by_name(dim.dim_param, value)
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, {k: batch[k] for k in self.input_names})[0]
 
 
 def _has_openvino() -> bool:
@@ -69,12 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default="1x128,8x128,32x128,1x32")
     parser.add_argument("--blocks", type=int, default=9)
     parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls at the start of each block (>= 1)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--max-dev", type=int, help="score only the first N dev examples")
     parser.add_argument("--openvino", action=argparse.BooleanOptionalAction, default=_has_openvino(),
                         help="also time the student on OpenVINO (default: when openvino is installed)")
+    parser.add_argument("--openvino-static", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --openvino, also on models compiled for each fixed shape (default: on)")
     parser.add_argument("--output", help="JSON file for the table (default RUN_DIR/bench/peers.json)")
     args = parser.parse_args(argv)
+    if args.warmup < 1:
+        parser.error("--warmup must be 1 or more (the first call after each pause is a warm-up call)")
+    shapes = [tuple(int(x) for x in shape.split("x")) for shape in args.shapes.split(",")]
 
     run = open_run(args.run_dir)
     if run.spec.is_embedding:
@@ -95,35 +147,52 @@ def main(argv: list[str] | None = None) -> int:
             from kdqat.runtime.openvino_engine import OpenVinoEngine
 
             engines[STUDENTS["openvino"]] = OpenVinoEngine(deploy, threads=args.threads)
+            if args.openvino_static:
+                engines[STUDENTS["openvino_static"]] = OpenVinoEngine(deploy, threads=args.threads, static_shapes=shapes)
         source = run.data_source(args.data_dir)
         split = run.spec.dev_splits[0]
         dev = source.load(split, args.max_dev)
         features = encode(dev, load_tokenizer(str(run.student)), run.max_seq_length)
         labels = np.asarray(dev["label"])
+        # dev batches of 32 are padded to the fixed shape 32 x 128 where it is among --shapes (and run.max_seq_length
+        # <= 128); batches that fit no fixed shape run on the dynamic model
         scores = {name: task_metrics(run.spec, predict(e.run, features, 32), labels) for name, e in engines.items()}
         vocab = teacher.model.config.vocab_size
         rows = []
-        for shape in args.shapes.split(","):
-            batch, seq = (int(x) for x in shape.split("x"))
+        columns = [*engines, *([PEER_FIXED] if STUDENTS["openvino_static"] in engines else [])]
+        print("ms per call, steady (after each block's warm-up):", " | ".join(columns))
+        for batch, seq in shapes:
             inputs = feed(batch, seq, vocab)
-            for engine in engines.values():
-                engine.run(inputs)  # warm up
-            times: dict[str, list[float]] = {name: [] for name in engines}
+            if STUDENTS["openvino_static"] in engines:
+                engines[PEER_FIXED] = FixedShapeOrt(peer_path, args.threads, batch, seq)
+            outputs = {name: engine.run(inputs) for name, engine in engines.items()}  # also the first, untimed call
+            times: dict[str, list[Block]] = {name: [] for name in engines}
             for _ in range(args.blocks):
                 for name, engine in engines.items():
-                    times[name].append(block_ms(engine.run, inputs, args.iterations))
-            row = {"batch": batch, "seq": seq, **{name: statistics.median(t) for name, t in times.items()}}
+                    times[name].append(timed_block(engine.run, inputs, args.iterations, args.warmup))
+            row = {"batch": batch, "seq": seq,
+                   **{name: statistics.median(b.steady_ms for b in blocks) for name, blocks in times.items()},
+                   "first_call_after_pause_ms": {name: statistics.median(b.first_ms for b in blocks)
+                                                 for name, blocks in times.items()}}
+            if STUDENTS["openvino_static"] in outputs:
+                row["openvino_fixed_vs_dynamic_max_abs_diff"] = float(np.abs(
+                    outputs[STUDENTS["openvino_static"]] - outputs[STUDENTS["openvino"]]).max())
+                row["student_openvino_static_vs_peer_fixed"] = row[PEER_FIXED] / row[STUDENTS["openvino_static"]]
             ratios = []
             for key, student in STUDENTS.items():
                 if student in row:
                     prefix = "student" if key == "ort" else f"student_{key}"
                     row[f"{prefix}_vs_peer"] = row[PEER] / row[student]
                     row[f"{prefix}_vs_pytorch"] = row[PYTORCH] / row[student]
-                    ratios.append(f"{key} student vs peer {row[f'{prefix}_vs_peer']:.2f}x, vs PyTorch "
+                    ratios.append(f"{key} vs peer {row[f'{prefix}_vs_peer']:.2f}x, vs PyTorch "
                                   f"{row[f'{prefix}_vs_pytorch']:.2f}x")
+            if PEER_FIXED in row:
+                ratios.append(f"openvino_static vs peer fixed {row['student_openvino_static_vs_peer_fixed']:.2f}x")
             rows.append(row)
             print(f"{batch:>3d} x {seq:<4d}" + "".join(f"  {row[n]:8.2f} ms" for n in engines) + "  " + "; ".join(ratios),
                   flush=True)
+            print("          first call after the pause:" + "".join(
+                f"  {ms:8.2f} ms" for ms in row["first_call_after_pause_ms"].values()), flush=True)
     metric = run.spec.metric
     for name, s in scores.items():
         print(f"{name:45s} dev {split} {metric}: {s.get(metric, next(iter(s.values()))):.2f}")

@@ -26,7 +26,7 @@ from kdqat.models import load_tokenizer
 from kdqat.run_dir import open_run
 from kdqat.runtime.batching import predict
 from kdqat.runtime.trt_engine import ShapeProfile
-from kdqat.runtime.registry import REFERENCE, StudentSource, check_engine, open_engine
+from kdqat.runtime.registry import REFERENCE, StudentSource, check_engine, check_static_shapes, open_engine
 from kdqat.runtime.torch_engine import TorchEngine
 
 
@@ -44,12 +44,14 @@ class EvalOptions:
     knn_train: str | None = None  # embedding runs: a labelled file to index (kNN classification of knn_test)
     knn_test: str | None = None
     knn_k: int = KNN_K
+    static_shapes: tuple[tuple[int, int], ...] = ()  # --engine openvino: fixed shapes compiled ahead, calls padded to them
 
 
 def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
     """Scores per dev split for each model, and how often the engine's student agrees with PyTorch's;
     also written to RUN_DIR/eval/<engine>.json."""
     run = open_run(opts.run_dir)
+    check_static_shapes((opts.engine,), opts.static_shapes)
     if (opts.knn_train is None) != (opts.knn_test is None):
         raise KdqatError("--knn-train and --knn-test go together (index the first, classify the second)")
     if opts.knn_train and not run.spec.is_embedding:
@@ -70,10 +72,11 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
         models["teacher (fp32, PyTorch)"] = TorchEngine.teacher(run.teacher)
     onnx_path = Path(opts.onnx) if opts.onnx else run.root / "onnx" / "model.onnx"
     profile = ShapeProfile(1, opts.batch_size, opts.batch_size, 1, run.max_seq_length, run.max_seq_length)  # every batch sent
-    source = StudentSource(run.student, onnx_path, opts.provider, profile=profile)
+    source = StudentSource(run.student, onnx_path, opts.provider, profile=profile, static_shapes=opts.static_shapes)
     models[f"student ({check_engine(REFERENCE).label})"] = open_engine(REFERENCE, source)
     if opts.engine != REFERENCE:  # the reference against itself would say nothing
-        models[f"student ({check_engine(opts.engine).label})"] = open_engine(opts.engine, source)
+        fixed = f", static shapes {','.join(f'{b}x{n}' for b, n in opts.static_shapes)}" if opts.static_shapes else ""
+        models[f"student ({check_engine(opts.engine).label}{fixed})"] = open_engine(opts.engine, source)
     result = {"task": task.name, "metric": task.metric, "engine": opts.engine, "splits": {},
               "teacher": str(run.teacher) if run.teacher else None}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

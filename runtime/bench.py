@@ -20,7 +20,7 @@ from rich.progress import (
 from kdqat.errors import KdqatError
 from kdqat.io import check_output, save_figure, write_json
 from kdqat.run_dir import open_run
-from kdqat.runtime.registry import ENGINES, StudentSource, open_engine
+from kdqat.runtime.registry import ENGINES, StudentSource, check_static_shapes, open_engine
 from kdqat.runtime.torch_engine import TorchEngine
 
 BASELINE = "teacher fp32 (torch)"
@@ -40,6 +40,7 @@ class BenchOptions:
     output_dir: str | None = None  # default RUN_DIR/bench
     plot: bool = True
     progress: bool = True
+    static_shapes: tuple[tuple[int, int], ...] = ()  # (batch, seq) shapes OpenVINO compiles ahead
     seed: int = 0
     vocab_low: int = field(default=1000, repr=False)  # random ids above the special tokens
 
@@ -73,6 +74,7 @@ def _validate(opts: BenchOptions) -> None:
         raise KdqatError("--batch-sizes and --seq-lengths must be positive integers")
     if opts.iterations <= 0 or opts.warmup < 0:
         raise KdqatError("--iterations must be positive and --warmup not negative")
+    check_static_shapes(opts.engines, opts.static_shapes)
 
 
 FLOAT_BYTES = 4
@@ -110,9 +112,10 @@ def open_engines(opts: BenchOptions) -> dict[str, object]:
 
     b, s = sorted(opts.batch_sizes), sorted(opts.seq_lengths)
     profile = ShapeProfile(b[0], b[-1], b[-1], s[0], s[-1], s[-1])  # what TensorRT (engine or provider) builds for
-    source = StudentSource(run.student, onnx_path, opts.provider, opts.device, profile)
+    source = StudentSource(run.student, onnx_path, opts.provider, opts.device, profile, static_shapes=opts.static_shapes)
     for kind in opts.engines:
-        engines[f"student ({kind})"] = open_engine(kind, source)
+        label = f"{kind}, static shapes" if kind == "openvino" and opts.static_shapes else kind
+        engines[f"student ({label})"] = open_engine(kind, source)
     return engines
 
 

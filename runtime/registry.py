@@ -25,6 +25,7 @@ class StudentSource:
     device: str = "cpu"  # PyTorch device
     profile: object | None = None  # runtime.trt_engine.ShapeProfile: shapes TensorRT must accept
     threads: int | None = None  # onnxruntime's or OpenVINO's threads per call (None: every core)
+    static_shapes: tuple[tuple[int, int], ...] = ()  # (batch, seq) shapes OpenVINO also compiles as fixed-shape models
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def _openvino(source: StudentSource) -> Engine:
 
     if source.provider != "cpu":
         raise KdqatError(f"--provider {source.provider}: OpenVINO runs on the CPU here; use --provider cpu")
-    return OpenVinoEngine(source.onnx, threads=source.threads)
+    return OpenVinoEngine(source.onnx, threads=source.threads, static_shapes=source.static_shapes)
 
 
 def _tensorrt(source: StudentSource) -> Engine:
@@ -68,6 +69,22 @@ ENGINES: dict[str, EngineSpec] = {
     "openvino": EngineSpec("OpenVINO", _openvino),
 }
 REFERENCE = "torch"  # what every other engine is compared with
+
+
+def parse_shapes(text: str, option: str = "--static-shapes") -> tuple[tuple[int, int], ...]:
+    """'1x32,32x128' -> ((1, 32), (32, 128)), with a one-line error naming `option` on anything else."""
+    shapes = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        batch, _, seq = item.lower().partition("x")
+        if not (batch.isdigit() and seq.isdigit() and int(batch) > 0 and int(seq) > 0):
+            raise KdqatError(f"{option} {text!r}: give BATCHxLENGTH shapes of positive integers, e.g. 1x32,32x128")
+        shapes.append((int(batch), int(seq)))
+    return tuple(shapes)
+
+
+def check_static_shapes(engines: tuple[str, ...] | list[str], shapes) -> None:
+    if shapes and "openvino" not in engines:
+        raise KdqatError("--static-shapes: only --engine openvino compiles fixed-shape models; add --engine openvino")
 
 
 def check_engine(name: str) -> EngineSpec:

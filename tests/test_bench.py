@@ -46,6 +46,7 @@ def test_bench_grid_with_baseline_json_and_plot(exported_run):
     (dict(batch_sizes=(0,)), "must be positive"),
     (dict(iterations=0), "--iterations"),
     (dict(seq_lengths=(4096,)), "exceeds the model's 128 positions"),
+    (dict(engines=("ort",), static_shapes=((1, 8),)), "--static-shapes: only --engine openvino"),
     (dict(engines=("trt",)), "needs a CUDA GPU and TensorRT: .*(no CUDA GPU is visible|TensorRT is not installed)"),
 ])
 def test_bench_bad_options_are_refused(exported_run, opts, message):

@@ -41,6 +41,37 @@ def test_openvino_runs_the_deploy_graph_like_the_pytorch_student(exported_run):
     np.testing.assert_allclose(engine.run(other), TorchEngine.student(exported_run / "student").run(other), atol=0.05)
 
 
+def test_calls_run_on_the_smallest_fixed_shape_they_fit_padded_and_agree_with_the_dynamic_model(exported_run):
+    graph = exported_run / "onnx" / "model.onnx"
+    dynamic = OpenVinoEngine(graph)
+    engine = OpenVinoEngine(graph, static_shapes=[(8, 24), (1, 16), (8, 24)])
+    assert engine.static_shapes == [(1, 16), (8, 24)]  # sorted, once each
+    assert [engine.fixed_shape_for(*s) for s in [(1, 16), (1, 9), (2, 9), (8, 24), (9, 8), (1, 30)]] == [
+        (1, 16), (1, 16), (8, 24), (8, 24), None, None]
+    exact = feeds(0, batch_size=8, length=24)  # its last rows padded already: a fixed-shape model honours the mask
+    padded = feeds(1, batch_size=3, length=10)  # padded to 8 x 24 by the engine
+    for x in (exact, padded, feeds(2, batch_size=9, length=8)):
+        answer = engine.run(x)
+        assert answer.shape == (len(x["input_ids"]), 2)
+        np.testing.assert_allclose(answer, dynamic.run(x), atol=0.05)  # ties of re-quantization, as between engines
+    assert set(engine._requests.by_model) == {(8, 24), None}  # the 9 x 8 call fits no fixed shape
+    as_int32 = {k: v.astype(np.int32) for k, v in padded.items()}  # what a tokenizer may hand over
+    np.testing.assert_array_equal(engine.run(as_int32), engine.run(padded))
+    with pytest.raises(KdqatError, match="static shape 0x16: batch and sequence length must be 1 or more"):
+        OpenVinoEngine(graph, static_shapes=[(0, 16)])
+
+
+def test_bench_times_openvino_on_fixed_shape_models(exported_run, tmp_path):
+    from kdqat.runtime.bench import BenchOptions, bench, open_engines
+
+    opts = BenchOptions(str(exported_run), engines=("openvino",), batch_sizes=(1, 2), seq_lengths=(8,), iterations=2,
+                        warmup=1, output_dir=str(tmp_path), plot=False, progress=False, static_shapes=((1, 8), (2, 8)))
+    assert open_engines(opts)["student (openvino, static shapes)"].static_shapes == [(1, 8), (2, 8)]
+    record = bench(opts)
+    rows = [r for r in record["results"] if r["engine"] == "student (openvino, static shapes)"]
+    assert [(r["batch"], r["seq"]) for r in rows] == [(1, 8), (2, 8)]
+
+
 def test_calls_from_several_threads_get_their_own_answers(exported_run):
     engine = OpenVinoEngine(exported_run / "onnx" / "model.onnx", threads=1)  # two streams on two cores
     inputs = [feeds(seed) for seed in range(6)]
@@ -69,6 +100,30 @@ def test_threads_per_call_become_streams_that_fit_the_cores(threads, cores, stre
     config = compile_config(threads, cores)
     assert config["INFERENCE_PRECISION_HINT"] == "f32"  # not the BF16 default of AMX CPUs: the same numbers everywhere
     assert config.get("NUM_STREAMS") == streams and config["INFERENCE_NUM_THREADS"] == total
+
+
+@pytest.mark.parametrize("text, shapes", [("1x32, 32X128", ((1, 32), (32, 128))), ("", ())])
+def test_static_shapes_are_read_from_the_command_line(text, shapes):
+    from kdqat.runtime.registry import parse_shapes
+
+    assert parse_shapes(text) == shapes
+
+
+@pytest.mark.parametrize("text", ["1x", "32", "0x8", "1x-3", "axb"])
+def test_bad_static_shapes_get_a_one_line_error(text):
+    from kdqat.runtime.registry import parse_shapes
+
+    with pytest.raises(KdqatError, match=r"--static-shapes .*: give BATCHxLENGTH shapes"):
+        parse_shapes(text)
+
+
+def test_eval_scores_a_fixed_shape_deployment(exported_run, glue_dir, tmp_path):
+    done = run_cli("eval", str(exported_run), "--engine", "openvino", "--static-shapes", "8x32", "--batch-size", "8",
+                   "--data-dir", str(glue_dir), "--max-samples", "12", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "OpenVINO, static shapes 8x32" in done.stdout and "agree" in done.stdout.lower()
+    refused = run_cli("eval", str(exported_run), "--engine", "ort", "--static-shapes", "8x32", cwd=tmp_path)
+    assert refused.returncode != 0 and "only --engine openvino compiles fixed-shape models" in refused.stderr
 
 
 def test_openvino_errors_are_one_line(tmp_path, monkeypatch):
