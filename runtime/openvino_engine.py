@@ -3,8 +3,9 @@
 OpenVINO reads the Q/DQ deploy graph as it is (no rewrite): its low-precision passes turn each quantized
 MatMul into an INT8 FullyConnected and the attention block into one fused INT8 kernel per layer; LayerNorm,
 GELU and the residuals run as its own FP32 kernels. On a 2-core Xeon with AMX the student
-runs 1.3-1.45x faster than in onnxruntime at 1x128 and 8x128, 1.65x at 32x128, but not at 1x32, and behind
-`kdqat serve` (small calls, a new shape each) it is slower (docs/RESULTS.md, "The student on OpenVINO").
+runs 1.4-1.6x faster than in onnxruntime from 1x128 to 32x128 and 1.1-1.2x at 1x32 (1.5x with that shape compiled
+ahead), but behind `kdqat serve` (small calls, a new shape each) it is slower (docs/RESULTS.md, "The student on
+OpenVINO" and "Batch 1: steady calls").
 
 The float parts run in FP32 (`INFERENCE_PRECISION_HINT`): OpenVINO's default on CPUs with AMX or
 AVX-512 BF16 is BF16, which would make the numbers depend on the machine. Shapes stay dynamic: one compiled
@@ -80,7 +81,11 @@ class OpenVinoEngine:
         self.static_shapes = static_shapes
         for batch, seq in static_shapes:
             fixed = model.clone()
-            fixed.reshape({input_name: [batch, seq] for input_name in self.input_names})
+            try:
+                fixed.reshape({input_name: [batch, seq] for input_name in self.input_names})
+            except RuntimeError:
+                raise KdqatError(f"static shape {batch}x{seq}: the graph does not take that shape (is {seq} longer "
+                                 "than the model's positions?)") from None
             self.models[(batch, seq)] = core.compile_model(fixed, "CPU", self.config)
         self._requests = threading.local()  # an infer request is not thread-safe: one per calling thread and model
         self.name = name

@@ -59,6 +59,8 @@ def test_calls_run_on_the_smallest_fixed_shape_they_fit_padded_and_agree_with_th
     np.testing.assert_array_equal(engine.run(as_int32), engine.run(padded))
     with pytest.raises(KdqatError, match="static shape 0x16: batch and sequence length must be 1 or more"):
         OpenVinoEngine(graph, static_shapes=[(0, 16)])
+    with pytest.raises(KdqatError, match="static shape 1x4096: the graph does not take that shape"):
+        OpenVinoEngine(graph, static_shapes=[(1, 4096)])
 
 
 def test_bench_times_openvino_on_fixed_shape_models(exported_run, tmp_path):
