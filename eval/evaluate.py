@@ -61,7 +61,7 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
     if opts.test_file and run.spec.source == "glue":
         raise KdqatError(f"--test-file: {run.root} was trained on the GLUE task {run.task}, which is scored on its dev files")
     data_dir = opts.data_dir or (run.data_dir if run.data_dir and Path(run.data_dir).is_dir() else None)
-    path = run.root / "eval" / f"{opts.engine}.json"
+    path = run.root / "eval" / f"{opts.engine}{'-static' if opts.static_shapes else ''}.json"  # beside the dynamic one
     check_output(path.parent, "eval output", folder=True)  # before, not after, the work
     check_output(path, "eval output")
     data = run.data_source(data_dir, test_file=opts.test_file)

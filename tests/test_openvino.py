@@ -124,6 +124,7 @@ def test_eval_scores_a_fixed_shape_deployment(exported_run, glue_dir, tmp_path):
                    "--data-dir", str(glue_dir), "--max-samples", "12", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "OpenVINO, static shapes 8x32" in done.stdout and "agree" in done.stdout.lower()
+    assert "openvino-static.json" in done.stdout  # beside, not over, the dynamic model's record
     refused = run_cli("eval", str(exported_run), "--engine", "ort", "--static-shapes", "8x32", cwd=tmp_path)
     assert refused.returncode != 0 and "only --engine openvino compiles fixed-shape models" in refused.stderr
 
