@@ -111,6 +111,13 @@ def test_static_shapes_are_read_from_the_command_line(text, shapes):
     assert parse_shapes(text) == shapes
 
 
+def test_bench_static_shapes_grid_is_every_batch_size_with_every_length():
+    from kdqat.cli import _static_shapes
+
+    assert _static_shapes("grid", "1,8", "32,128") == ((1, 32), (8, 32), (1, 128), (8, 128))
+    assert _static_shapes("1x32", "1,8", "32,128") == ((1, 32),)
+
+
 @pytest.mark.parametrize("text", ["1x", "32", "0x8", "1x-3", "axb"])
 def test_bad_static_shapes_get_a_one_line_error(text):
     from kdqat.runtime.registry import parse_shapes
