@@ -159,16 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         scores = {name: task_metrics(run.spec, predict(e.run, features, 32), labels) for name, e in engines.items()}
         vocab = teacher.model.config.vocab_size
         rows = []
-        columns = [*engines, *([PEER_FIXED] if STUDENTS["openvino_static"] in engines else [])]
-        print("ms per call, steady (after each block's warm-up):", " | ".join(columns))
+        fixed_peer = STUDENTS["openvino_static"] in engines  # its fair peer: the peer's graph told each shape
+        print("ms per call, steady (after each block's warm-up):", " | ".join([*engines, *[PEER_FIXED] * fixed_peer]))
         for batch, seq in shapes:
             inputs = feed(batch, seq, vocab)
-            if STUDENTS["openvino_static"] in engines:
-                engines[PEER_FIXED] = FixedShapeOrt(peer_path, args.threads, batch, seq)
-            outputs = {name: engine.run(inputs) for name, engine in engines.items()}  # also the first, untimed call
-            times: dict[str, list[Block]] = {name: [] for name in engines}
+            timed = {**engines, **({PEER_FIXED: FixedShapeOrt(peer_path, args.threads, batch, seq)} if fixed_peer else {})}
+            outputs = {name: engine.run(inputs) for name, engine in timed.items()}  # also the first, untimed call
+            times: dict[str, list[Block]] = {name: [] for name in timed}
             for _ in range(args.blocks):
-                for name, engine in engines.items():
+                for name, engine in timed.items():
                     times[name].append(timed_block(engine.run, inputs, args.iterations, args.warmup))
             row = {"batch": batch, "seq": seq,
                    **{name: statistics.median(b.steady_ms for b in blocks) for name, blocks in times.items()},
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             if PEER_FIXED in row:
                 ratios.append(f"openvino_static vs peer fixed {row['student_openvino_static_vs_peer_fixed']:.2f}x")
             rows.append(row)
-            print(f"{batch:>3d} x {seq:<4d}" + "".join(f"  {row[n]:8.2f} ms" for n in engines) + "  " + "; ".join(ratios),
+            print(f"{batch:>3d} x {seq:<4d}" + "".join(f"  {row[n]:8.2f} ms" for n in timed) + "  " + "; ".join(ratios),
                   flush=True)
             print("          first call after the pause:" + "".join(
                 f"  {ms:8.2f} ms" for ms in row["first_call_after_pause_ms"].values()), flush=True)
