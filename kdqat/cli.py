@@ -406,6 +406,7 @@ def doctor(
             ("transformers", report["transformers"]), ("onnx", report["onnx"]), ("onnxruntime", ort_builds),
             ("onnxruntime providers", ", ".join(report["providers"]) or "none"),
             ("OpenVINO", report["openvino"] or "not installed (optional CPU engine: pip install 'kdqat[openvino]')"),
+            ("OpenVINO on this CPU", report["openvino_on_cpu"]),
             ("GPU", report["gpu"] or "none"), ("TensorRT", report["tensorrt"] or "not installed"), ("CPU", report["cpu"])]
     for name, value in rows:
         table.add_row(name, str(value))

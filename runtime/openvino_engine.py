@@ -5,7 +5,9 @@ MatMul into an INT8 FullyConnected and the attention block into one fused INT8 k
 GELU and the residuals run as its own FP32 kernels. On a 2-core Xeon with AMX the student
 runs 1.4-1.6x faster than in onnxruntime from 1x128 to 32x128 and 1.1-1.2x at 1x32 (1.5x with that shape compiled
 ahead), but behind `kdqat serve` (small calls, a new shape each) it is slower (docs/RESULTS.md, "The student on
-OpenVINO" and "Batch 1: steady calls").
+OpenVINO" and "Batch 1: steady calls"). That lead rests on AMX and VNNI: with AVX2 kernels alone (no VNNI) the
+student ran at half the speed of onnxruntime's int8 peer, and opening the engine on such a CPU logs a warning
+(docs/RESULTS.md, "Without AMX").
 
 The float parts run in FP32 (`INFERENCE_PRECISION_HINT`): OpenVINO's default on CPUs with AMX or
 AVX-512 BF16 is BF16, which would make the numbers depend on the machine. Shapes stay dynamic: one compiled
@@ -20,6 +22,8 @@ streams as fit the cores, so such calls run side by side.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -28,6 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from kdqat.errors import KdqatError
+from kdqat.runtime.cpu_info import cpu_info, openvino_caution
+
+log = logging.getLogger(__name__)
 
 
 def _import_openvino():
@@ -36,6 +43,14 @@ def _import_openvino():
     except ImportError:
         raise KdqatError("openvino is not installed: pip install 'kdqat[openvino]' (or pip install openvino)") from None
     return openvino
+
+
+@functools.cache
+def _caution_once() -> None:
+    """Warn, once per process, where the student was measured slower on OpenVINO than on onnxruntime."""
+    caution = openvino_caution(cpu_info())
+    if caution:
+        log.warning("OpenVINO: %s", caution)
 
 
 def compile_config(threads: int | None, cores: int | None = None) -> dict[str, str]:
@@ -74,6 +89,7 @@ class OpenVinoEngine:
         except RuntimeError as e:
             raise KdqatError(f"{path}: OpenVINO cannot read this graph ({str(e).strip().splitlines()[0]})") from None
         self.config = compile_config(threads)
+        _caution_once()
         self.input_names = [i.get_any_name() for i in model.inputs]
         self._dtypes = [i.get_element_type().to_dtype() for i in model.inputs]
         self._tensor = ov.Tensor

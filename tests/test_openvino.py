@@ -14,6 +14,7 @@ from test_serve import Server
 pytest.importorskip("openvino", reason="openvino is not installed (pip install 'kdqat[openvino]')")
 
 from kdqat.errors import KdqatError  # noqa: E402
+from kdqat.runtime.cpu_info import openvino_caution  # noqa: E402
 from kdqat.runtime.openvino_engine import OpenVinoEngine, compile_config  # noqa: E402
 
 
@@ -39,6 +40,21 @@ def test_openvino_runs_the_deploy_graph_like_the_pytorch_student(exported_run):
     np.testing.assert_allclose(logits, OrtEngine(graph).run(x), atol=0.05)
     other = {k: v[:3, :10] for k, v in x.items()}  # another shape, same compiled model (dynamic shapes)
     np.testing.assert_allclose(engine.run(other), TorchEngine.student(exported_run / "student").run(other), atol=0.05)
+
+
+def test_opening_openvino_on_a_cpu_without_vnni_warns_once(exported_run, monkeypatch, caplog):
+    from kdqat.runtime import openvino_engine
+
+    graph = exported_run / "onnx" / "model.onnx"
+    avx2_only = {"model": "cpu", "arch": "x86_64", "logical_cores": 2, "features": ["AVX2"]}
+    monkeypatch.setattr(openvino_engine, "cpu_info", lambda: avx2_only)
+    openvino_engine._caution_once.cache_clear()
+    with caplog.at_level("WARNING", logger="kdqat"):
+        OpenVinoEngine(graph), OpenVinoEngine(graph)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "kdqat.runtime.openvino_engine"]
+    assert warnings == [f"OpenVINO: {openvino_caution(avx2_only)}"]
+    assert "no VNNI or AMX" in warnings[0] and "--engine ort" in warnings[0]
+    openvino_engine._caution_once.cache_clear()
 
 
 def test_calls_run_on_the_smallest_fixed_shape_they_fit_padded_and_agree_with_the_dynamic_model(exported_run):

@@ -1,0 +1,107 @@
+"""Run a command as if this CPU had only an older instruction set: the libraries in it dispatch AVX2 kernels (or
+AVX-VNNI or AVX-512 VNNI ones, without AMX) on this machine's cores, so that one machine can show what the dot-product features
+are worth.
+
+    python benchmarks/isa_mask.py avx2 -- python benchmarks/peers.py RUN_DIR --output peers-avx2.json
+    python benchmarks/isa_mask.py avx2 --check     # what the libraries see, masked
+
+The command runs with benchmarks/cpuid_mask.c preloaded (compiled here with the system's C compiler, into a cache
+folder): every CPUID instruction the process runs (onnxruntime's MLAS, OpenVINO's and PyTorch's oneDNN and
+cpuinfo) sees the extensions of the level cleared. It needs an x86-64 Linux with CPUID faulting (`cpuid_fault` in
+/proc/cpuinfo; most Intel CPUs since Ivy Bridge, also under KVM); elsewhere it refuses in one line.
+
+What it is not: an older machine. Clocks, caches, memory and the core's other instructions are this machine's,
+and glibc chose its string functions before the mask took effect. The figures measure kernel dispatch, and say
+so: kdqat's cpu_info records the level (`cpuid_mask`) and the features the libraries were shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+LEVELS = ("avx2", "avx2_vnni", "avx512_vnni")
+SOURCE = Path(__file__).with_name("cpuid_mask.c")
+CHECK = """
+import onnxruntime, openvino, torch
+from kdqat.runtime.cpu_info import cpu_info, describe
+print("kdqat cpu_info:", describe(cpu_info()))
+print("PyTorch CPU capability:", torch.backends.cpu.get_cpu_capability())
+print("OpenVINO CPU optimization capabilities:", openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+"""
+
+
+class MaskError(RuntimeError):
+    """The mask cannot be applied on this machine (one line)."""
+
+
+def can_fault_on_cpuid(cpuinfo: str | None = None) -> bool:
+    """Whether this is x86-64 Linux whose kernel offers CPUID faulting."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.is_file() else ""
+    return any(line.startswith("flags") and "cpuid_fault" in line.split() for line in cpuinfo.splitlines())
+
+
+def build_library(cache: Path | None = None) -> Path:
+    """The compiled mask library, rebuilt when cpuid_mask.c changes."""
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        raise MaskError("no C compiler (cc or gcc) to build benchmarks/cpuid_mask.c")
+    source = SOURCE.read_bytes()
+    cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kdqat"
+    library = cache / f"cpuid_mask-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    if library.is_file():
+        return library
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = library.with_suffix(f".{os.getpid()}.tmp")
+    built = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(SOURCE)],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise MaskError(f"{SOURCE.name} did not compile: {(built.stderr.strip().splitlines() or ['?'])[0]}")
+    partial.replace(library)
+    return library
+
+
+def masked_environment(level: str, library: Path, env: dict | None = None) -> dict:
+    """`env` (default: this process's) with the mask preloaded at `level`."""
+    if level not in LEVELS:
+        raise MaskError(f"level {level!r} is not one of {', '.join(LEVELS)}")
+    out = dict(os.environ if env is None else env)
+    out["LD_PRELOAD"] = " ".join(filter(None, [str(library), out.get("LD_PRELOAD", "")]))
+    out["KDQAT_CPUID_MASK"] = level
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("level", choices=LEVELS)
+    parser.add_argument("--check", action="store_true", help="print what the libraries see under the mask")
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if not command and not args.check:
+        parser.error("give the command after --, or --check")
+    try:
+        if not can_fault_on_cpuid():
+            raise MaskError("this machine cannot mask CPUID: it needs x86-64 Linux with cpuid_fault in /proc/cpuinfo")
+        env = masked_environment(args.level, build_library())
+    except MaskError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        command = [sys.executable, "-c", CHECK]
+    return subprocess.run(command, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
