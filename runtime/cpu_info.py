@@ -2,12 +2,13 @@
 
 onnxruntime's integer GEMMs run on AVX2 everywhere, faster with AVX-512 VNNI (or AVX-VNNI) and fastest
 with AMX; a speed-up measured on one of these says little about another, so every benchmark records them.
-Under benchmarks/isa_mask.py (its CPUID mask loaded in the process) the libraries are shown fewer features than /proc/cpuinfo
-lists; the record then names the mask and lists only the features left.
+Under benchmarks/isa_mask.py (its CPUID mask loaded in the process) the libraries are shown fewer features than
+/proc/cpuinfo lists; the record then names the mask and lists only the features left.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -32,8 +33,6 @@ def parse_cpuinfo(text: str) -> dict:
 
 def cpu_info() -> dict:
     """This machine's processor (model, architecture, logical cores) and its dot-product features."""
-    import os
-
     cpuinfo = Path("/proc/cpuinfo")
     info = parse_cpuinfo(cpuinfo.read_text()) if cpuinfo.is_file() else {"model": None, "features": []}
     out = {"model": info["model"] or platform.processor() or "unknown", "arch": platform.machine(),
@@ -44,8 +43,6 @@ def cpu_info() -> dict:
 def active_mask() -> str | None:
     """benchmarks/isa_mask.py's level where its library is loaded in this process (it ends the process when it cannot
     mask, so loaded means masked); None otherwise, whatever KDQAT_CPUID_MASK says."""
-    import os
-
     level, maps = os.environ.get("KDQAT_CPUID_MASK"), Path("/proc/self/maps")
     if not level or not maps.is_file():
         return None

@@ -18,17 +18,24 @@ def _version(distribution: str) -> str | None:
         return None
 
 
+def openvino_on(cpu: dict) -> str:
+    """What OpenVINO's INT8 layers get on this CPU (kdqat.runtime.cpu_info's dict), or why it is the slower engine."""
+    from kdqat.runtime.cpu_info import openvino_caution
+
+    caution, dot_products = openvino_caution(cpu), [f for f in cpu["features"] if f != "AVX2"]
+    if caution:
+        return f"slower than onnxruntime: {caution}"
+    return f"INT8 dot-product instructions for it here: {', '.join(dot_products)}" if dot_products else "not measured on such a CPU"
+
+
 def inspect_stack() -> dict:
     """Versions and capabilities, each None (or empty) where absent."""
     from kdqat import __version__
-    from kdqat.runtime.cpu_info import cpu_info, describe, openvino_caution
+    from kdqat.runtime.cpu_info import cpu_info, describe
 
     cpu = cpu_info()
-    caution, dot_products = openvino_caution(cpu), [f for f in cpu["features"] if f != "AVX2"]
     report: dict = {"kdqat": __version__, "python": platform.python_version(), "cpu": describe(cpu),
-                    "openvino_on_cpu": f"slower than onnxruntime: {caution}" if caution else
-                    f"INT8 dot-product instructions for it here: {', '.join(dot_products)}" if dot_products else "not measured on such a CPU",
-                    "onnxruntime_distributions": {}}
+                    "openvino_on_cpu": openvino_on(cpu), "onnxruntime_distributions": {}}
     for dist in ORT_DISTRIBUTIONS:
         if (v := _version(dist)) is not None:
             report["onnxruntime_distributions"][dist] = v

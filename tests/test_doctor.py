@@ -36,3 +36,14 @@ def test_doctor_reports_this_machine(tmp_path):
         pytest.skip("a GPU and TensorRT are here: the --gpu check would pass")
     done = run_cli("doctor", "--gpu", cwd=tmp_path)
     assert done.returncode == 1 and "problem: " in done.stdout
+
+
+def test_doctor_says_where_openvino_is_the_slower_engine():
+    from kdqat.runtime.doctor import openvino_on
+
+    def cpu(*features: str) -> dict:
+        return {"model": "cpu", "arch": "x86_64", "logical_cores": 2, "features": list(features)}
+
+    assert openvino_on(cpu("AVX2")).startswith("slower than onnxruntime: this CPU has AVX2 but no VNNI or AMX")
+    assert openvino_on(cpu("AVX2", "AVX-512 VNNI", "AMX-INT8")) == "INT8 dot-product instructions for it here: AVX-512 VNNI, AMX-INT8"
+    assert openvino_on(cpu()) == "not measured on such a CPU"
