@@ -29,11 +29,18 @@ from pathlib import Path
 LEVELS = ("avx2", "avx2_vnni", "avx512_vnni")
 SOURCE = Path(__file__).with_name("cpuid_mask.c")
 CHECK = """
-import onnxruntime, openvino, torch
 from kdqat.runtime.cpu_info import cpu_info, describe
 print("kdqat cpu_info:", describe(cpu_info()))
-print("PyTorch CPU capability:", torch.backends.cpu.get_cpu_capability())
-print("OpenVINO CPU optimization capabilities:", openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+try:
+    import torch
+    print("PyTorch CPU capability:", torch.backends.cpu.get_cpu_capability())
+except ImportError:
+    print("PyTorch: not installed")
+try:
+    import openvino
+    print("OpenVINO CPU optimization capabilities:", openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+except ImportError:
+    print("OpenVINO: not installed")
 """
 
 
@@ -100,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         command = [sys.executable, "-c", CHECK]
-    return subprocess.run(command, env=env).returncode
+    try:
+        code = subprocess.run(command, env=env).returncode
+    except FileNotFoundError:
+        print(f"error: {command[0]}: no such command", file=sys.stderr)
+        return 127
+    return 128 - code if code < 0 else code  # a signal, as a shell reports it
 
 
 if __name__ == "__main__":

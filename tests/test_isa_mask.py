@@ -149,6 +149,14 @@ def test_a_machine_without_cpuid_faulting_is_refused_in_one_line(monkeypatch, ca
                                        "in /proc/cpuinfo\n")
 
 
+@needs_cpuid_faulting
+def test_the_command_runs_masked_and_its_exit_status_comes_back(capsys):
+    assert main(["avx2", "--", sys.executable, "-c", "import sys; from kdqat.runtime.cpu_info import cpu_info; "
+                 "sys.exit(3 if cpu_info().get('cpuid_mask') == 'avx2' else 1)"]) == 3
+    assert main(["avx2", "--", "no-such-command-kdqat"]) == 127
+    assert capsys.readouterr().err == "error: no-such-command-kdqat: no such command\n"
+
+
 def test_an_unknown_level_is_refused():
     with pytest.raises(MaskError, match="level 'sse2' is not one of avx2, avx2_vnni, avx512_vnni"):
         masked_environment("sse2", Path("mask.so"))
