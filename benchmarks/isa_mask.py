@@ -10,6 +10,10 @@ folder): every CPUID instruction the process runs (onnxruntime's MLAS, OpenVINO'
 cpuinfo) sees the extensions of the level cleared. It needs an x86-64 Linux with CPUID faulting (`cpuid_fault` in
 /proc/cpuinfo; most Intel CPUs since Ivy Bridge, also under KVM); elsewhere it refuses in one line.
 
+A process that takes SIGSEGV for itself takes the traps from the mask and dies at its next CPUID (Python's
+faulthandler: a "Segmentation fault" traceback); PYTHONFAULTHANDLER is removed from the command's environment, and
+`python -X faulthandler` must not be used under it.
+
 What it is not: an older machine. Clocks, caches, memory and the core's other instructions are this machine's,
 and glibc chose its string functions before the mask took effect. The figures measure kernel dispatch, and say
 so: kdqat's cpu_info records the level (`cpuid_mask`) and the features the libraries were shown.
@@ -86,6 +90,7 @@ def masked_environment(level: str, library: Path, env: dict | None = None) -> di
     out = dict(os.environ if env is None else env)
     out["LD_PRELOAD"] = " ".join(filter(None, [str(library), out.get("LD_PRELOAD", "")]))
     out["KDQAT_CPUID_MASK"] = level
+    out.pop("PYTHONFAULTHANDLER", None)  # its SIGSEGV handler would take the CPUID traps
     return out
 
 

@@ -156,6 +156,11 @@ def test_the_command_runs_masked_and_its_exit_status_comes_back(capsys):
     assert capsys.readouterr().err == "error: no-such-command-kdqat: no such command\n"
 
 
+def test_the_masked_environment_keeps_python_s_faulthandler_off():
+    env = masked_environment("avx2", Path("/cache/cpuid_mask.so"), {"PYTHONFAULTHANDLER": "1", "LD_PRELOAD": "other.so"})
+    assert env == {"LD_PRELOAD": "/cache/cpuid_mask.so other.so", "KDQAT_CPUID_MASK": "avx2"}
+
+
 def test_an_unknown_level_is_refused():
     with pytest.raises(MaskError, match="level 'sse2' is not one of avx2, avx2_vnni, avx512_vnni"):
         masked_environment("sse2", Path("mask.so"))
