@@ -30,7 +30,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-LEVELS = ("avx2", "avx2_vnni", "avx512_vnni")
+from kdqat.runtime.cpu_info import MASKED_FEATURES
+
+LEVELS = tuple(MASKED_FEATURES)  # the levels cpuid_mask.c knows, and the features each leaves
 SOURCE = Path(__file__).with_name("cpuid_mask.c")
 CHECK = """
 from kdqat.runtime.cpu_info import cpu_info, describe

@@ -27,6 +27,7 @@ import numpy as np
 
 from _peer import peer_graph
 from kdqat.data.metrics import task_metrics
+from kdqat.errors import KdqatError
 from kdqat.glue.data import encode
 from kdqat.io import write_json
 from kdqat.models import load_tokenizer
@@ -34,6 +35,7 @@ from kdqat.run_dir import open_run
 from kdqat.runtime.batching import predict
 from kdqat.runtime.cpu_info import cpu_info, describe
 from kdqat.runtime.ort_engine import OrtEngine
+from kdqat.runtime.registry import parse_shapes
 from kdqat.runtime.torch_engine import TorchEngine
 
 
@@ -126,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.warmup < 1:
         parser.error("--warmup must be 1 or more (the first call after each pause is a warm-up call)")
-    shapes = [tuple(int(x) for x in shape.split("x")) for shape in args.shapes.split(",")]
+    try:
+        shapes = parse_shapes(args.shapes, "--shapes")
+    except KdqatError as e:
+        parser.error(str(e))
 
     run = open_run(args.run_dir)
     if run.spec.is_embedding:
