@@ -131,6 +131,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its living descendants (a server's worker processes)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += cpu_seconds(p)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
 def _ms(value: str) -> float:
     number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value).groups()
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
@@ -142,7 +156,7 @@ def run_wrk(url: str, path: str, bodies: Path, concurrency: int, duration: float
         f.write(WRK_SCRIPT % {"bodies": bodies, "limit": limit, "path": path})
         script = f.name
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "--timeout", "30s", "-s", script, url]
-    server_before, start = cpu_seconds(server_pid), time.perf_counter()
+    server_before, start = tree_cpu_seconds(server_pid), time.perf_counter()
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wrk_cpu = 0.0
     while process.poll() is None:  # the last reading before wrk exits: its CPU seconds so far
@@ -153,7 +167,7 @@ def run_wrk(url: str, path: str, bodies: Path, concurrency: int, duration: float
         time.sleep(0.05)
     out = process.communicate()[0]
     wall = time.perf_counter() - start
-    server_cpu = cpu_seconds(server_pid) - server_before
+    server_cpu = tree_cpu_seconds(server_pid) - server_before
     os.unlink(script)
     if process.returncode != 0:
         raise SystemExit(f"wrk failed: {out}")
@@ -203,7 +217,7 @@ CATEGORIES = (  # the innermost frame of a sampled stack that one of these match
 
 def profile_server(pid: int, seconds: float, raw: Path) -> subprocess.Popen:
     """Start sampling the server with py-spy (every thread, 200 Hz, without pausing it) into `raw`."""
-    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--rate", "200",
                              "--duration", str(max(1, int(seconds))), "--nonblocking", "--output", str(raw)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -222,9 +236,13 @@ def time_shares(raw: Path) -> dict[str, float]:
 
 def mode_options(mode: str) -> list[str]:
     """off -> --no-batching; on:N[:MS[:C]] -> --batching --max-batch-size N [--max-wait-ms MS] [--engine-calls C];
-    default -> nothing; a trailing /C on any of them (off/1) sets --engine-calls C."""
+    default -> nothing; a trailing /C on any of them (off/1) sets --engine-calls C, a trailing @W (default@1,
+    on:32/2@1) --workers W (server processes)."""
+    mode, _, workers = mode.partition("@")
     mode, _, calls = mode.partition("/")
-    extra = ["--engine-calls", calls] if calls.isdigit() else []
+    if workers and not workers.isdigit():
+        raise SystemExit(f"--modes: @{workers} is not a number of server processes")
+    extra = (["--engine-calls", calls] if calls.isdigit() else []) + (["--workers", workers] if workers else [])
     parts = mode.split(":")
     if mode in ("off", "default"):
         return (["--no-batching"] if mode == "off" else []) + extra
@@ -243,7 +261,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="32")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--max-requests", type=int, default=50_000, help="wrk stops after this many answers")
-    parser.add_argument("--modes", default="off,on:32", help="server settings: off, default, on:N[:MS[:C]] (max batch size, max wait in ms, engine calls at once); /C after any sets the engine calls")
+    parser.add_argument("--modes", default="off,on:32", help="server settings: off, default, on:N[:MS[:C]] (max batch size, max wait in ms, engine calls at once); /C after any sets the engine calls, @W the server processes")
     parser.add_argument("--engine", default="ort", choices=["ort", "openvino"],
                         help="the student's CPU engine, in the server and as the reference alone")
     parser.add_argument("--engine-batch", type=int, default=32)
@@ -316,11 +334,11 @@ def main() -> None:
               f"batch {e['batch']}, before each server: {', '.join(f'{v:.0f}' for v in speeds)} inputs/s"
               + ("; two calls at once on half the cores each: " + ", ".join(f"{t['inputs_per_s']:.0f}" for t in two[name])
                  if all(two[name]) else ""))
-    print(f"{'mode':>7} {'inputs':>7} {'conc':>5} {'req/s':>8} {'vs engine':>9} {'vs two calls':>12} {'p50 ms':>7} "
+    print(f"{'mode':>9} {'inputs':>7} {'conc':>5} {'req/s':>8} {'vs engine':>9} {'vs two calls':>12} {'p50 ms':>7} "
           f"{'p99 ms':>7} {'wrk CPU':>7} {'server CPU':>10} {'engine busy':>11} {'tokenizer':>9} {'batch':>5} {'non-2xx':>7}")
     for r in rows:
         two_calls_ratio = f"{r['vs_engine_two_calls']:11.2f}x" if "vs_engine_two_calls" in r else f"{'-':>12}"
-        print(f"{r['mode']:>7} {r['inputs']:>7} {r['concurrency']:>5} {r['requests_per_s']:8.1f} {r['vs_engine']:8.2f}x "
+        print(f"{r['mode']:>9} {r['inputs']:>7} {r['concurrency']:>5} {r['requests_per_s']:8.1f} {r['vs_engine']:8.2f}x "
               f"{two_calls_ratio} "
               f"{r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['wrk_cpu_cores']:7.2f} {r['server_cpu_cores']:10.2f} "
               f"{r['engine_busy']:10.0%} {r['tokenizer_busy']:8.0%} {r['inputs_per_engine_call']:5.1f} {r['non_2xx']:>7}")

@@ -435,7 +435,8 @@ def serve(
     max_text_bytes: int = typer.Option(16384, help="Longest text in bytes (longer: 413)."),
     body_timeout_s: float = typer.Option(10.0, help="A request whose body has not fully arrived after this many seconds gets 408 and its connection is closed."),
     keep_alive_s: float = typer.Option(5.0, help="A connection idle this many seconds (before its first request, or between requests), or whose request headers stop half-way, is closed."),
-    engine_calls: int = typer.Option(0, help="Engine calls at once, each on its share of the cores (0: two for onnxruntime on a CPU with 2+ cores, measured faster on short inputs; else one)."),
+    workers: int = typer.Option(0, help="Server processes on the port, each with its own engine (0: two for onnxruntime or OpenVINO on a CPU with 2+ cores, measured faster; else one)."),
+    engine_calls: int = typer.Option(0, help="Engine calls at once in each process, each on its share of the cores (0: one per process with several processes; two in a single process on a CPU with 2+ cores; else one)."),
 ) -> None:
     """Serve the exported student over HTTP: POST /v1/predict, GET /health, GET /metrics (Prometheus)."""
     for name, value in (("--port", port), ("--max-batch-size", max_batch_size), ("--max-inputs", max_inputs),
@@ -446,22 +447,32 @@ def serve(
         if not value >= 0 or (name != "--max-wait-ms" and value == 0):
             raise KdqatError(f"{name} {value}: must be {'>= 0' if name == '--max-wait-ms' else 'positive'}")
     from kdqat.runtime.registry import check_engine
-    from kdqat.runtime.served_model import MODELS, PROVIDERS, engine_calls as choose_calls
+    from kdqat.runtime.served_model import MODELS, PROVIDERS, serving_layout
 
     check_engine(engine)  # every option is checked before the port is bound
     if model not in MODELS:
         raise KdqatError(f"--model {model!r} is not one of {', '.join(MODELS)}")
     if provider not in PROVIDERS:
         raise KdqatError(f"--provider {provider!r} is not one of {', '.join(PROVIDERS)}")
-    calls, threads = choose_calls(engine, provider, engine_calls)
-    _quiet_libraries()
-    import uvicorn
-
-    from kdqat.runtime.served_model import open_served
+    layout = serving_layout(engine, provider, workers, engine_calls)
     from kdqat.runtime.server import ServeSettings, create_app
+    from kdqat.runtime.workers import ServeSpec, listening_sockets, serve_workers, uvicorn_server
 
     _check_exported(run_dir, onnx)
-    settings = ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes, body_timeout_s, calls)
+    settings = ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes, body_timeout_s, layout.calls)
+    # with several workers this process only supervises them: the libraries (PyTorch, transformers) load in each
+    spec = ServeSpec(run_dir, engine, provider, model, onnx, layout.threads, settings, keep_alive_s, setup=_quiet_libraries)
+    sockets = listening_sockets(host, port, layout.workers) if layout.workers > 1 else []
+    parallel = [f"{layout.workers} processes" if layout.workers > 1 else "",
+                f"{layout.calls} engine calls at once" if layout.calls > 1 else ""]
+    console.print(f"serving {model} of {run_dir} on http://{host}:{port} (engine {engine}, "
+                  f"batching {'up to ' + str(max_batch_size) + ' inputs / ' + format(max_wait_ms, 'g') + ' ms' if batching else 'off'}"
+                  + (f", {' x '.join(p for p in parallel if p)} x {layout.threads} thread{'s' if layout.threads > 1 else ''}"
+                     if layout.threads else "") + ")")
+    if layout.workers > 1:
+        serve_workers(spec, sockets)
+        return
+    _quiet_libraries()
     failures: list[str] = []
     server: list = []
 
@@ -469,16 +480,7 @@ def serve(
         failures.append(message)
         server[0].should_exit = True
 
-    app = create_app(lambda: open_served(run_dir, engine, provider, model, onnx, threads), settings, on_failure=failed)
-    from kdqat.runtime.http_protocol import FirstRequestDeadline
-
-    server.append(uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                                proxy_headers=False,
-                                                http=FirstRequestDeadline,
-                                                timeout_graceful_shutdown=30, timeout_keep_alive=keep_alive_s)))
-    console.print(f"serving {model} of {run_dir} on http://{host}:{port} (engine {engine}, "
-                  f"batching {'up to ' + str(max_batch_size) + ' inputs / ' + format(max_wait_ms, 'g') + ' ms' if batching else 'off'}"
-                  + (f", {calls} engine calls at once x {threads} threads" if calls > 1 else "") + ")")
+    server.append(uvicorn_server(create_app(spec.load, settings, on_failure=failed), keep_alive_s, host, port))
     server[0].run()
     if failures:
         raise KdqatError(f"the model failed to load, the server stopped: {failures[0]}")

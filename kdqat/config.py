@@ -17,6 +17,8 @@ WeightScale = Literal["tensor", "channel"]
 SCHEME_FOR_BITS: dict[int, WeightScheme] = {2: "ternary", 4: "uniform", 8: "uniform", 32: "none"}
 
 
+QUANT_CONFIG_FILE = "quant_config.json"  # a student folder's QuantConfig, beside its weights
+
 @dataclass(frozen=True)
 class QuantConfig:
     """How a student is quantized (Kim et al. 2022 / TernaryBERT settings by default).

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kdqat.data.task import TaskSpec
 from kdqat.errors import KdqatError
-from kdqat.student import QUANT_CONFIG_FILE
+from kdqat.config import QUANT_CONFIG_FILE
 
 RUN_CONFIG = "config.json"
 

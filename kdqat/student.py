@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from kdqat.attention import BMM_QUANTIZERS, use_kdqat_attention
-from kdqat.config import QuantConfig
+from kdqat.config import QUANT_CONFIG_FILE, QuantConfig
 from kdqat.embedding import SentenceEmbedder, is_embedding_folder
 from kdqat.errors import KdqatError
 from kdqat.files import check_model_folder, check_safetensors
@@ -26,7 +26,6 @@ from kdqat.layers import (
 from kdqat.modules import QuantEmbedding, QuantLinear
 from kdqat.quantizers import ActQuantizer
 
-QUANT_CONFIG_FILE = "quant_config.json"
 QUANT_STATE_FILE = "quant_scales.safetensors"
 
 

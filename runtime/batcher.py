@@ -1,15 +1,15 @@
 """Dynamic batching for a server: concurrent requests gathered into one engine call.
 
-A request is a list of validated inputs (texts, or pairs). The worker takes the first waiting request and
+A request is a list of validated inputs (texts, or pairs). The batcher takes the first waiting request and
 every request already queued behind it (the ones that arrived while the engine was busy), then, if
 `max_wait_ms` is above 0, waits up to that long for more, until its share of the inputs outstanding at the peak
 since the last call is gathered (at most `max_batch_size`; the share is all of them with one engine call at a
 time, half with two): clients that just got their answers send their next requests right away, while a lone
-client never waits. With `workers` above 1 that many calls run at once (an engine whose calls each use part of
+client never waits. With `calls` above 1 that many calls run at once (an engine whose calls each use part of
 the cores: on a 2-core CPU two single-threaded onnxruntime calls at a time answer short inputs 1.4x faster than
 one call on both cores, measured in benchmarks/serve_load.py), and the next group is gathered while one runs; a
-call made while no other input waits or runs uses `run_alone` where given (the engine on every core: a lone
-client's latency is not that of a single-threaded call). On the engine thread, off the event loop, it tokenizes the
+call made while no other input waits or runs (with a `board`: at any of the server's worker processes) uses
+`run_alone` where given (the engine on every core: a lone client's latency is not that of a single-threaded call). On the engine thread, off the event loop, it tokenizes the
 whole group in one tokenizer call and runs it batch by batch, longest first, each batch holding inputs of similar length (runtime.batching.Bucket), so that a short
 request is never padded to a long one. When the gathered call fails, each request is run again on its own, so
 one bad request fails alone. With batching off every request is one call of its own.
@@ -58,8 +58,8 @@ class DynamicBatcher:
 
     def __init__(self, run: RunBatch, encode: Encode, max_batch_size: int = 32, max_wait_ms: float = 2.0,
                  batching: bool = True, bucket: Bucket | None = Bucket(), timings: Timings = Timings(),
-                 workers: int = 1, run_alone: RunBatch | None = None,
-                 finish: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+                 calls: int = 1, run_alone: RunBatch | None = None,
+                 finish: Callable[[np.ndarray], np.ndarray] | None = None, board=None) -> None:
         self.run = run
         self.finish = finish  # applied to a whole call's rows on the engine thread (e.g. a softmax)
         self.run_alone = run_alone
@@ -71,12 +71,13 @@ class DynamicBatcher:
         self.timings = timings
         self._outstanding = 0  # inputs submitted and not yet answered
         self._peak = 0  # the most inputs outstanding since the last gathered call
-        self.workers = workers
+        self.calls = calls
+        self.board = board  # runtime.workers.WorkerBoard: one of several server processes (None: the only one)
         self.queue: asyncio.Queue[_Request] = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kdqat-engine")
+        self.executor = ThreadPoolExecutor(max_workers=self.calls, thread_name_prefix="kdqat-engine")
         # a lone client's calls always on the same thread: onnxruntime keeps per-thread buffers warm there
         self.alone_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdqat-engine-alone") if run_alone else None
-        self._slots = asyncio.Semaphore(self.workers)  # engine calls that may run at once
+        self._slots = asyncio.Semaphore(self.calls)  # engine calls that may run at once
         self._calls: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None
 
@@ -103,9 +104,15 @@ class DynamicBatcher:
         self._peak = max(self._peak, self._outstanding)
         try:
             await self.queue.put(request)
+            self._publish()
             return await request.future
         finally:
             self._outstanding -= request.size
+            self._publish()
+
+    def _publish(self) -> None:
+        if self.board is not None:
+            self.board.publish(self._outstanding, self.queue.qsize())
 
     async def _gather(self) -> list[_Request]:
         first = await self.queue.get()
@@ -114,7 +121,7 @@ class DynamicBatcher:
             return group
         # this call's share of the inputs outstanding at the peak since the last call (all of them with one call at
         # a time): clients that just got their answers send their next requests now; a lone client has share 1
-        target, self._peak = min(self.max_batch_size, -(-self._peak // self.workers)), self._outstanding
+        target, self._peak = min(self.max_batch_size, -(-self._peak // self.calls)), self._outstanding
         while size < target and not self.queue.empty():  # arrived while the engine was busy
             request = self.queue.get_nowait()
             group.append(request)
@@ -151,7 +158,8 @@ class DynamicBatcher:
 
     async def _call(self, requests: list[_Request]) -> tuple[np.ndarray, list[int]]:
         inputs = [x for r in requests for x in r.inputs]
-        if self.run_alone is not None and self._outstanding <= len(inputs):  # nothing else waits or runs: a lone client
+        if (self.run_alone is not None and self._outstanding <= len(inputs)  # nothing else waits or runs: a lone client
+                and (self.board is None or not self.board.others_busy())):  # ... at any worker
             executor, run = self.alone_executor, self.run_alone
         else:
             executor, run = self.executor, self.run

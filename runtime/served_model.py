@@ -70,20 +70,36 @@ class ServedModel:
                 for p in rows]
 
 
-def engine_calls(engine: str, provider: str, requested: int = 0, cores: int | None = None) -> tuple[int, int | None]:
-    """(engine calls at once, onnxruntime threads per call) for serving. `requested` 0 picks: onnxruntime on the CPU
-    with two or more cores runs two calls at once on half the cores each (on 2 cores, two single-threaded calls
-    answer 12-token inputs 1.4x and 34-token ones 1.1x faster than one call on both, 0.9x at 128 tokens; measured:
-    docs/RESULTS.md, "Two engine calls at once"); a GPU engine or PyTorch, one call with its own threading."""
+@dataclass(frozen=True)
+class Layout:
+    """How a server uses the machine: `workers` processes (each a whole server on the same port), each running
+    `calls` engine calls at once on `threads` onnxruntime threads per call (None: the engine's own threading)."""
+
+    workers: int
+    calls: int
+    threads: int | None
+
+
+def serving_layout(engine: str, provider: str, workers: int = 0, calls: int = 0, cores: int | None = None) -> Layout:
+    """The server's processes and engine calls. 0 picks: onnxruntime or OpenVINO on a CPU with two or more cores
+    runs two worker processes, each one engine call at a time on half the cores (on 2 cores, 1.19-1.20x the
+    requests/s of two calls in one process on 12-token inputs, 1.08-1.12x on varied ones: the event loop and the
+    engine threads no longer share one interpreter lock; docs/RESULTS.md, "Two server processes"); one process
+    (`workers` 1) runs two calls at once instead; a GPU engine or PyTorch, one process and one call with its own
+    threading. A call on part of the cores comes with a session on every core for a lone client."""
     cpu = engine in CPU_PARALLEL and provider == "cpu"
     cores = cores or os.cpu_count() or 1
-    if requested < 0:
-        raise KdqatError(f"--engine-calls {requested}: must be 0 (choose) or positive")
-    calls = requested or (2 if cpu and cores >= 2 else 1)
-    if calls > 1 and not cpu:
-        raise KdqatError(f"--engine-calls {calls}: parallel calls are for onnxruntime or OpenVINO on the CPU (--engine "
-                         "ort --provider cpu, --engine openvino); a GPU engine or PyTorch runs one call at a time")
-    return calls, (max(1, cores // calls) if cpu and calls > 1 else None)
+    for name, value in (("--workers", workers), ("--engine-calls", calls)):
+        if value < 0:
+            raise KdqatError(f"{name} {value}: must be 0 (choose) or positive")
+    workers = workers or (2 if cpu and cores >= 2 else 1)
+    calls = calls or (2 if cpu and cores >= 2 and workers == 1 else 1)
+    for name, value, what in (("--workers", workers, "several server processes"), ("--engine-calls", calls, "parallel calls")):
+        if value > 1 and not cpu:
+            raise KdqatError(f"{name} {value}: {what} are for onnxruntime or OpenVINO on the CPU (--engine ort "
+                             "--provider cpu, --engine openvino); a GPU engine or PyTorch runs one call at a time")
+    parallel = workers * calls
+    return Layout(workers, calls, max(1, cores // parallel) if cpu and parallel > 1 else None)
 
 
 def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu", model: str = "student",

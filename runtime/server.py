@@ -37,11 +37,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from kdqat.errors import KdqatError
 from kdqat.runtime.batcher import DynamicBatcher, EngineFailure, Timings
 from kdqat.runtime.served_model import ServedModel
+from kdqat.runtime.workers import WorkerBoard
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class ServeSettings:
     max_inputs: int = 256  # per request
     max_text_bytes: int = 16_384  # per text, UTF-8
     body_timeout_s: float = 10.0  # a body not fully received by then: 408, connection closed
-    engine_calls: int = 1  # engine calls at once (served_model.engine_calls)
+    engine_calls: int = 1  # engine calls at once in this process (served_model.serving_layout)
 
 
 class BadRequest(Exception):
@@ -64,9 +66,13 @@ class BadRequest(Exception):
 
 
 class Metrics:
-    """The server's Prometheus metrics, in a registry of its own."""
+    """The server's Prometheus metrics, in a registry of its own. With several worker processes, prometheus_client's
+    multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by runtime.workers) keeps each worker's values in a file and
+    `exposition()` sums them; `depth()` gives the requests waiting for the engine, all workers together."""
 
-    def __init__(self) -> None:
+    def __init__(self, depth: Callable[[], int], multiprocess: bool = False) -> None:
+        self.multiprocess = multiprocess
+        self.depth = depth
         self.registry = CollectorRegistry()
         self.requests = Counter("kdqat_requests", "Prediction requests by outcome.", ["status"], registry=self.registry)
         self.errors = Counter("kdqat_request_errors", "Refused or failed prediction requests by reason.", ["reason"],
@@ -75,7 +81,6 @@ class Metrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.batch_size = Histogram("kdqat_batch_size", "Inputs per engine call.", registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.queue_depth = Gauge("kdqat_queue_depth", "Requests waiting for the engine.", registry=self.registry)
         self.inputs = Counter("kdqat_inputs", "Inputs predicted.", registry=self.registry)
         fast = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
         self.queued = Histogram("kdqat_queue_seconds", "Time a request waits before its engine call starts.",
@@ -83,6 +88,23 @@ class Metrics:
         self.tokenize = Histogram("kdqat_tokenize_seconds", "Tokenizer time per call (one call per gathered group).",
                                   registry=self.registry, buckets=fast)
         self.engine = Histogram("kdqat_engine_seconds", "Engine time per call.", registry=self.registry, buckets=fast)
+        if not multiprocess:
+            self.registry.register(self)
+
+    def collect(self):
+        """The queue depth, read when scraped."""
+        yield GaugeMetricFamily("kdqat_queue_depth", "Requests waiting for the engine.", value=self.depth())
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of every metric (summed over the workers in multiprocess mode)."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        summed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(summed)
+        summed.register(self)
+        return generate_latest(summed)
 
     def timings(self) -> Timings:
         def engine(inputs: int, seconds: float) -> None:
@@ -206,11 +228,13 @@ def _vector(row, encoding: str):
 
 
 def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeSettings(),
-               on_failure: Callable[[str], None] | None = None) -> ASGIApp:
+               on_failure: Callable[[str], None] | None = None, board: WorkerBoard | None = None) -> ASGIApp:
     """The ASGI app. `load` opens the engine; it runs in the background so /health can say 'loading'. If it
-    fails, /health says why and `on_failure` gets the one-line reason (`kdqat serve` then stops the server)."""
-    metrics = Metrics()
+    fails, /health says why and `on_failure` gets the one-line reason (`kdqat serve` then stops the server).
+    `board`: this app is one of several worker processes (runtime.workers); /health says ready once all are."""
     state: dict = {"model": None, "batcher": None, "error": None}
+    metrics = Metrics(board.waiting if board else lambda: state["batcher"].depth if state["batcher"] else 0,
+                      multiprocess=board is not None)
 
     def open_and_warm() -> ServedModel:
         model = load()
@@ -233,10 +257,13 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
                 on_failure(state["error"])
             return
         batcher = DynamicBatcher(model.engine.run, model.encode, settings.max_batch_size, settings.max_wait_ms,
-                                 settings.batching, timings=metrics.timings(), workers=settings.engine_calls,
-                                 run_alone=model.alone.run if model.alone is not None else None, finish=model.finish)
+                                 settings.batching, timings=metrics.timings(), calls=settings.engine_calls,
+                                 run_alone=model.alone.run if model.alone is not None else None, finish=model.finish,
+                                 board=board)
         batcher.start()
         state["model"], state["batcher"] = model, batcher
+        if board is not None:
+            board.mark_ready()
 
     @asynccontextmanager
     async def lifespan(app: Starlette):
@@ -256,16 +283,15 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
         return Answer(status, body, close)
 
     async def health(request: Request) -> JSONResponse:
-        if state["model"] is not None:
-            return JSONResponse({"status": "ready", "model": state["model"].description})
+        workers = {"worker": board.index, "workers": board.workers, "workers_ready": board.ready()} if board else {}
         if state["error"] is not None:
-            return JSONResponse({"status": "failed", "error": state["error"]}, status_code=503)
-        return JSONResponse({"status": "loading"}, status_code=503)
+            return JSONResponse({"status": "failed", "error": state["error"], **workers}, status_code=503)
+        if state["model"] is not None and (board is None or board.ready() == board.workers):
+            return JSONResponse({"status": "ready", "model": state["model"].description, **workers})
+        return JSONResponse({"status": "loading", **workers}, status_code=503)
 
     async def prometheus(request: Request) -> Response:
-        if state["batcher"] is not None:
-            metrics.queue_depth.set(state["batcher"].depth)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def body_of(scope: Scope, receive: Receive, model: ServedModel | None, embedding: bool) -> bytes | None:
         """The request's body (None: the client went away), or BadRequest when the model, the route or the body

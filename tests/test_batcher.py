@@ -82,7 +82,7 @@ def test_a_group_is_tokenized_once_run_in_length_buckets_and_answered_in_order()
 
 
 def test_two_calls_run_at_once_each_with_its_share_and_a_lone_client_gets_the_whole_engine():
-    """With workers=2, eight closed-loop clients are answered by two calls of four that overlap in time; a lone
+    """With calls=2, eight closed-loop clients are answered by two calls of four that overlap in time; a lone
     client's call goes to run_alone (the engine on every core), calls under load to run."""
     import threading
 
@@ -100,7 +100,7 @@ def test_two_calls_run_at_once_each_with_its_share_and_a_lone_client_gets_the_wh
 
     async def main() -> None:
         batcher = DynamicBatcher(engine("shared"), encode, max_batch_size=8, max_wait_ms=300, batching=True,
-                                 workers=2, run_alone=engine("alone"))
+                                 calls=2, run_alone=engine("alone"))
         batcher.start()
         rows, _ = await batcher.submit(["ab cde"])
         assert rows.tolist() == [[5.0]]
@@ -131,7 +131,7 @@ def test_a_lone_client_is_served_by_the_whole_engine():
         return run
 
     async def main() -> None:
-        batcher = DynamicBatcher(engine("shared"), encode, workers=2, run_alone=engine("alone"))
+        batcher = DynamicBatcher(engine("shared"), encode, calls=2, run_alone=engine("alone"))
         batcher.start()
         for _ in range(3):
             await batcher.submit(["one request at a time"])
@@ -141,19 +141,72 @@ def test_a_lone_client_is_served_by_the_whole_engine():
     assert used == ["alone"] * 3
 
 
-def test_engine_calls_default_to_two_on_a_multicore_cpu_and_one_elsewhere():
+def test_serving_runs_two_processes_on_a_multicore_cpu_and_one_elsewhere():
     import pytest
 
     from kdqat import KdqatError
-    from kdqat.runtime.served_model import engine_calls
+    from kdqat.runtime.served_model import Layout, serving_layout
 
-    assert engine_calls("ort", "cpu", 0, cores=2) == (2, 1)
-    assert engine_calls("ort", "cpu", 0, cores=16) == (2, 8)
-    assert engine_calls("ort", "cpu", 0, cores=1) == (1, None)  # one core: one call, onnxruntime's own threading
-    assert engine_calls("ort", "cpu", 1, cores=16) == (1, None)
-    assert engine_calls("ort", "cpu", 3, cores=2) == (3, 1)
-    assert engine_calls("ort", "cuda", 0) == engine_calls("trt", "cpu", 0) == engine_calls("torch", "cpu", 0) == (1, None)
+    assert serving_layout("ort", "cpu", cores=2) == Layout(workers=2, calls=1, threads=1)
+    assert serving_layout("ort", "cpu", cores=16) == Layout(2, 1, 8)
+    assert serving_layout("ort", "cpu", cores=1) == Layout(1, 1, None)  # one core: onnxruntime's own threading
+    assert serving_layout("ort", "cpu", workers=1, cores=2) == Layout(1, 2, 1)  # one process: two calls at once
+    assert serving_layout("ort", "cpu", workers=1, calls=1, cores=16) == Layout(1, 1, None)
+    assert serving_layout("ort", "cpu", workers=4, cores=16) == Layout(4, 1, 4)
+    assert serving_layout("ort", "cpu", workers=2, calls=2, cores=2) == Layout(2, 2, 1)
+    assert (serving_layout("ort", "cuda") == serving_layout("trt", "cpu") == serving_layout("torch", "cpu")
+            == Layout(1, 1, None))
     with pytest.raises(KdqatError, match="--engine-calls 2: parallel calls are for onnxruntime or OpenVINO on the CPU"):
-        engine_calls("trt", "cpu", 2)
+        serving_layout("trt", "cpu", calls=2)
+    with pytest.raises(KdqatError, match="--workers 2: several server processes are for onnxruntime or OpenVINO on the CPU"):
+        serving_layout("ort", "cuda", workers=2)
     with pytest.raises(KdqatError, match="--engine-calls -1: must be 0"):
-        engine_calls("ort", "cpu", -1)
+        serving_layout("ort", "cpu", calls=-1)
+    with pytest.raises(KdqatError, match="--workers -2: must be 0"):
+        serving_layout("ort", "cpu", workers=-2)
+
+
+def test_a_worker_board_says_who_is_busy_and_sums_the_queues():
+    import time
+
+    from kdqat.runtime.workers import WorkerBoard
+
+    board = WorkerBoard(3)
+    first, second, third = board.at(0), board.at(1), board.at(2)
+    assert not first.others_busy(within_s=0) and board.ready() == 0
+    second.publish(outstanding=4, waiting=2)
+    third.publish(outstanding=0, waiting=1)
+    assert first.others_busy(within_s=0) and not second.others_busy(within_s=0)  # its own load does not count
+    assert first.waiting() == third.waiting() == 3
+    second.publish(outstanding=0, waiting=0)  # answered: still busy a moment, its clients come right back
+    assert first.others_busy(within_s=10) and not first.others_busy(within_s=0)
+    time.sleep(0.02)
+    assert not first.others_busy(within_s=0.01)
+    first.mark_ready()
+    third.mark_ready()
+    assert board.ready() == 2
+
+
+def test_a_lone_client_uses_every_core_only_while_no_other_worker_is_busy():
+    from kdqat.runtime.workers import WorkerBoard
+
+    used: list[str] = []
+
+    def engine(name: str):
+        def run(batch):
+            used.append(name)
+            return np.zeros((len(batch["input_ids"]), 1), np.float32)
+        return run
+
+    board = WorkerBoard(2)
+
+    async def main() -> None:
+        batcher = DynamicBatcher(engine("own share"), encode, run_alone=engine("every core"), board=board.at(0))
+        batcher.start()
+        await batcher.submit(["the other worker is idle"])
+        board.at(1).publish(outstanding=3, waiting=0)
+        await batcher.submit(["the other worker is busy"])
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert used == ["every core", "own share"]

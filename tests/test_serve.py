@@ -3,6 +3,8 @@ request class refused with a one-line JSON error and counted, slow clients and S
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -58,7 +60,7 @@ class Server:
 @pytest.fixture(scope="module")
 def servers(exported_run):
     batched = Server(exported_run, "--batching", "--max-batch-size", "8", "--max-wait-ms", "20")
-    single = Server(exported_run, "--no-batching")
+    single = Server(exported_run, "--no-batching", "--workers", "1")  # one process (the batched one: two, on 2+ cores)
     try:
         batched.wait()
         single.wait()
@@ -166,6 +168,74 @@ def test_sigterm_drains_the_request_in_flight(exported_run):
         assert result["answer"].status_code == 200, result["answer"].text
         # uvicorn finishes the request, shuts down, then re-raises the signal: the usual "ended by SIGTERM" status
         assert server.process.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        server.stop()
+
+
+def metric(url: str, name: str) -> float:
+    return next(float(line.split()[1]) for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+                if line.startswith(name + " "))
+
+
+def worker_pids(server: Server) -> list[int]:
+    """The server's worker processes (children running multiprocessing's spawn_main, not its resource tracker)."""
+    from pathlib import Path
+
+    children = [int(c) for task in Path(f"/proc/{server.process.pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    return [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def test_two_worker_processes_share_the_port_the_requests_and_the_metrics(exported_run, rte_pairs):
+    server = Server(exported_run, "--workers", "2")
+    try:
+        health = server.wait()
+        assert health["workers"] == health["workers_ready"] == 2 and len(worker_pids(server)) == 2
+        seen = {httpx.get(f"{server.url}/health", timeout=10).json()["worker"] for _ in range(24)}  # a connection each
+        assert seen == {0, 1}  # the kernel spreads connections over both workers' sockets
+        with ThreadPoolExecutor(8) as pool:  # a new connection per request: both workers answer
+            answers = list(pool.map(lambda p: server.predict([p]), rte_pairs[:16]))
+        assert all(a.status_code == 200 for a in answers)
+        alone = [server.predict([p]).json()["predictions"][0] for p in rte_pairs[:16]]
+        assert [a.json()["predictions"][0]["label"] for a in answers] == [p["label"] for p in alone]
+        assert metric(server.url, 'kdqat_requests_total{status="ok"}') == 32  # summed over the workers
+        assert metric(server.url, "kdqat_inputs_total") == 32 and metric(server.url, "kdqat_queue_depth") == 0
+    finally:
+        server.stop()
+
+
+def test_a_worker_that_dies_stops_the_whole_server_in_one_line(exported_run):
+    server = Server(exported_run, "--workers", "2")
+    try:
+        server.wait()
+        os.kill(worker_pids(server)[1], signal.SIGKILL)
+        status, stderr = failed_start(server, timeout=60)
+        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+        assert status == 2 and len(errors) == 1 and "Traceback" not in stderr, stderr
+        assert re.fullmatch(r"error: server process kdqat-serve-\d ended with status -9; the server stopped", errors[0])
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", server.port))  # the other worker is gone too: the port is free
+    finally:
+        server.stop()
+
+
+def test_workers_end_with_their_parent_and_a_taken_port_is_refused(exported_run, tmp_path):
+    from conftest import run_cli
+
+    server = Server(exported_run, "--workers", "2")
+    try:
+        server.wait()
+        workers = worker_pids(server)
+        done = run_cli("serve", exported_run, "--port", server.port, "--workers", "2", cwd=tmp_path, timeout=60)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stderr.startswith(f"error: --host 127.0.0.1 --port {server.port}: cannot listen there")
+        server.process.kill()  # no chance to stop them: each worker gets SIGTERM from the kernel
+        server.process.wait(10)
+        deadline = time.monotonic() + 30
+        while any(os.path.exists(f"/proc/{pid}") and b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()
+                  for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert time.monotonic() < deadline, "a worker kept running after its parent died"
     finally:
         server.stop()
 

@@ -1,0 +1,205 @@
+"""Several server processes on one port: each worker is a whole `kdqat serve` (its own event loop, batcher and
+engine session), listening on its own SO_REUSEPORT socket, so the kernel spreads connections over them.
+
+On a 2-core CPU one process running two engine calls at once loses time to its own interpreter lock: the event
+loop and the engine threads take turns at it. Two processes, each one call at a time on one core, answer 12-token
+requests faster (docs/RESULTS.md, "Two server processes"). What the workers share is a `WorkerBoard` (shared
+memory): whether each has loaded its model (GET /health says ready only when all have), and how many inputs each
+has outstanding (a lone client's call runs on every core only when no other worker is busy). Their Prometheus
+metrics are summed through prometheus_client's multiprocess mode. The parent process binds the sockets, starts
+the workers, forwards SIGTERM / SIGINT to them, and stops them all, with the reason in one line, when any of them
+fails (a model that does not load, a worker that dies).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Callable
+from kdqat.errors import KdqatError
+
+
+class WorkerBoard:
+    """Shared memory between the workers of one server; `index` says which worker this copy belongs to."""
+
+    def __init__(self, workers: int, context=multiprocessing) -> None:
+        self.workers, self.index = workers, 0
+        self._ready = context.RawArray(ctypes.c_int, workers)
+        self._outstanding = context.RawArray(ctypes.c_int, workers)  # inputs submitted and not yet answered
+        self._waiting = context.RawArray(ctypes.c_int, workers)  # requests queued for the engine
+        self._active = context.RawArray(ctypes.c_double, workers)  # time.monotonic() of the last request in or out
+
+    def at(self, index: int) -> WorkerBoard:
+        """This board as seen by worker `index`."""
+        seen = object.__new__(WorkerBoard)
+        seen.__dict__.update(self.__dict__, index=index)
+        return seen
+
+    def mark_ready(self) -> None:
+        self._ready[self.index] = 1
+
+    def ready(self) -> int:
+        """Workers that have loaded their model."""
+        return sum(self._ready)
+
+    def publish(self, outstanding: int, waiting: int) -> None:
+        """This worker's inputs outstanding and requests queued, as a request comes in or is answered."""
+        self._outstanding[self.index], self._waiting[self.index] = outstanding, waiting
+        self._active[self.index] = time.monotonic()
+
+    def others_busy(self, within_s: float = 0.1) -> bool:
+        """Whether another worker has inputs outstanding, or had a request in or out in the last `within_s`: under
+        load a worker's outstanding count touches 0 between its answers going out and its clients' next requests
+        coming in, and a call on every core then would compete with the other workers' calls (measured: 12-token
+        requests at concurrency 32, 1,921-1,932 requests/s against 2,342-2,384 with no session on every core)."""
+        now = time.monotonic()
+        return any(self._outstanding[j] or now - self._active[j] < within_s
+                   for j in range(self.workers) if j != self.index)
+
+    def waiting(self) -> int:
+        """Requests queued for the engine, all workers together."""
+        return sum(self._waiting)
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """What each worker opens and serves (the arguments of `open_served` and the server's settings)."""
+
+    run_dir: str
+    engine: str
+    provider: str
+    model: str
+    onnx: str | None
+    threads: int | None
+    settings: object  # runtime.server.ServeSettings
+    keep_alive_s: float
+    setup: Callable[[], None] | None = None  # run first in each worker (a module-level function: it is pickled)
+
+    def load(self):
+        from kdqat.runtime.served_model import open_served
+
+        return open_served(self.run_dir, self.engine, self.provider, self.model, self.onnx, self.threads)
+
+
+def uvicorn_server(app, keep_alive_s: float, host: str = "127.0.0.1", port: int = 0):
+    """The uvicorn server every `kdqat serve` process runs: httptools with a deadline on a connection's first
+    request head, no access log or proxy headers (nothing reads them), 30 s to drain on shutdown."""
+    import uvicorn
+
+    from kdqat.runtime.http_protocol import FirstRequestDeadline
+
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                         proxy_headers=False, http=FirstRequestDeadline, timeout_graceful_shutdown=30,
+                                         timeout_keep_alive=keep_alive_s))
+
+
+def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` sockets listening on host:port with SO_REUSEPORT. Refused in one line when anything already holds
+    the port, a server with SO_REUSEPORT sockets of its own included (the probe binds without it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise KdqatError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e})") from None
+    sockets = []
+    for _ in range(count):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((host, port))
+        s.listen(2048)
+        sockets.append(s)
+    return sockets
+
+
+def serve_workers(spec: ServeSpec, sockets: list[socket.socket]) -> None:
+    """Serve with a worker process on each of `sockets` (from `listening_sockets`) until SIGTERM / SIGINT (then each
+    drains its requests in flight), or raise KdqatError naming the first failure."""
+    workers = len(sockets)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked onnxruntime state
+    board = WorkerBoard(workers, context)
+    failures = context.SimpleQueue()
+    with tempfile.TemporaryDirectory(prefix="kdqat-metrics-") as metrics:
+        previous = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics  # read by prometheus_client as each worker imports it
+        processes = [context.Process(target=_worker, args=(spec, board.at(i), sockets[i], failures, os.getpid()),
+                                     name=f"kdqat-serve-{i}", daemon=False) for i in range(workers)]
+        stopping: list[int] = []
+
+        def stop(signum: int = signal.SIGTERM, frame=None) -> None:
+            if not stopping:
+                stopping.append(signum)
+                for p in processes:
+                    if p.is_alive():  # False for one not started yet
+                        os.kill(p.pid, signal.SIGTERM)
+
+        handlers = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            try:
+                for p in processes:
+                    if not stopping:
+                        p.start()
+            finally:
+                if previous is None:
+                    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+                else:
+                    os.environ["PROMETHEUS_MULTIPROC_DIR"] = previous
+            started = [p for p in processes if p.pid is not None]
+            first = wait([p.sentinel for p in started])[0] if started else None
+            ended = next((p for p in started if p.sentinel == first), None)
+            requested = bool(stopping)
+            stop()
+            for p in started:
+                p.join(45)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+        finally:
+            for s, handler in handlers.items():
+                signal.signal(s, handler)
+            for s in sockets:
+                s.close()
+        if not failures.empty():
+            raise KdqatError(f"the model failed to load, the server stopped: {failures.get()}")
+        if not requested:
+            raise KdqatError(f"server process {ended.name} ended with status {ended.exitcode}; the server stopped")
+
+
+def _worker(spec: ServeSpec, board: WorkerBoard, listening: socket.socket, failures, parent: int) -> None:
+    """One worker process: the app on its socket until SIGTERM; a model that fails to load is reported and ends it."""
+    os.setpgrp()  # a terminal's Ctrl-C reaches the parent only, which sends each worker exactly one SIGTERM
+    _end_with_parent(parent)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if spec.setup is not None:
+        spec.setup()
+    from kdqat.runtime.server import create_app
+
+    server: list = []
+
+    def failed(message: str) -> None:
+        failures.put(message)
+        server[0].should_exit = True
+
+    app = create_app(spec.load, spec.settings, on_failure=failed, board=board)
+    server.append(uvicorn_server(app, spec.keep_alive_s))
+    server[0].run(sockets=[listening])
+
+
+def _end_with_parent(parent: int) -> None:
+    """SIGTERM this process when its parent dies (Linux), so that no worker keeps serving the port alone."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the call above
+        os.kill(os.getpid(), signal.SIGTERM)
+
