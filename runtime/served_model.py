@@ -1,15 +1,16 @@
 """What `kdqat serve` serves: an exported run's engine, its tokenizer and max length, its task and labels.
 
 The task, the labels and the sequence length come from the export's export.json, the tokenizer from the
-export folder: the server tokenizes exactly as `kdqat export` verified and `kdqat eval` scores.
+export folder (runtime.serving_tokenizer: its tokenizer.json, run directly): the server tokenizes exactly as
+`kdqat export` verified and `kdqat eval` scores.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,28 +31,20 @@ class ServedModel:
     labels: list[str] | None  # None: a regression score (STS-B)
     pair: bool  # inputs are [text_a, text_b] pairs
     max_length: int
-    tokenizer: Any
+    tokenizer: Any  # runtime.serving_tokenizer: tokenizer(a, b) -> Features, tokenizer.counts(texts)
     engine: Any  # runtime.engine.Engine
     description: str
     embedding: bool = False  # a sentence-embedding model: the engine returns [batch, dimension] vectors
     normalized: bool = False  # its vectors are L2-normalised (the model's Normalize module)
     alone: Any = None  # with parallel calls of few threads each: the engine on every core, for a call that runs alone
-    # a fast tokenizer keeps its truncation setting in shared state: one call at a time (the engine thread
-    # tokenizes the batches, the event loop counts tokens for TEI's "truncate": false)
-    _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
     def encode(self, inputs: list) -> Features:
-        """Token ids of validated inputs (strings, or [a, b] pairs), unpadded."""
+        """Token ids of validated inputs (strings, or [a, b] pairs), unpadded, truncated to max_length."""
         a = [x[0] for x in inputs] if self.pair else list(inputs)
-        b = [x[1] for x in inputs] if self.pair else None
-        with self._tokenizer_lock:
-            enc = self.tokenizer(a, b, truncation=True, max_length=self.max_length)
-        return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
+        return self.tokenizer(a, [x[1] for x in inputs] if self.pair else None)
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens of each text, not truncated."""
-        with self._tokenizer_lock:
-            return [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+        return self.tokenizer.counts(texts)
 
     def finish(self, outputs: np.ndarray) -> np.ndarray:
         """The engine's outputs of a whole call as answered: a classifier's logits as class probabilities (one
@@ -80,19 +73,25 @@ class Layout:
     threads: int | None
 
 
-def serving_layout(engine: str, provider: str, workers: int = 0, calls: int = 0, cores: int | None = None) -> Layout:
+def serving_layout(engine: str, provider: str, workers: int = 0, calls: int = 0, cores: int | None = None,
+                   platform: str = sys.platform) -> Layout:
     """The server's processes and engine calls. 0 picks: onnxruntime or OpenVINO on a CPU with two or more cores
-    runs two worker processes, each one engine call at a time on half the cores (on 2 cores, 1.19-1.20x the
+    runs two worker processes, each one engine call at a time on half the cores (on 2 cores, 1.15-1.20x the
     requests/s of two calls in one process on 12-token inputs, 1.08-1.12x on varied ones: the event loop and the
     engine threads no longer share one interpreter lock; docs/RESULTS.md, "Two server processes"); one process
     (`workers` 1) runs two calls at once instead; a GPU engine or PyTorch, one process and one call with its own
-    threading. A call on part of the cores comes with a session on every core for a lone client."""
+    threading. A call on part of the cores comes with a session on every core for a lone client. Worker processes
+    need Linux: its SO_REUSEPORT spreads connections over them (elsewhere the default is one process)."""
     cpu = engine in CPU_PARALLEL and provider == "cpu"
     cores = cores or os.cpu_count() or 1
     for name, value in (("--workers", workers), ("--engine-calls", calls)):
         if value < 0:
             raise KdqatError(f"{name} {value}: must be 0 (choose) or positive")
-    workers = workers or (2 if cpu and cores >= 2 else 1)
+    linux = platform.startswith("linux")
+    if workers > 1 and not linux:
+        raise KdqatError(f"--workers {workers}: several server processes need Linux (its SO_REUSEPORT spreads "
+                         f"connections over them; not on {platform}): use --workers 1")
+    workers = workers or (2 if cpu and cores >= 2 and linux else 1)
     calls = calls or (2 if cpu and cores >= 2 and workers == 1 else 1)
     for name, value, what in (("--workers", workers, "several server processes"), ("--engine-calls", calls, "parallel calls")):
         if value > 1 and not cpu:
@@ -106,9 +105,8 @@ def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu",
                 onnx: str | Path | None = None, threads: int | None = None) -> ServedModel:
     """Open an exported run for serving: the student on `engine` (onnxruntime: `threads` per call), or the float
     teacher (PyTorch)."""
-    from transformers import AutoTokenizer
-
     from kdqat.runtime.registry import StudentSource, check_engine, open_engine
+    from kdqat.runtime.serving_tokenizer import open_tokenizer
 
     if model not in MODELS:
         raise KdqatError(f"--model {model!r} is not one of {', '.join(MODELS)}")
@@ -138,7 +136,7 @@ def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu",
         runner = open_engine(engine, StudentSource(run.student, graph, provider, threads=threads))
         alone = open_engine(engine, StudentSource(run.student, graph, provider)) if threads is not None else None
         description = f"student ({spec.label}) of {run.root}"
-    tokenizer = AutoTokenizer.from_pretrained(str(graph.parent))
+    tokenizer = open_tokenizer(graph.parent, int(report["max_seq_length"]))
     embedding = report.get("problem_type") == "embedding"
     return ServedModel(report["task"], report["labels"], pair, int(report["max_seq_length"]), tokenizer, runner,
                        description, embedding, embedding and bool(report.get("pooling", {}).get("normalize")), alone)

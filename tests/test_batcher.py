@@ -147,13 +147,14 @@ def test_serving_runs_two_processes_on_a_multicore_cpu_and_one_elsewhere():
     from kdqat import KdqatError
     from kdqat.runtime.served_model import Layout, serving_layout
 
-    assert serving_layout("ort", "cpu", cores=2) == Layout(workers=2, calls=1, threads=1)
-    assert serving_layout("ort", "cpu", cores=16) == Layout(2, 1, 8)
-    assert serving_layout("ort", "cpu", cores=1) == Layout(1, 1, None)  # one core: onnxruntime's own threading
+    linux = dict(platform="linux")
+    assert serving_layout("ort", "cpu", cores=2, **linux) == Layout(workers=2, calls=1, threads=1)
+    assert serving_layout("ort", "cpu", cores=16, **linux) == Layout(2, 1, 8)
+    assert serving_layout("ort", "cpu", cores=1, **linux) == Layout(1, 1, None)  # one core: onnxruntime's own threading
     assert serving_layout("ort", "cpu", workers=1, cores=2) == Layout(1, 2, 1)  # one process: two calls at once
     assert serving_layout("ort", "cpu", workers=1, calls=1, cores=16) == Layout(1, 1, None)
-    assert serving_layout("ort", "cpu", workers=4, cores=16) == Layout(4, 1, 4)
-    assert serving_layout("ort", "cpu", workers=2, calls=2, cores=2) == Layout(2, 2, 1)
+    assert serving_layout("ort", "cpu", workers=4, cores=16, **linux) == Layout(4, 1, 4)
+    assert serving_layout("ort", "cpu", workers=2, calls=2, cores=2, **linux) == Layout(2, 2, 1)
     assert (serving_layout("ort", "cuda") == serving_layout("trt", "cpu") == serving_layout("torch", "cpu")
             == Layout(1, 1, None))
     with pytest.raises(KdqatError, match="--engine-calls 2: parallel calls are for onnxruntime or OpenVINO on the CPU"):
@@ -164,6 +165,10 @@ def test_serving_runs_two_processes_on_a_multicore_cpu_and_one_elsewhere():
         serving_layout("ort", "cpu", calls=-1)
     with pytest.raises(KdqatError, match="--workers -2: must be 0"):
         serving_layout("ort", "cpu", workers=-2)
+    # elsewhere than Linux, no SO_REUSEPORT load balancing: one process by default, several refused
+    assert serving_layout("ort", "cpu", cores=2, platform="darwin") == Layout(1, 2, 1)
+    with pytest.raises(KdqatError, match="--workers 2: several server processes need Linux"):
+        serving_layout("ort", "cpu", workers=2, cores=2, platform="win32")
 
 
 def test_a_worker_board_says_who_is_busy_and_sums_the_queues():

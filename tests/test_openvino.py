@@ -175,7 +175,7 @@ def test_openvino_errors_are_one_line(tmp_path, monkeypatch):
 def test_serving_runs_two_openvino_workers_on_the_cpu():
     from kdqat.runtime.served_model import Layout, serving_layout
 
-    assert serving_layout("openvino", "cpu", cores=2) == Layout(2, 1, 1)
+    assert serving_layout("openvino", "cpu", cores=2, platform="linux") == Layout(2, 1, 1)
     assert serving_layout("openvino", "cpu", cores=1) == Layout(1, 1, None)
     with pytest.raises(KdqatError, match="--provider cuda: OpenVINO runs on the CPU"):
         from kdqat.runtime.registry import StudentSource, open_engine

@@ -95,6 +95,22 @@ def test_answers_match_the_engine_kdqat_eval_runs(servers, exported_run, rte_pai
     np.testing.assert_allclose(served, probs, rtol=0, atol=1e-6)
 
 
+def test_the_server_tokenizes_exactly_as_transformers_does(exported_run, rte_pairs):
+    """The server runs the export's tokenizer.json directly (no transformers, no PyTorch import): same ids, masks
+    and segments as transformers' tokenizer, pairs and truncation included."""
+    from kdqat.runtime.serving_tokenizer import RustTokenizer, TransformersTokenizer, open_tokenizer
+
+    folder = exported_run / "onnx"
+    rust, reference = RustTokenizer(folder, 32), TransformersTokenizer(folder, 32)
+    a, b = [p[0] for p in rte_pairs], [p[1] for p in rte_pairs]
+    long = [" ".join(a[i : i + 5]) for i in range(0, len(a), 5)]  # past the 32 tokens kept
+    odd = ["", "   ", "héllo Wörld 🤖", "日本語のテキスト", "a\tb\nc", "[SEP] [CLS] ##ing"]
+    for x, y in ((a, None), (a, b), (long, None), (long, long[::-1]), (odd, None), (odd, odd[::-1]), (a[:3], long[:3])):
+        assert rust(x, y) == reference(x, y)
+    assert rust.counts(long) == reference.counts(long) and max(rust.counts(long)) > 32
+    assert isinstance(open_tokenizer(folder, 32), RustTokenizer)
+
+
 def test_batching_on_and_off_give_identical_answers_and_batching_batches(servers, rte_pairs):
     requests = [rte_pairs[i : i + 1 + i % 3] for i in range(0, 24, 2)]
 
