@@ -121,14 +121,19 @@ def test_two_calls_run_at_once_each_with_its_share_and_a_lone_client_gets_the_wh
     assert overlapping >= 4  # calls ran at the same time, not one after another
 
 
+def recording(used: list[str], name: str):
+    """An engine that answers zeros and notes its name in `used` at each call."""
+    def run(batch):
+        used.append(name)
+        return np.zeros((len(batch["input_ids"]), 1), np.float32)
+    return run
+
+
 def test_a_lone_client_is_served_by_the_whole_engine():
     used: list[str] = []
 
     def engine(name: str):
-        def run(batch):
-            used.append(name)
-            return np.zeros((len(batch["input_ids"]), 1), np.float32)
-        return run
+        return recording(used, name)
 
     async def main() -> None:
         batcher = DynamicBatcher(engine("shared"), encode, calls=2, run_alone=engine("alone"))
@@ -196,17 +201,11 @@ def test_a_lone_client_uses_every_core_only_while_no_other_worker_is_busy():
     from kdqat.runtime.workers import WorkerBoard
 
     used: list[str] = []
-
-    def engine(name: str):
-        def run(batch):
-            used.append(name)
-            return np.zeros((len(batch["input_ids"]), 1), np.float32)
-        return run
-
     board = WorkerBoard(2)
 
     async def main() -> None:
-        batcher = DynamicBatcher(engine("own share"), encode, run_alone=engine("every core"), board=board.at(0))
+        batcher = DynamicBatcher(recording(used, "own share"), encode, run_alone=recording(used, "every core"),
+                                 board=board.at(0))
         batcher.start()
         await batcher.submit(["the other worker is idle"])
         board.at(1).publish(outstanding=3, waiting=0)
