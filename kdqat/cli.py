@@ -455,8 +455,8 @@ def serve(
     if provider not in PROVIDERS:
         raise KdqatError(f"--provider {provider!r} is not one of {', '.join(PROVIDERS)}")
     layout = serving_layout(engine, provider, workers, engine_calls)
-    from kdqat.runtime.server import ServeSettings, create_app
-    from kdqat.runtime.workers import ServeSpec, listening_sockets, serve_workers, uvicorn_server
+    from kdqat.runtime.server import ServeSettings
+    from kdqat.runtime.workers import ServeSpec, listening_sockets, load_failed, run_server, serve_workers
 
     _check_exported(run_dir, onnx)
     settings = ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes, body_timeout_s, layout.calls)
@@ -473,17 +473,9 @@ def serve(
         serve_workers(spec, sockets)
         return
     _quiet_libraries()
-    failures: list[str] = []
-    server: list = []
-
-    def failed(message: str) -> None:  # the model did not load: stop serving, then exit non-zero with the reason
-        failures.append(message)
-        server[0].should_exit = True
-
-    server.append(uvicorn_server(create_app(spec.load, settings, on_failure=failed), keep_alive_s, host, port))
-    server[0].run()
-    if failures:
-        raise KdqatError(f"the model failed to load, the server stopped: {failures[0]}")
+    failure = run_server(spec, host=host, port=port)
+    if failure is not None:  # the model did not load: the server stopped; exit non-zero with the reason
+        raise load_failed(failure)
 
 
 def _check_exported(run_dir: str, onnx: str | None) -> None:

@@ -37,6 +37,7 @@ class ServedModel:
     embedding: bool = False  # a sentence-embedding model: the engine returns [batch, dimension] vectors
     normalized: bool = False  # its vectors are L2-normalised (the model's Normalize module)
     alone: Any = None  # with parallel calls of few threads each: the engine on every core, for a call that runs alone
+
     def encode(self, inputs: list) -> Features:
         """Token ids of validated inputs (strings, or [a, b] pairs), unpadded, truncated to max_length."""
         a = [x[0] for x in inputs] if self.pair else list(inputs)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Callable
+
 from kdqat.errors import KdqatError
 
 
@@ -100,6 +101,29 @@ def uvicorn_server(app, keep_alive_s: float, host: str = "127.0.0.1", port: int 
                                          timeout_keep_alive=keep_alive_s))
 
 
+def run_server(spec: ServeSpec, board: WorkerBoard | None = None, sockets: list[socket.socket] | None = None,
+               host: str = "127.0.0.1", port: int = 0) -> str | None:
+    """Serve `spec` in this process (on `sockets`, else host:port) until shutdown. Returns the one-line reason when
+    its model failed to load (the server then stops by itself), else None."""
+    from kdqat.runtime.server import create_app
+
+    failures: list[str] = []
+    server: list = []
+
+    def failed(message: str) -> None:
+        failures.append(message)
+        server[0].should_exit = True
+
+    app = create_app(spec.load, spec.settings, on_failure=failed, board=board)
+    server.append(uvicorn_server(app, spec.keep_alive_s, host, port))
+    server[0].run(sockets=sockets)
+    return failures[0] if failures else None
+
+
+def load_failed(reason: str) -> KdqatError:
+    return KdqatError(f"the model failed to load, the server stopped: {reason}")
+
+
 def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """`count` sockets listening on host:port with SO_REUSEPORT. Refused in one line when anything already holds
     the port, a server with SO_REUSEPORT sockets of its own included (the probe binds without it)."""
@@ -168,7 +192,7 @@ def serve_workers(spec: ServeSpec, sockets: list[socket.socket]) -> None:
             for s in sockets:
                 s.close()
         if not failures.empty():
-            raise KdqatError(f"the model failed to load, the server stopped: {failures.get()}")
+            raise load_failed(failures.get())
         if not requested:
             raise KdqatError(f"server process {ended.name} ended with status {ended.exitcode}; the server stopped")
 
@@ -180,17 +204,9 @@ def _worker(spec: ServeSpec, board: WorkerBoard, listening: socket.socket, failu
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if spec.setup is not None:
         spec.setup()
-    from kdqat.runtime.server import create_app
-
-    server: list = []
-
-    def failed(message: str) -> None:
-        failures.put(message)
-        server[0].should_exit = True
-
-    app = create_app(spec.load, spec.settings, on_failure=failed, board=board)
-    server.append(uvicorn_server(app, spec.keep_alive_s))
-    server[0].run(sockets=[listening])
+    failure = run_server(spec, board, [listening])
+    if failure is not None:  # read by the parent once this process has ended
+        failures.put(failure)
 
 
 def _end_with_parent(parent: int) -> None:
