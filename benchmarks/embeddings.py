@@ -30,7 +30,8 @@ from _peer import peer_graph
 from peers import block_ms, feed
 from kdqat.embedding import SentenceEmbedder
 from kdqat.eval.embedding_quality import KNN_K, embedder, knn_accuracy, labelled_texts, sts_spearman, stsb_pairs
-from kdqat.export.onnx_graph import EMBEDDING_OUTPUT
+from kdqat.objectives import objective_of
+from kdqat.objectives.embedding import Embedding
 from kdqat.export.sizes import float_bytes
 from kdqat.io import write_json
 from kdqat.models import load_tokenizer, resolve_model
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     runs = [open_run(r) for r in args.runs]
-    if any(not r.spec.is_embedding for r in runs):
+    if any(objective_of(r.spec).labelled for r in runs):
         sys.exit("every --runs folder must be an embedding run (kdqat train --objective embedding)")
     models = {r.options["model"] for r in runs}
     if len(models) != 1:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"float_model": float_dir, "max_seq_length": length, "threads": args.threads,
                     "cpu": describe(cpu_info()), "python": platform.python_version()}
     with tempfile.TemporaryDirectory() as scratch:
-        peer_path, peer_record = peer_graph(float_model, Path(scratch), EMBEDDING_OUTPUT)
+        peer_path, peer_record = peer_graph(float_model, Path(scratch), Embedding.onnx_output)
         result["peer"] = peer_record
         engines = {"float (PyTorch fp32)": TorchEngine(float_model),
                    "peer (onnxruntime dynamic int8)": OrtEngine(peer_path, threads=args.threads, cpu_rewrites=False)}

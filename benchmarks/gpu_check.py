@@ -27,12 +27,15 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from kdqat.errors import first_line
 from kdqat.eval.evaluate import EvalOptions, evaluate_run
 from kdqat.run_dir import open_run
 from kdqat.runtime.bench import measure, random_batch
 from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.torch_engine import TorchEngine
-from kdqat.runtime.trt_engine import ShapeProfile, TrtEngine, fp16_graph
+from kdqat.layout import fp16_graph
+from kdqat.runtime.engine import ShapeProfile
+from kdqat.runtime.trt_engine import TrtEngine
 
 MIN_AGREEMENT = 0.99  # as kdqat export's parity gate: decided predictions that must agree
 
@@ -48,8 +51,7 @@ class Checks:
         try:
             self.results.append((name, True, check()))
         except Exception as e:  # a GPU check reports every failure and goes on to the next check
-            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            self.results.append((name, False, f"{type(e).__name__}: {text}"))
+            self.results.append((name, False, f"{type(e).__name__}: {first_line(e)}"))
 
     def summary(self) -> int:
         for name, ok, detail in self.results:
@@ -89,7 +91,7 @@ def main() -> int:
     def plan_reloads() -> str:
         plan = trt_graph.with_suffix(".plan")
         before = plan.stat().st_mtime_ns
-        code = ("import sys; from kdqat.runtime.trt_engine import ShapeProfile, TrtEngine, fp16_graph; "
+        code = ("import sys; from kdqat.layout import fp16_graph; from kdqat.runtime.engine import ShapeProfile; from kdqat.runtime.trt_engine import TrtEngine; "
                 f"TrtEngine.open(sys.argv[1], ShapeProfile{dataclasses.astuple(profile)!r})")
         done = subprocess.run([sys.executable, "-c", code, str(trt_graph)], capture_output=True, text=True, timeout=600)
         require(done.returncode == 0, f"a new process could not open the plan: {done.stderr.strip()[-300:]}")

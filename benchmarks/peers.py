@@ -27,6 +27,7 @@ import numpy as np
 
 from _peer import peer_graph
 from kdqat.data.metrics import task_metrics
+from kdqat.objectives import objective_of
 from kdqat.errors import KdqatError
 from kdqat.glue.data import encode
 from kdqat.io import write_json
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
 
     run = open_run(args.run_dir)
-    if run.spec.is_embedding:
+    if not objective_of(run.spec).labelled:
         sys.exit(f"{run.root} is an embedding run: use benchmarks/embeddings.py")
     if run.teacher is None:
         sys.exit(f"{run.root}: its teacher folder is gone; the peer is built from the teacher")

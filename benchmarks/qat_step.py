@@ -17,13 +17,14 @@ import time
 
 import torch
 
-from kdqat.glue.tasks import get_task
 from kdqat import QuantConfig, prepare
 from kdqat.attention import use_kdqat_attention
 from kdqat.cpu_memory import keep_freed_memory
 from kdqat.distill import distillation_losses, run_captured
 from kdqat.losses import loss_weights
-from kdqat.models import DEFAULT_MODEL, load_classifier
+from kdqat.data.source import glue_spec
+from kdqat.models import DEFAULT_MODEL
+from kdqat.objectives import objective_of
 from kdqat.optim import OPTIMIZERS, BertAdam
 
 
@@ -58,8 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     tuned = False if args.glibc_defaults else keep_freed_memory()
     torch.manual_seed(0)
-    task = get_task("rte")
-    teacher = load_classifier(args.model, task).train()
+    task = glue_spec("rte")
+    teacher = objective_of(task).start_model(args.model, task).train()
     ids = torch.randint(1000, 20000, (args.batch_size, args.seq_len))
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     labels = torch.randint(0, 2, (args.batch_size,))

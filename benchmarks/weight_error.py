@@ -14,8 +14,9 @@ import copy
 import torch
 
 from kdqat import QuantConfig, prepare
-from kdqat.glue.tasks import get_task
-from kdqat.models import DEFAULT_MODEL, load_classifier
+from kdqat.data.source import glue_spec
+from kdqat.models import DEFAULT_MODEL
+from kdqat.objectives import objective_of
 from kdqat.modules import QuantLinear
 
 
@@ -38,7 +39,8 @@ def main() -> None:
     parser.add_argument("model", nargs="?", default=DEFAULT_MODEL)
     parser.add_argument("--task", default="cola", help="GLUE task of the model's head (only its label count matters)")
     args = parser.parse_args()
-    model = load_classifier(args.model, get_task(args.task)).eval()
+    task = glue_spec(args.task)
+    model = objective_of(task).start_model(args.model, task).eval()
     print(f"{args.model}: weight quantizers over the Linears kdqat quantizes")
     print(f"{'bits':>4} {'scale':>8} {'zero codes':>11} {'rel. sq. error':>15}")
     for bits in (2, 4, 8):

@@ -10,11 +10,11 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.stats import spearmanr
 
-from kdqat.data.metrics import cosines
+from kdqat.parity import cosines
 from kdqat.errors import KdqatError
+from kdqat.eval.options import KNN_K
 
 Embed = Callable[[Sequence[str]], np.ndarray]
-KNN_K = 10  # neighbours that vote, weighted by cosine similarity; fixed before any model was scored
 
 
 def embedder(run: Callable[[dict], np.ndarray], tokenizer, max_length: int, batch_size: int,

@@ -3,7 +3,7 @@ for a GLUE task or your own data (its validation and test files, or another --te
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,52 +16,32 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from kdqat.data.metrics import class_report, cosines, task_metrics
+from kdqat.data.metrics import class_report, task_metrics
+from kdqat.objectives import objective_of
 from kdqat.glue.data import encode
-from kdqat.eval.embedding_quality import KNN_K, embedder, knn_accuracy, labelled_texts, sts_spearman, stsb_pairs
-from kdqat.runtime.parity import compare, compare_embeddings
+from kdqat.eval.options import EvalOptions
+from kdqat.eval.embedding_quality import embedder, knn_accuracy, labelled_texts, sts_spearman, stsb_pairs
+from kdqat.parity import compare_embeddings, cosines
 from kdqat.errors import KdqatError
 from kdqat.io import check_output, write_json
 from kdqat.models import load_tokenizer
 from kdqat.run_dir import open_run
 from kdqat.runtime.batching import predict
-from kdqat.runtime.trt_engine import ShapeProfile
-from kdqat.runtime.registry import REFERENCE, StudentSource, check_engine, check_static_shapes, open_engine
-from kdqat.runtime.torch_engine import TorchEngine
-
-
-@dataclass(frozen=True)
-class EvalOptions:
-    run_dir: str
-    engine: str = "ort"
-    onnx: str | None = None  # default RUN_DIR/onnx/model.onnx
-    provider: str = "cpu"
-    data_dir: str | None = None
-    batch_size: int = 32
-    max_samples: int | None = None
-    progress: bool = True
-    test_file: str | None = None  # your own data: score this file as the test split (the run's columns and labels)
-    knn_train: str | None = None  # embedding runs: a labelled file to index (kNN classification of knn_test)
-    knn_test: str | None = None
-    knn_k: int = KNN_K
-    static_shapes: tuple[tuple[int, int], ...] = ()  # --engine openvino: fixed shapes compiled ahead, calls padded to them
+from kdqat.runtime.engine import ShapeProfile
+from kdqat.layout import EVAL_DIR, deploy_graph
+from kdqat.runtime.registry import REFERENCE, StudentSource, check_engine, open_engine, open_teacher
 
 
 def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
     """Scores per dev split for each model, and how often the engine's student agrees with PyTorch's;
     also written to RUN_DIR/eval/<engine>.json."""
     run = open_run(opts.run_dir)
-    check_static_shapes((opts.engine,), opts.static_shapes)
-    if (opts.knn_train is None) != (opts.knn_test is None):
-        raise KdqatError("--knn-train and --knn-test go together (index the first, classify the second)")
-    if opts.knn_train and not run.spec.is_embedding:
-        raise KdqatError(f"--knn-train/--knn-test score embedding runs; {run.root} is a classifier")
-    if opts.test_file and run.spec.is_embedding:
-        raise KdqatError("--test-file scores classifiers; an embedding run is scored on STS-B and --knn-train/--knn-test")
+    objective = objective_of(run.spec)
+    objective.check_eval_options(opts, run.root)
     if opts.test_file and run.spec.source == "glue":
         raise KdqatError(f"--test-file: {run.root} was trained on the GLUE task {run.task}, which is scored on its dev files")
     data_dir = opts.data_dir or (run.data_dir if run.data_dir and Path(run.data_dir).is_dir() else None)
-    path = run.root / "eval" / f"{opts.engine}{'-static' if opts.static_shapes else ''}.json"  # beside the dynamic one
+    path = run.root / EVAL_DIR / f"{opts.engine}{'-static' if opts.static_shapes else ''}.json"  # beside the dynamic one
     check_output(path.parent, "eval output", folder=True)  # before, not after, the work
     check_output(path, "eval output")
     data = run.data_source(data_dir, test_file=opts.test_file)
@@ -69,19 +49,19 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
     tokenizer = load_tokenizer(str(run.student))
     models = {}
     if run.teacher is not None:
-        models["teacher (fp32, PyTorch)"] = TorchEngine.teacher(run.teacher)
-    onnx_path = Path(opts.onnx) if opts.onnx else run.root / "onnx" / "model.onnx"
+        models["teacher (fp32, PyTorch)"] = open_teacher(run.teacher)
+    onnx_path = deploy_graph(run.root, opts.onnx)
     profile = ShapeProfile(1, opts.batch_size, opts.batch_size, 1, run.max_seq_length, run.max_seq_length)  # every batch sent
     source = StudentSource(run.student, onnx_path, opts.provider, profile=profile, static_shapes=opts.static_shapes)
     models[f"student ({check_engine(REFERENCE).label})"] = open_engine(REFERENCE, source)
     if opts.engine != REFERENCE:  # the reference against itself would say nothing
         fixed = f", static shapes {','.join(f'{b}x{n}' for b, n in opts.static_shapes)}" if opts.static_shapes else ""
         models[f"student ({check_engine(opts.engine).label}{fixed})"] = open_engine(opts.engine, source)
-    result = {"task": task.name, "metric": task.metric, "engine": opts.engine, "splits": {},
+    result = {"task": task.name, "objective": objective.name, "metric": task.metric, "engine": opts.engine, "splits": {},
               "teacher": str(run.teacher) if run.teacher else None}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console or Console(stderr=True), disable=not opts.progress) as bar:
-        if task.is_embedding:
+        if not objective.labelled:  # unlabelled text: scored against the float model, STS-B and kNN
             result.update(_embedding_scores(opts, data, data_dir, tokenizer, run.max_seq_length, models, bar))
             write_json(path, {**result, "options": asdict(opts)})
             return {**result, "file": str(path)}
@@ -94,10 +74,11 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
                 logits[name] = predict(engine.run, features, opts.batch_size, lambda n, j=job: bar.advance(j, n))
             record = {"examples": len(labels), "scores": {n: task_metrics(task, lg, labels) for n, lg in logits.items()}}
             names = [n for n in logits if n.startswith("student")]
-            if task.source != "glue" and not task.is_regression:  # per class, for the engine's student
-                record["classes"] = class_report(task, logits[names[-1]], labels)
+            classes = class_report(task, logits[names[-1]], labels) if task.source != "glue" else {}
+            if classes:  # per class, for the engine's student
+                record["classes"] = classes
             if len(names) == 2:
-                record["agreement"] = compare(logits[names[0]], logits[names[1]], task.is_regression).to_dict()
+                record["agreement"] = objective.compare(logits[names[0]], logits[names[1]]).to_dict()
             result["splits"][split] = record
     write_json(path, {**result, "options": asdict(opts)})
     return {**result, "file": str(path)}
@@ -119,7 +100,7 @@ def _embedding_scores(opts: EvalOptions, data, data_dir: str | None, tokenizer, 
     if first.startswith("teacher"):  # the float model is there: every model's cosine to it
         for name, v in vectors.items():
             scores[name]["validation_cosine"] = 100.0 * float(cosines(vectors[first], v).mean())
-    out = {"objective": "embedding", "scores": scores, "validation_texts": len(validation),
+    out = {"scores": scores, "validation_texts": len(validation),
            "knn": {"train": opts.knn_train, "test": opts.knn_test, "k": opts.knn_k} if opts.knn_train else None}
     try:
         a, b, gold = stsb_pairs(data_dir)

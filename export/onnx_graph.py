@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from kdqat.runtime.batching import INPUT_NAMES
+from kdqat.objectives.classification import Classification
 
 DEPLOY_OPSET = 19  # LayerNormalization is one op (17+); onnx.reference runs Q/DQ from 19; TensorRT 10 and onnxruntime load it
-OUTPUT_NAME = "logits"
-EMBEDDING_OUTPUT = "sentence_embedding"  # an embedding model's output: pooled (and normalised) vectors
+OUTPUT_NAME = Classification.onnx_output  # a task's own output name comes from its objective (kdqat.objectives)
 
 
 class _Logits(nn.Module):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +29,17 @@ from rich.progress import (
 
 from kdqat.data.task import TaskSpec
 from kdqat.glue.data import encode, resolve_data_dir
-from kdqat.export.onnx_graph import EMBEDDING_OUTPUT, OUTPUT_NAME, to_onnx
+from kdqat.export.onnx_graph import to_onnx
 from kdqat.export.passes import compact_names, float16_float_parts, pack_weights, strip_doc_strings
 from kdqat.export.qdq_modules import check_exportable, to_qdq
 from kdqat.export.sizes import float_bytes, ideal_bytes
 from kdqat.export.trt_check import check_trt
 from kdqat.export.verify import reference_logits
 from kdqat import __version__
-from kdqat.errors import KdqatError
+from kdqat.errors import KdqatError, first_line
 from kdqat.io import atomic_dir, write_json
+from kdqat.layout import DEPLOY, EXPORT_DIR, FLOAT, FP16, ORT_CPU, PACKED, TRAIN_OUTPUTS
+from kdqat.layout import EXPORT_REPORT as REPORT
 from kdqat.models import load_tokenizer
 from kdqat.preflight import run_lock
 from kdqat.student import load_student, quant_config_of, set_act_scale_mode
@@ -45,37 +47,11 @@ from kdqat.run_dir import TrainedRun, open_run
 from kdqat.runtime.batching import Features, pad_batch, predict
 from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.ort_passes import onnxruntime_cpu
-from kdqat.runtime.parity import (
-    FP16_DECIDED_MARGIN,
-    FP16_REGRESSION_TOLERANCE,
-    MIN_COSINE,
-    EmbeddingParity,
-    Parity,
-    compare,
-    compare_embeddings,
-)
+from kdqat.objectives import Objective, objective_of
+from kdqat.export.options import ExportOptions
+from kdqat.parity import EmbeddingParity, Parity
 from kdqat.runtime.torch_engine import TorchEngine
-from kdqat.runtime.trt_engine import fp16_graph
 
-DEPLOY, PACKED, FLOAT = "model.onnx", "model.packed.onnx", "model.float.onnx"
-FP16 = fp16_graph(Path(DEPLOY)).name  # model.fp16.onnx: what TensorRT engines are built from
-ORT_CPU = "model.ort_cpu.onnx"  # optional: the deploy graph in onnxruntime's CPU form, for plain onnxruntime users
-REPORT = "export.json"
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    run_dir: str
-    output_dir: str | None = None
-    data_dir: str | None = None  # default: the run's data dir, else GLUE_DIR, else random token ids
-    samples: int = 256  # dev examples compared between onnxruntime and PyTorch
-    reference_examples: int = 4  # of those, run through onnx.reference too
-    batch_size: int = 32
-    min_agreement: float = 0.99  # export fails below this fraction of equal decided predictions (export.verify)
-    min_cosine: float = MIN_COSINE  # embeddings: export fails if any example's cosine to PyTorch's is lower
-    seed: int = 0
-    progress: bool = True
-    ort_cpu_graph: bool = False  # also write ORT_CPU (kdqat's own runtime rewrites in memory instead)
 
 
 def sample_features(task: TaskSpec, run: TrainedRun, tokenizer, opts: ExportOptions) -> tuple[Features, str]:
@@ -111,33 +87,23 @@ def _save_checked(model: onnx.ModelProto, path: Path) -> dict:
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as e:
-        raise KdqatError(f"{path.name}: onnx.checker refused the graph ({str(e).splitlines()[0]})") from None
+        raise KdqatError(f"{path.name}: onnx.checker refused the graph ({first_line(e)})") from None
     onnx.save(model, str(path))
     return _graph_record(model, path)
 
 
-def _check(name: str, parity: Parity | EmbeddingParity, minimum: float, min_cosine: float) -> None:
-    """Fail on predictions that differ where the PyTorch student was decided (margin > DECIDED_MARGIN):
-    a near-tie can flip on a rounding-level difference of two correct implementations, a decided one cannot.
-    Embeddings: fail if any example's vector is further than `min_cosine` from the PyTorch student's."""
-    if isinstance(parity, EmbeddingParity):
-        if parity.min_cosine < min_cosine:
-            raise KdqatError(f"{name}: an embedding's cosine similarity to the PyTorch student's is {parity.min_cosine:.4f} "
-                             f"(mean {parity.mean_cosine:.4f} over {parity.examples} texts); required {min_cosine} for "
-                             "every text. Nothing was written.")
-        return
-    if parity.decided_agreement < minimum:
-        raise KdqatError(f"{name}: predictions agree on only {parity.decided_agreement:.1%} of the {parity.decided} "
-                         f"examples the PyTorch student is decided on (all {parity.examples}: {parity.agreement:.1%}, "
-                         f"max |diff| {parity.max_abs_diff:.3g}); required {minimum:.1%}. Nothing was written.")
-
-
-RUN_FILES = ("teacher", "student", "config.json", "metrics.json", "logs", "checkpoints")  # what kdqat train writes
+def _check(name: str, parity: Parity | EmbeddingParity, objective: Objective, minimum: float) -> None:
+    """Fail where the objective's gate fails: a classifier's predictions that differ where the PyTorch student was
+    decided (margin > DECIDED_MARGIN: a near-tie can flip on a rounding-level difference of two correct
+    implementations, a decided one cannot); an embedding further than `minimum` cosine from the PyTorch student's."""
+    failure = objective.parity_failure(parity, minimum)
+    if failure is not None:
+        raise KdqatError(f"{name}: {failure}. Nothing was written.")
 
 
 def output_folder(opts: ExportOptions) -> Path:
     """Where an export goes: --output-dir, else RUN_DIR/onnx."""
-    return Path(opts.output_dir) if opts.output_dir else open_run(opts.run_dir).root / "onnx"
+    return Path(opts.output_dir) if opts.output_dir else open_run(opts.run_dir).root / EXPORT_DIR
 
 
 def check_target(out: Path, run: TrainedRun) -> None:
@@ -147,10 +113,10 @@ def check_target(out: Path, run: TrainedRun) -> None:
     if out.is_symlink():
         raise KdqatError(f"--output-dir {out}: is a symbolic link; give the folder it points to, or another one")
     target = out.resolve()
-    owned = [run.root / name for name in RUN_FILES] + [run.student]
+    owned = [run.root / name for name in TRAIN_OUTPUTS] + [run.student]
     if target == run.root.resolve() or run.root.resolve().is_relative_to(target):
         raise KdqatError(f"--output-dir {out}: holds the run {run.root} itself; export into a folder of its own "
-                         f"(default {run.root / 'onnx'})")
+                         f"(default {run.root / EXPORT_DIR})")
     for own in owned:
         if own.exists() and target.is_relative_to(own.resolve()):
             raise KdqatError(f"--output-dir {out}: lies inside the run's {own}; export into a folder of its own")
@@ -186,15 +152,10 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
     config = quant_config_of(student)
     tokenizer = load_tokenizer(str(run.student))
     features, source = sample_features(task, run, tokenizer, opts)
-    regression = task.is_regression
-    output = EMBEDDING_OUTPUT if task.is_embedding else OUTPUT_NAME
-
-    def compared(reference: np.ndarray, candidate: np.ndarray, fp16: bool = False) -> Parity | EmbeddingParity:
-        if task.is_embedding:
-            return compare_embeddings(reference, candidate)
-        if fp16:  # float16 rounding is larger than the float32 graphs': parity.FP16_DECIDED_MARGIN
-            return compare(reference, candidate, regression, FP16_DECIDED_MARGIN, FP16_REGRESSION_TOLERANCE)
-        return compare(reference, candidate, regression)
+    objective = objective_of(task)
+    output = objective.onnx_output
+    compared = objective.compare  # fp16=True: float16 rounding is larger than the float32 graphs' (kdqat.parity)
+    gate = getattr(opts, objective.gate_option)
 
     with atomic_dir(out) as tmp, Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                           TimeElapsedColumn(), console=console, disable=not opts.progress) as bar:
@@ -241,7 +202,7 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
             parity["onnx_reference_packed_vs_torch"] = compared(reference_torch, reference_logits(packed_model, batch))
         for name, p in parity.items():
             reference = name.startswith("onnx_reference")  # the specification's own numbers: no flipped prediction
-            _check(name, p, 1.0 if reference else opts.min_agreement, opts.min_cosine)
+            _check(name, p, objective, objective.gate_value(gate, reference))
 
         tokenizer.save_pretrained(tmp)
         ideal = ideal_bytes(student)
@@ -250,11 +211,11 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
             "task": task.name,
             "labels": list(task.labels) if task.labels else None,
             "pair": task.pair,  # inputs are [text, text_pair]
-            "problem_type": "embedding" if task.is_embedding else "regression" if regression else "single_label_classification",
+            "problem_type": objective.problem_type,
             "max_seq_length": run.max_seq_length,
             "inputs": ["input_ids", "attention_mask", "token_type_ids"],
             "output": output,
-            **({"dimension": student.dimension, "pooling": student.pooling.to_dict()} if task.is_embedding else {}),
+            **objective.export_fields(student),
             "quant_config": config.to_dict(),
             "graphs": graphs,
             "tensorrt_rules": "deploy and fp16 graphs checked: no violations (export.trt_check)",
@@ -267,7 +228,7 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
                     "ideal_compression": float_size / ideal} if "packed" in graphs else {}),
             },
             "parity": {"inputs": source,
-                       **({"min_cosine": opts.min_cosine} if task.is_embedding else {"min_agreement": opts.min_agreement}),
+                       objective.gate_option: gate,
                        **{k: v.to_dict() for k, v in parity.items()}},
             "options": asdict(opts),
             "versions": {"kdqat": __version__, "torch": torch.__version__, "onnx": onnx.__version__,

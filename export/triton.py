@@ -31,7 +31,9 @@ import onnx
 
 from kdqat.errors import KdqatError
 from kdqat.io import atomic_dir, write_json, write_text
-from kdqat.runtime.trt_engine import tensorrt_graph
+from kdqat.export.options import TritonOptions
+from kdqat.layout import DEPLOY, EXPORT_REPORT, tensorrt_graph
+from kdqat.objectives import by_problem_type
 
 MARKER = "kdqat_triton.json"  # in OUT: {"tasks": {task: record}}
 MODEL_MARKER = "kdqat_model.json"  # in each model folder kdqat wrote (Triton ignores files beside config.pbtxt)
@@ -95,34 +97,30 @@ def _ensemble_config(name: str, max_batch_size: int, text_inputs: list[str], tok
             + _io_block("output", outputs) + f"ensemble_scheduling {{\n{steps}}}\n")
 
 
-def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_size: int = 32, device: str = "cpu",
-                            max_queue_delay_us: int = 5000) -> dict:
+def write_triton_repository(onnx_dir: str | Path, out: str | Path, options: TritonOptions = TritonOptions()) -> dict:
     """Write the repository from an export folder (model.onnx, export.json, tokenizer); returns its record."""
     onnx_dir, out = Path(onnx_dir), Path(out)
-    report_file = onnx_dir / "export.json"
+    max_batch_size, device, max_queue_delay_us = options.max_batch_size, options.device, options.max_queue_delay_us
+    report_file = onnx_dir / EXPORT_REPORT
     if not report_file.is_file():
         raise KdqatError(f"{report_file}: missing; run kdqat export first (the repository is built from its graph)")
-    if max_batch_size <= 0:
-        raise KdqatError(f"--triton-max-batch-size {max_batch_size}: must be positive")
-    if device not in ("cpu", "gpu"):
-        raise KdqatError(f"--triton-device {device!r} is not one of cpu, gpu")
     _check_target(out, onnx_dir)
     report = json.loads(report_file.read_text())
     task, length = report["task"], int(report["max_seq_length"])
-    graph = onnx.load(str(onnx_dir / "model.onnx"), load_external_data=False)
+    graph = onnx.load(str(onnx_dir / DEPLOY), load_external_data=False)
     graph_inputs, graph_outputs = _tensors(graph.graph.input, "input"), _tensors(graph.graph.output, "output")
     pair = report["pair"] if "pair" in report else _is_pair(task)  # export.json from before "pair" was written
     labels = report.get("labels")
-    embedding = report.get("problem_type") == "embedding"
-    if embedding and report.get("dimension"):  # the graph leaves the width symbolic; the export knows it
+    output = by_problem_type(report.get("problem_type")).triton_output
+    if report.get("dimension"):  # an embedding's width: the graph leaves it symbolic; the export knows it
         graph_outputs[0]["dims"] = [int(report["dimension"])]
     if labels:  # the logits output names its classes: Triton's classification extension returns names
         graph_outputs[0]["label_filename"] = LABELS_FILE
     names = {"student": f"{task}_student", "trt": f"{task}_student_trt", "tokenizer": f"{task}_tokenizer",
              "text": f"{task}_text"}
     text_inputs = ["TEXT", "TEXT_PAIR"] if pair else ["TEXT"]
-    trt_graph = tensorrt_graph(onnx_dir / "model.onnx")  # model.fp16.onnx where export wrote it
-    fp16 = trt_graph.name != "model.onnx"
+    trt_graph = tensorrt_graph(onnx_dir / DEPLOY)  # model.fp16.onnx where export wrote it
+    fp16 = trt_graph.name != DEPLOY
     plan = trt_graph.with_suffix(".plan")
     kinds = [k for k in names if k != "trt" or plan.is_file()]
     ours = _recorded_models(out)
@@ -133,7 +131,7 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
 
     with atomic_dir(out / names["student"]) as model:
         (model / "1").mkdir(parents=True)
-        shutil.copyfile(onnx_dir / "model.onnx", model / "1" / "model.onnx")
+        shutil.copyfile(onnx_dir / DEPLOY, model / "1" / "model.onnx")
         if fp16:  # beside config.pbtxt, where Triton does not look for models
             shutil.copyfile(trt_graph, model / trt_graph.name)
         if labels:
@@ -177,9 +175,9 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, max_batch_siz
         (ens / "1").mkdir(parents=True)  # an ensemble needs a version folder, empty
         (ens / "config.pbtxt").write_text(_ensemble_config(names["text"], max_batch_size, text_inputs, names["tokenizer"],
                                                            names["student"], graph_inputs, graph_outputs[0],
-                                                           "EMBEDDING" if embedding else "LOGITS"))
+                                                           output))
         write_json(ens / MODEL_MARKER, {"task": task, "from": source})
-    record = {"task": task, "labels": report["labels"], "output": "EMBEDDING" if embedding else "LOGITS", "models": {k: names[k] for k in kinds},
+    record = {"task": task, "labels": report["labels"], "output": output, "models": {k: names[k] for k in kinds},
               "max_batch_size": max_batch_size, "device": device, "from": source, "build_trt_plan": script.name,
               **({"tensorrt_plan": {"tensorrt": plan_record.get("tensorrt"), "gpu": plan_record.get("gpu"),
                                     "serve_with": "the Triton release whose TensorRT is this version"}}

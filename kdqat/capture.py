@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from kdqat.layers import attention_output, encoder_layers, self_attention
+from kdqat.families import family_of
 
 
 @dataclass
@@ -43,11 +43,12 @@ def capture(model: nn.Module) -> Iterator[Internals]:
     internals = Internals()
     recorder = _ScoreRecorder(internals)
     hooks = []
-    layers = encoder_layers(model)
+    family = family_of(model)
+    layers = family.encoder_layers(model)
     for layer in layers:
-        self_attention(layer).kdqat_recorder = recorder
+        family.self_attention_of(layer).kdqat_recorder = recorder
         hooks.append(
-            attention_output(layer).register_forward_hook(lambda _m, _i, out: internals.attn_outputs.append(out))
+            family.attention_output_of(layer).register_forward_hook(lambda _m, _i, out: internals.attn_outputs.append(out))
         )
     try:
         yield internals
@@ -55,4 +56,4 @@ def capture(model: nn.Module) -> Iterator[Internals]:
         for hook in hooks:
             hook.remove()
         for layer in layers:
-            self_attention(layer).kdqat_recorder = None
+            family.self_attention_of(layer).kdqat_recorder = None

@@ -14,7 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from kdqat.errors import KdqatError
-from kdqat.options import TrainOptions  # every train default is declared once, there
+from kdqat.objectives import by_problem_type, get_objective
+from kdqat.eval.options import EvalOptions
+from kdqat.export.options import ExportOptions, TritonOptions
+from kdqat.options import TrainOptions  # every stage's defaults and checks are declared once, in its options
+from kdqat.runtime.bench_options import BenchOptions
+from kdqat.runtime.serve_options import ServeOptions, ServeSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Ternary-weight / 8-bit-activation QAT with distillation for BERT-style encoders.")
 # Messages hold user text (paths, option values, install hints with [extras]): never parse them as markup.
@@ -179,33 +184,28 @@ def report(
 def export(
     run_dir: str = typer.Argument(..., help="Output folder of kdqat train (holding student/)."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Write (and verify) the ONNX graphs; --no-onnx with --triton reuses an earlier export."),
-    output_dir: Optional[str] = typer.Option(None, help="Where to write the ONNX graphs (default RUN_DIR/onnx)."),
+    output_dir: Optional[str] = typer.Option(ExportOptions.output_dir, help="Where to write the ONNX graphs (default RUN_DIR/onnx)."),
     triton: Optional[str] = typer.Option(None, help="Also write a Triton Inference Server model repository into this folder."),
-    triton_max_batch_size: int = typer.Option(32, help="max_batch_size of the Triton models (dynamic batching up to it)."),
-    triton_device: str = typer.Option("cpu", help="Where Triton runs the onnxruntime model: cpu or gpu."),
-    data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout folder for the parity sample (default: the run's, else GLUE_DIR, else random token ids)."),
-    samples: int = typer.Option(256, help="Dev examples on which onnxruntime is compared with PyTorch."),
-    min_agreement: float = typer.Option(0.99, help="Fail below this fraction of equal predictions among examples the PyTorch student is decided on (logit margin > 0.05)."),
-    min_cosine: float = typer.Option(0.99, help="Embedding runs: fail if any text's embedding has a lower cosine similarity to the PyTorch student's."),
-    batch_size: int = typer.Option(32, help="Batch size of the parity runs."),
-    ort_cpu_graph: bool = typer.Option(False, help="Also write model.ort_cpu.onnx: uint8 activations (zero point 128) and embedding rows dequantized after the lookup, for plain onnxruntime CPU users (kdqat's runtime does this in memory)."),
+    triton_max_batch_size: int = typer.Option(TritonOptions.max_batch_size, help="max_batch_size of the Triton models (dynamic batching up to it)."),
+    triton_device: str = typer.Option(TritonOptions.device, help="Where Triton runs the onnxruntime model: cpu or gpu."),
+    data_dir: Optional[str] = typer.Option(ExportOptions.data_dir, help="GLUE_DIR-layout folder for the parity sample (default: the run's, else GLUE_DIR, else random token ids)."),
+    samples: int = typer.Option(ExportOptions.samples, help="Dev examples on which onnxruntime is compared with PyTorch."),
+    min_agreement: float = typer.Option(ExportOptions.min_agreement, help="Fail below this fraction of equal predictions among examples the PyTorch student is decided on (logit margin > 0.05)."),
+    min_cosine: float = typer.Option(ExportOptions.min_cosine, help="Embedding runs: fail if any text's embedding has a lower cosine similarity to the PyTorch student's."),
+    batch_size: int = typer.Option(ExportOptions.batch_size, help="Batch size of the parity runs."),
+    ort_cpu_graph: bool = typer.Option(ExportOptions.ort_cpu_graph, help="Also write model.ort_cpu.onnx: uint8 activations (zero point 128) and embedding rows dequantized after the lookup, for plain onnxruntime CPU users (kdqat's runtime does this in memory)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
     """Export the student as a QDQ ONNX deploy graph, a packed INT2 storage graph and a float baseline
     (and, with --triton, a Triton model repository built from them)."""
     if not onnx and not triton:
         raise KdqatError("nothing to do: give --onnx and/or --triton OUT")
-    if samples <= 0 or batch_size <= 0:
-        raise KdqatError("--samples and --batch-size must be positive")
-    if not 0.0 <= min_agreement <= 1.0:
-        raise KdqatError("--min-agreement must be between 0 and 1")
-    if not -1.0 <= min_cosine <= 1.0:
-        raise KdqatError("--min-cosine must be between -1 and 1")
-    _quiet_libraries()
-    from kdqat.export.pipeline import ExportOptions, export_student, output_folder
-
     opts = ExportOptions(run_dir, output_dir, data_dir, samples, batch_size=batch_size, min_agreement=min_agreement,
                          min_cosine=min_cosine, progress=_progress(progress), ort_cpu_graph=ort_cpu_graph)
+    repository = TritonOptions(triton_max_batch_size, triton_device) if triton else None
+    _quiet_libraries()
+    from kdqat.export.pipeline import export_student, output_folder
+
     if onnx:
         report = export_student(opts)
         print_export(report)
@@ -213,7 +213,7 @@ def export(
     if triton:
         from kdqat.export.triton import write_triton_repository
 
-        record = write_triton_repository(output_folder(opts), triton, triton_max_batch_size, triton_device)
+        record = write_triton_repository(output_folder(opts), triton, repository)
         stdout.print(f"wrote the Triton model repository {triton}/: {', '.join(record['models'].values())} "
                      f"(start it with: tritonserver --model-repository {triton})")
 
@@ -228,60 +228,47 @@ def print_export(report: dict) -> None:
     table.add_row("ideal (bit allocation)", "", f"{sizes['ideal_bytes'] / 1e6:.2f}", f"{sizes['float_parameters_bytes'] / sizes['ideal_bytes']:.2f}")
     stdout.print(table)
     parity = Table(title=f"parity on {report['parity']['inputs']}")
-    if report.get("problem_type") == "embedding":
-        for col in ("check", "texts", "min cosine", "mean cosine", "max |diff|"):
-            parity.add_column(col, justify="left" if col == "check" else "right")
-        for name, p in report["parity"].items():
-            if isinstance(p, dict):
-                parity.add_row(name, str(p["examples"]), f"{p['min_cosine']:.6f}", f"{p['mean_cosine']:.6f}",
-                               f"{p['max_abs_diff']:.2e}")
-        stdout.print(parity)
-        return
-    regression = report.get("problem_type") == "regression"
-    for col in ("check", "examples", "agreement", "decided (margin)", "agreement there", "max |diff|"):
+    objective = by_problem_type(report.get("problem_type"))
+    for col in objective.parity_columns():
         parity.add_column(col, justify="left" if col == "check" else "right")
     for name, p in report["parity"].items():
         if isinstance(p, dict):
-            margin = "" if "margin" not in p else f" (|diff| <= {p['margin']:g})" if regression else f" (> {p['margin']:g})"
-            parity.add_row(name, str(p["examples"]), f"{p['agreement']:.2%}", f"{p['decided']}{margin}",
-                           f"{p['decided_agreement']:.2%}", f"{p['max_abs_diff']:.2e}")
+            parity.add_row(name, *objective.parity_row(p))
     stdout.print(parity)
 
 
 @app.command("eval")
 def evaluate(
     run_dir: str = typer.Argument(..., help="Output folder of kdqat train (holding student/, and onnx/ after export)."),
-    engine: str = typer.Option("ort", help="Engine for the student beside PyTorch: torch (PyTorch only), ort, openvino, trt."),
-    onnx: Optional[str] = typer.Option(None, help="Deploy graph to run (default RUN_DIR/onnx/model.onnx)."),
-    provider: str = typer.Option("cpu", help="onnxruntime execution provider: cpu, cuda, tensorrt."),
-    data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout data folder (default: the run's, else GLUE_DIR, else the hub)."),
-    batch_size: int = typer.Option(32, help="Examples per batch (padded to the batch's longest)."),
-    max_samples: Optional[int] = typer.Option(None, help="Score only the first N examples of each split."),
-    test_file: Optional[str] = typer.Option(None, help="Your own data: score this file as the test split, with the run's columns and labels (default: the run's --test-file, if any)."),
-    knn_train: Optional[str] = typer.Option(None, help="Embedding runs: a labelled file (e.g. CLINC150 train.csv) to index for k-nearest-neighbour classification of --knn-test."),
-    knn_test: Optional[str] = typer.Option(None, help="Embedding runs: the labelled file whose texts are classified by their nearest --knn-train texts."),
-    knn_k: int = typer.Option(10, help="Embedding runs: neighbours that vote (weighted by cosine similarity)."),
+    engine: str = typer.Option(EvalOptions.engine, help="Engine for the student beside PyTorch: torch (PyTorch only), ort, openvino, trt."),
+    onnx: Optional[str] = typer.Option(EvalOptions.onnx, help="Deploy graph to run (default RUN_DIR/onnx/model.onnx)."),
+    provider: str = typer.Option(EvalOptions.provider, help="onnxruntime execution provider: cpu, cuda, tensorrt."),
+    data_dir: Optional[str] = typer.Option(EvalOptions.data_dir, help="GLUE_DIR-layout data folder (default: the run's, else GLUE_DIR, else the hub)."),
+    batch_size: int = typer.Option(EvalOptions.batch_size, help="Examples per batch (padded to the batch's longest)."),
+    max_samples: Optional[int] = typer.Option(EvalOptions.max_samples, help="Score only the first N examples of each split."),
+    test_file: Optional[str] = typer.Option(EvalOptions.test_file, help="Your own data: score this file as the test split, with the run's columns and labels (default: the run's --test-file, if any)."),
+    knn_train: Optional[str] = typer.Option(EvalOptions.knn_train, help="Embedding runs: a labelled file (e.g. CLINC150 train.csv) to index for k-nearest-neighbour classification of --knn-test."),
+    knn_test: Optional[str] = typer.Option(EvalOptions.knn_test, help="Embedding runs: the labelled file whose texts are classified by their nearest --knn-train texts."),
+    knn_k: int = typer.Option(EvalOptions.knn_k, help="Embedding runs: neighbours that vote (weighted by cosine similarity)."),
     static_shapes: str = typer.Option("", help="--engine openvino: fixed shapes to compile ahead, BATCHxLENGTH,... (e.g. 32x128); each batch is padded to the smallest it fits, so the scores are those of a fixed-shape deployment."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
     """Score the dev set (and your test file): teacher, PyTorch student, the student on ENGINE, and their agreement.
     Embedding runs: STS-B dev Spearman, kNN accuracy (--knn-train/--knn-test) and cosine to the float model."""
-    from kdqat.runtime.registry import check_engine, parse_shapes
+    from kdqat.runtime.registry import parse_shapes
 
-    check_engine(engine)
-    if batch_size <= 0 or (max_samples is not None and max_samples <= 0) or knn_k <= 0:
-        raise KdqatError("--batch-size, --max-samples and --knn-k must be positive")
+    opts = EvalOptions(run_dir, engine, onnx, provider, data_dir, batch_size, max_samples, _progress(progress), test_file,
+                       knn_train, knn_test, knn_k, parse_shapes(static_shapes))
     _quiet_libraries()
-    from kdqat.eval.evaluate import EvalOptions, evaluate_run
+    from kdqat.eval.evaluate import evaluate_run
 
-    result = evaluate_run(EvalOptions(run_dir, engine, onnx, provider, data_dir, batch_size, max_samples, _progress(progress),
-                                      test_file, knn_train, knn_test, knn_k, parse_shapes(static_shapes)))
+    result = evaluate_run(opts)
     print_eval(result)
     stdout.print(f"wrote {result['file']}")
 
 
 def print_eval(result: dict) -> None:
-    if result.get("objective") == "embedding":
+    if not get_objective(result.get("objective", "classification")).labelled:  # sentence embeddings: scores by model
         columns = {"validation_cosine": "cosine to float (validation)", "stsb_spearman": "STS-B dev Spearman",
                    "knn_accuracy": f"kNN accuracy (k={result['knn']['k']})" if result.get("knn") else ""}
         present = [c for c in columns if any(c in s for s in result["scores"].values())]
@@ -353,27 +340,27 @@ def check(
 @app.command("bench")
 def bench_command(
     run_dir: str = typer.Argument(..., help="Output folder of kdqat train, after kdqat export."),
-    engine: list[str] = typer.Option(["ort"], help="Engine(s) for the student: torch, ort, openvino, trt (repeat the option for several)."),
-    batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes."),
-    seq_lengths: str = typer.Option("128", help="Comma-separated sequence lengths."),
-    warmup: int = typer.Option(3, help="Untimed calls before measuring."),
-    iterations: int = typer.Option(20, help="Timed calls per grid point."),
-    provider: str = typer.Option("cpu", help="onnxruntime execution provider for --engine ort: cpu, cuda, tensorrt."),
-    device: str = typer.Option("cpu", help="PyTorch device for the teacher and --engine torch: cpu, cuda."),
-    onnx: Optional[str] = typer.Option(None, help="Deploy graph (default RUN_DIR/onnx/model.onnx)."),
-    output_dir: Optional[str] = typer.Option(None, help="Where bench.json and latency.png go (default RUN_DIR/bench)."),
-    plot: bool = typer.Option(True, help="Write latency.png."),
+    engine: list[str] = typer.Option(list(BenchOptions.engines), help="Engine(s) for the student: torch, ort, openvino, trt (repeat the option for several)."),
+    batch_sizes: str = typer.Option(",".join(map(str, BenchOptions.batch_sizes)), help="Comma-separated batch sizes."),
+    seq_lengths: str = typer.Option(",".join(map(str, BenchOptions.seq_lengths)), help="Comma-separated sequence lengths."),
+    warmup: int = typer.Option(BenchOptions.warmup, help="Untimed calls before measuring."),
+    iterations: int = typer.Option(BenchOptions.iterations, help="Timed calls per grid point."),
+    provider: str = typer.Option(BenchOptions.provider, help="onnxruntime execution provider for --engine ort: cpu, cuda, tensorrt."),
+    device: str = typer.Option(BenchOptions.device, help="PyTorch device for the teacher and --engine torch: cpu, cuda."),
+    onnx: Optional[str] = typer.Option(BenchOptions.onnx, help="Deploy graph (default RUN_DIR/onnx/model.onnx)."),
+    output_dir: Optional[str] = typer.Option(BenchOptions.output_dir, help="Where bench.json and latency.png go (default RUN_DIR/bench)."),
+    plot: bool = typer.Option(BenchOptions.plot, help="Write latency.png."),
     static_shapes: str = typer.Option("", help="--engine openvino: fixed shapes to compile ahead, BATCHxLENGTH,... or 'grid' for every grid point; a call that fits one is padded to it (faster at small shapes; about 0.5 s and 80 MB per shape)."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Show progress bars (default: when stderr is a terminal)."),
 ) -> None:
     """Latency (p50/p90/p99) and throughput of each engine and of the float teacher, over a grid."""
-    from kdqat.runtime.bench import BASELINE, BenchOptions, bench
+    opts = BenchOptions(run_dir, tuple(engine), tuple(_csv(batch_sizes, "--batch-sizes", int)),
+                        tuple(_csv(seq_lengths, "--seq-lengths", int)), warmup, iterations, provider, device, onnx,
+                        output_dir, plot, _progress(progress), static_shapes=_static_shapes(static_shapes, batch_sizes, seq_lengths))
+    from kdqat.runtime.bench import BASELINE, bench
 
     _quiet_libraries()
-    record = bench(BenchOptions(run_dir, tuple(engine), tuple(_csv(batch_sizes, "--batch-sizes", int)),
-                                tuple(_csv(seq_lengths, "--seq-lengths", int)),
-                                warmup, iterations, provider, device, onnx, output_dir, plot, _progress(progress),
-                                static_shapes=_static_shapes(static_shapes, batch_sizes, seq_lengths)))
+    record = bench(opts)
     table = Table(title=f"{record['task']}: latency ({iterations} calls after {warmup} warm-up)")
     for col in ("engine", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "seq/s", f"vs {BASELINE}"):
         table.add_column(col, justify="left" if col == "engine" else "right")
@@ -422,46 +409,37 @@ def doctor(
 @app.command()
 def serve(
     run_dir: str = typer.Argument(..., help="Output folder of kdqat train, after kdqat export."),
-    engine: str = typer.Option("ort", help="Engine for the student: ort, openvino, trt, torch."),
-    provider: str = typer.Option("cpu", help="onnxruntime execution provider for --engine ort: cpu, cuda, tensorrt."),
-    model: str = typer.Option("student", help="student, or teacher (the float teacher in PyTorch, for A/B comparison)."),
-    onnx: Optional[str] = typer.Option(None, help="Deploy graph (default RUN_DIR/onnx/model.onnx; export.json beside it)."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for every interface)."),
-    port: int = typer.Option(8000, help="TCP port."),
-    max_batch_size: int = typer.Option(32, help="Dynamic batching: at most this many inputs per engine call."),
-    max_wait_ms: float = typer.Option(2.0, help="Dynamic batching: how long a call may wait for its share of the requests outstanding before it to come back (a lone client never waits; 0: only what queued while the engine was busy)."),
-    batching: bool = typer.Option(True, "--batching/--no-batching", help="Gather concurrent requests into length-bucketed engine calls (faster on a 2-core CPU too, measured: docs/RESULTS.md)."),
-    max_inputs: int = typer.Option(256, help="Most inputs in one request (more: 413)."),
-    max_text_bytes: int = typer.Option(16384, help="Longest text in bytes (longer: 413)."),
-    body_timeout_s: float = typer.Option(10.0, help="A request whose body has not fully arrived after this many seconds gets 408 and its connection is closed."),
-    keep_alive_s: float = typer.Option(5.0, help="A connection idle this many seconds (before its first request, or between requests), or whose request headers stop half-way, is closed."),
-    workers: int = typer.Option(0, help="Server processes on the port, each with its own engine (0: two for onnxruntime or OpenVINO on a CPU with 2+ cores, measured faster; else one)."),
-    engine_calls: int = typer.Option(0, help="Engine calls at once in each process, each on its share of the cores (0: one per process with several processes; two in a single process on a CPU with 2+ cores; else one)."),
+    engine: str = typer.Option(ServeOptions.engine, help="Engine for the student: ort, openvino, trt, torch."),
+    provider: str = typer.Option(ServeOptions.provider, help="onnxruntime execution provider for --engine ort: cpu, cuda, tensorrt."),
+    model: str = typer.Option(ServeOptions.model, help="student, or teacher (the float teacher in PyTorch, for A/B comparison)."),
+    onnx: Optional[str] = typer.Option(ServeOptions.onnx, help="Deploy graph (default RUN_DIR/onnx/model.onnx; export.json beside it)."),
+    host: str = typer.Option(ServeOptions.host, help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(ServeOptions.port, help="TCP port."),
+    max_batch_size: int = typer.Option(ServeSettings.max_batch_size, help="Dynamic batching: at most this many inputs per engine call."),
+    max_wait_ms: float = typer.Option(ServeSettings.max_wait_ms, help="Dynamic batching: how long a call may wait for its share of the requests outstanding before it to come back (a lone client never waits; 0: only what queued while the engine was busy)."),
+    batching: bool = typer.Option(ServeSettings.batching, "--batching/--no-batching", help="Gather concurrent requests into length-bucketed engine calls (faster on a 2-core CPU too, measured: docs/RESULTS.md)."),
+    max_inputs: int = typer.Option(ServeSettings.max_inputs, help="Most inputs in one request (more: 413)."),
+    max_text_bytes: int = typer.Option(ServeSettings.max_text_bytes, help="Longest text in bytes (longer: 413)."),
+    body_timeout_s: float = typer.Option(ServeSettings.body_timeout_s, help="A request whose body has not fully arrived after this many seconds gets 408 and its connection is closed."),
+    keep_alive_s: float = typer.Option(ServeOptions.keep_alive_s, help="A connection idle this many seconds (before its first request, or between requests), or whose request headers stop half-way, is closed."),
+    workers: int = typer.Option(ServeOptions.workers, help="Server processes on the port, each with its own engine (0: two for onnxruntime or OpenVINO on a CPU with 2+ cores, measured faster; else one)."),
+    engine_calls: int = typer.Option(ServeOptions.engine_calls, help="Engine calls at once in each process, each on its share of the cores (0: one per process with several processes; two in a single process on a CPU with 2+ cores; else one)."),
 ) -> None:
     """Serve the exported student over HTTP: POST /v1/predict, GET /health, GET /metrics (Prometheus)."""
-    for name, value in (("--port", port), ("--max-batch-size", max_batch_size), ("--max-inputs", max_inputs),
-                        ("--max-text-bytes", max_text_bytes)):
-        if value <= 0 or (name == "--port" and value > 65535):
-            raise KdqatError(f"{name} {value}: out of range")
-    for name, value in (("--max-wait-ms", max_wait_ms), ("--body-timeout-s", body_timeout_s), ("--keep-alive-s", keep_alive_s)):
-        if not value >= 0 or (name != "--max-wait-ms" and value == 0):
-            raise KdqatError(f"{name} {value}: must be {'>= 0' if name == '--max-wait-ms' else 'positive'}")
-    from kdqat.runtime.registry import check_engine
-    from kdqat.runtime.served_model import MODELS, PROVIDERS, serving_layout
+    import dataclasses
 
-    check_engine(engine)  # every option is checked before the port is bound
-    if model not in MODELS:
-        raise KdqatError(f"--model {model!r} is not one of {', '.join(MODELS)}")
-    if provider not in PROVIDERS:
-        raise KdqatError(f"--provider {provider!r} is not one of {', '.join(PROVIDERS)}")
+    from kdqat.runtime.served_model import serving_layout
+
+    # every option is checked before the port is bound
+    opts = ServeOptions(run_dir, engine, provider, model, onnx, host, port, keep_alive_s, workers, engine_calls,
+                        ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes, body_timeout_s))
     layout = serving_layout(engine, provider, workers, engine_calls)
-    from kdqat.runtime.server import ServeSettings
     from kdqat.runtime.workers import ServeSpec, listening_sockets, load_failed, run_server, serve_workers
 
     _check_exported(run_dir, onnx)
-    settings = ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes, body_timeout_s, layout.calls)
+    opts = dataclasses.replace(opts, settings=dataclasses.replace(opts.settings, engine_calls=layout.calls))
     # with several workers this process only supervises them: the libraries (PyTorch, transformers) load in each
-    spec = ServeSpec(run_dir, engine, provider, model, onnx, layout.threads, settings, keep_alive_s, setup=_quiet_libraries)
+    spec = ServeSpec(opts, layout.threads, setup=_quiet_libraries)
     sockets = listening_sockets(host, port, layout.workers) if layout.workers > 1 else []
     parallel = [f"{layout.workers} processes" if layout.workers > 1 else "",
                 f"{layout.calls} engine calls at once" if layout.calls > 1 else ""]
@@ -480,14 +458,13 @@ def serve(
 
 def _check_exported(run_dir: str, onnx: str | None) -> None:
     """Fail before the server starts on a folder that is not an exported run (the engine loads later)."""
-    from pathlib import Path
-
+    from kdqat.layout import deploy_graph, export_report
     from kdqat.run_dir import open_run
 
     run = open_run(run_dir)
-    graph = Path(onnx) if onnx else run.root / "onnx" / "model.onnx"
-    if not (graph.parent / "export.json").is_file():
-        raise KdqatError(f"{graph.parent / 'export.json'}: missing; run kdqat export {run.root} first")
+    report = export_report(deploy_graph(run.root, onnx))
+    if not report.is_file():
+        raise KdqatError(f"{report}: missing; run kdqat export {run.root} first")
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ from transformers import Trainer
 from kdqat.attention import use_kdqat_attention
 from kdqat.capture import Internals, capture
 from kdqat.guards import nonfinite_loss_error
-from kdqat.losses import att_loss, emb_loss, map_loss, output_loss, pred_loss, rep_loss
+from kdqat.losses import att_loss, map_loss, output_loss, pred_loss, rep_loss
 
 
 @dataclass
@@ -35,20 +36,20 @@ def run_captured(model: nn.Module, inputs: dict, unwrapped: nn.Module | None = N
 
 
 def distillation_losses(
-    student: ForwardView, teacher: ForwardView, mask: torch.Tensor, weights: dict[str, float], regression: bool,
-    embedding_loss: str = "cosine",
+    student: ForwardView, teacher: ForwardView, mask: torch.Tensor, weights: dict[str, float],
+    prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = pred_loss,
 ) -> dict[str, torch.Tensor]:
-    """The unweighted value of every loss with a non-zero weight, by name. For an embedding model `logits` are its
-    sentence embeddings, compared by the "emb" term (`embedding_loss`: cosine or mse)."""
-    terms = {
-        "pred": lambda: pred_loss(student.logits, teacher.logits, regression),
-        "emb": lambda: emb_loss(student.logits, teacher.logits, embedding_loss),
+    """The unweighted value of every loss with a non-zero weight, by name. The term on the models' outputs
+    (`logits`: class logits, a score, or sentence embeddings) is the objective's `prediction`, under the name
+    the weights give it ("pred", or "emb" for embeddings)."""
+    inner = {
         "rep": lambda: rep_loss(student.hidden_states, teacher.hidden_states, mask),
         "att": lambda: att_loss(student.internals.scores, teacher.internals.scores, mask),
         "map": lambda: map_loss(student.internals.probs, teacher.internals.probs, mask),
         "output": lambda: output_loss(student.internals.attn_outputs, teacher.internals.attn_outputs, mask),
     }
-    return {name: terms[name]() for name, w in weights.items() if w != 0.0}
+    return {name: inner[name]() if name in inner else prediction(student.logits, teacher.logits)
+            for name, w in weights.items() if w != 0.0}
 
 
 class DistillationTrainer(Trainer):
@@ -57,8 +58,8 @@ class DistillationTrainer(Trainer):
     Evaluation uses the student's own task loss, so dev metrics do not run the teacher.
     """
 
-    def __init__(self, *args, teacher: nn.Module, loss_weights: dict[str, float], regression: bool,
-                 embedding_loss: str = "cosine", **kwargs) -> None:
+    def __init__(self, *args, teacher: nn.Module, loss_weights: dict[str, float],
+                 prediction: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = pred_loss, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         # Our loss is a per-sentence mean that ignores num_items_in_batch: with this False, Trainer divides it
         # by the gradient-accumulation steps itself (it would not for a model that normalises by token count).
@@ -66,8 +67,7 @@ class DistillationTrainer(Trainer):
         use_kdqat_attention(teacher)
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
         self.loss_weights = dict(loss_weights)
-        self.regression = regression
-        self.embedding_loss = embedding_loss
+        self.prediction = prediction  # the objective's term on the outputs (kdqat.objectives)
         self._loss_sums: dict[str, torch.Tensor] = defaultdict(float)  # read once per logging step
         self._loss_count = 0
 
@@ -79,8 +79,8 @@ class DistillationTrainer(Trainer):
         with torch.no_grad():
             teacher_view = run_captured(self.teacher, inputs)
         student_view = run_captured(model, inputs, unwrapped=self.accelerator.unwrap_model(model))
-        terms = distillation_losses(student_view, teacher_view, inputs["attention_mask"], self.loss_weights, self.regression,
-                                   self.embedding_loss)
+        terms = distillation_losses(student_view, teacher_view, inputs["attention_mask"], self.loss_weights,
+                                    self.prediction)
         loss = sum(self.loss_weights[name] * value for name, value in terms.items())
         if not torch.isfinite(loss):
             raise nonfinite_loss_error(loss, self.state.global_step + 1, self.args.output_dir, terms)

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from kdqat.errors import KdqatError
+from kdqat.errors import KdqatError, first_line
 from kdqat.losses import emb_loss
 
 POOLING_MODES = ("mean", "cls", "max")
@@ -174,7 +174,7 @@ class SentenceEmbedder(nn.Module):
             except TypeError:  # an architecture without a pooler switch
                 encoder = AutoModel.from_pretrained(str(model))
         except (OSError, ValueError) as e:
-            raise KdqatError(f"cannot load encoder {model}: {str(e).strip().splitlines()[0]}") from None
+            raise KdqatError(f"cannot load encoder {model}: {first_line(e)}") from None
         finally:
             hf_logging.set_verbosity(verbosity)
         if getattr(encoder, "pooler", None) is not None:

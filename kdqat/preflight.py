@@ -9,8 +9,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from kdqat.errors import KdqatError
-from kdqat.models import model_position_limit, resolve_model
-from kdqat.options import DEFAULT_MODEL, TrainOptions
+from kdqat.families import family_for
+from kdqat.models import DEFAULT_MODEL, model_config
+from kdqat.options import TrainOptions
 
 LOCK_FILE = ".kdqat.lock"
 
@@ -35,7 +36,11 @@ def check_model_inputs(opts: TrainOptions) -> None:
         raise KdqatError(f"--model {opts.model}: no such folder (give a local model folder, a Hugging Face id or 'default')")
     if opts.init_student is not None:
         check_init_student(opts)
-    limit = model_position_limit(source)
+    config = model_config(source)
+    if config is None:
+        return
+    family_for(config.model_type, f"{'--teacher' if opts.teacher else '--model'} {source}")  # before any work
+    limit = getattr(config, "max_position_embeddings", None)
     if limit is not None and opts.max_seq_length > limit:
         raise KdqatError(f"--max-seq-length {opts.max_seq_length}: the model has {limit} positions; use at most {limit}")
 
@@ -45,13 +50,8 @@ ARCHITECTURE = ("model_type", "hidden_size", "num_hidden_layers", "num_attention
 
 def _architecture(name: str) -> dict | None:
     """The shape of a model folder or id (None when its config cannot be read here)."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(resolve_model(name))
-    except (OSError, ValueError):
-        return None
-    return {key: getattr(config, key, None) for key in ARCHITECTURE}
+    config = model_config(name)
+    return None if config is None else {key: getattr(config, key, None) for key in ARCHITECTURE}
 
 
 def _shape(arch: dict) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from kdqat.data.task import TaskSpec
 from kdqat.errors import KdqatError
 from kdqat.config import QUANT_CONFIG_FILE
+from kdqat.objectives import objective_of
 
 RUN_CONFIG = "config.json"
 
@@ -27,22 +28,13 @@ class TrainedRun:
     def data_source(self, data_dir: str | None = None, **overrides):
         """The run's data, as kdqat train read it (GLUE: `data_dir`, else the run's; your files: `overrides` such as
         test_file replace the recorded settings)."""
-        from kdqat.data.source import DATA_FIELDS, source_for_run
-        from kdqat.options import TrainOptions
+        from kdqat.data.source import source_for_run
+        from kdqat.options import DATA_FIELDS, TrainOptions
 
         defaults = TrainOptions(task=None, output_dir="")  # what a run recorded before a setting existed
         settings = {name: self.options.get(name, getattr(defaults, name)) for name in DATA_FIELDS}
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return source_for_run(self.spec, settings, self.options.get("seed", defaults.seed), data_dir)
-
-
-def _teacher_folder(root: Path, given: str | None) -> Path | None:
-    """The run's own teacher/, else the --teacher it was trained with (relative to where it ran, or to the
-    folder holding the run)."""
-    candidates = [root / "teacher"]
-    if given:
-        candidates += [Path(given), root.parent / given]  # the latter: a relative path, run from the parent
-    return next((c for c in candidates if (c / "config.json").is_file()), None)
 
 
 def open_run(path: str | Path) -> TrainedRun:
@@ -64,19 +56,8 @@ def open_run(path: str | Path) -> TrainedRun:
         raise KdqatError(f"{config_file}: missing (the run's settings: task, sequence length)") from None
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise KdqatError(f"{config_file}: unreadable or not written by kdqat train") from None
-    teacher = _embedding_teacher(options) if spec.is_embedding else _teacher_folder(root, options.get("teacher"))
+    teacher = objective_of(spec).teacher_folder(root, options)
     return TrainedRun(root, student, teacher, task, length, options.get("data_dir"), spec, options)
-
-
-def _embedding_teacher(options: dict) -> Path | None:
-    """An embedding run's teacher: the float model it distilled (--model), where it can still be found."""
-    from kdqat.models import resolve_model
-
-    try:
-        folder = Path(resolve_model(options.get("model", "default")))
-    except KdqatError:
-        return None
-    return folder if (folder / "config.json").is_file() else None
 
 
 def _glue_spec(task: str, config_file: Path) -> TaskSpec:

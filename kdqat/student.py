@@ -9,52 +9,44 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoModelForSequenceClassification, PreTrainedModel
+from transformers import PreTrainedModel
 
 from kdqat.attention import BMM_QUANTIZERS, use_kdqat_attention
 from kdqat.config import QUANT_CONFIG_FILE, QuantConfig
-from kdqat.embedding import SentenceEmbedder, is_embedding_folder
 from kdqat.errors import KdqatError
 from kdqat.files import check_model_folder, check_safetensors
-from kdqat.layers import (
-    LAYER_LINEARS,
-    encoder_layers,
-    pooler_dense,
-    self_attention,
-    word_embeddings,
-)
+from kdqat.families import family_of
+from kdqat.model_folder import load_model_folder
 from kdqat.modules import QuantEmbedding, QuantLinear
 from kdqat.quantizers import ActQuantizer
 
 QUANT_STATE_FILE = "quant_scales.safetensors"
 
 
-def _replace(root: nn.Module, dotted: str, new: nn.Module) -> None:
-    parent_name, _, child = dotted.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)
-
-
 def prepare(model: PreTrainedModel, config: QuantConfig) -> PreTrainedModel:
     """Insert fake quantizers at the points REFERENCE.md section 1 lists; returns the same model.
 
-    Quantized: every encoder Linear and the pooler (weights ternary per tensor, inputs 8-bit), the word
-    embeddings (ternary per row), Q and K before Q.K^T, probabilities and V before probs.V.
+    Quantized: every encoder Linear its family names and the pooler (weights ternary per tensor, inputs 8-bit), the
+    word embeddings (ternary per row), Q and K before Q.K^T, probabilities and V before probs.V.
     Left in float: position/token-type embeddings, LayerNorm, biases, the classifier.
     """
     if getattr(model, "kdqat_quant_config", None) is not None:
         raise KdqatError("this model is already prepared for quantization")
+    family = family_of(model)
     use_kdqat_attention(model)
-    for layer in encoder_layers(model):
-        for name in LAYER_LINEARS:
-            _replace(layer, name, QuantLinear.from_linear(layer.get_submodule(name), config))
-        attn = self_attention(layer)
+    for layer in family.encoder_layers(model):
+        for name in family.linears:
+            family.replace(layer, name, QuantLinear.from_linear(layer.get_submodule(name), config))
+        attn = family.self_attention_of(layer)
+        device = next(attn.parameters()).device
         for name in BMM_QUANTIZERS:
-            setattr(attn, name, ActQuantizer(config).to(attn.query.weight.device))
-    pooler = pooler_dense(model)
+            setattr(attn, name, ActQuantizer(config).to(device))
+    pooler = family.pooler_dense(model)
     if pooler is not None:
-        model.base_model.pooler.dense = QuantLinear.from_linear(pooler, config)
+        family.replace(family.base(model), family.pooler, QuantLinear.from_linear(pooler, config))
     if config.quantize_embeddings:
-        model.base_model.embeddings.word_embeddings = QuantEmbedding.from_embedding(word_embeddings(model), config)
+        table = QuantEmbedding.from_embedding(family.word_embedding_table(model), config)
+        family.replace(family.base(model), family.word_embeddings, table)
     model.kdqat_quant_config = config
     return model
 
@@ -121,13 +113,7 @@ def load_student(path: str | Path, device: str | torch.device = "cpu") -> PreTra
     except json.JSONDecodeError as e:
         raise KdqatError(f"{config_file}: not valid JSON ({e})") from None
     check_model_folder(path, "copy it again, or rerun kdqat train to write it")
-    if is_embedding_folder(path):  # a sentence-embedding student (sentence-transformers layout)
-        model = SentenceEmbedder.from_pretrained(path)
-    else:
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(path)
-        except (OSError, ValueError) as e:
-            raise KdqatError(f"{path}: cannot load the model weights ({str(e).splitlines()[0]})") from None
+    model = load_model_folder(path)  # a classifier, or a sentence embedder (sentence-transformers layout)
     prepare(model, config)
     state_file = path / QUANT_STATE_FILE
     if not state_file.is_file():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -47,8 +48,9 @@ from kdqat.errors import KdqatError
 from kdqat.files import check_checkpoint
 from kdqat.guards import DivergenceGuard, FiniteLossTrainer, require_finite
 from kdqat.io import atomic_dir, check_output, write_json
-from kdqat.embedding import SentenceEmbedder, embed_tokenized
-from kdqat.models import load_classifier, load_teacher, load_tokenizer, resolve_model
+from kdqat.embedding import SentenceEmbedder
+from kdqat.models import checked_teacher, load_teacher, load_tokenizer
+from kdqat.objectives import objective_of
 from kdqat.optim import optimizer_cls_and_kwargs
 from kdqat.options import TrainOptions, check_resumable
 from kdqat.preflight import check_model_inputs, check_writable, run_lock
@@ -90,7 +92,7 @@ def training_arguments(opts: TrainOptions, out: Path, stage: str, task: TaskSpec
         save_steps=opts.eval_steps,
         save_total_limit=opts.save_total_limit,
         metric_for_best_model=task.primary_metric,
-        greater_is_better=task.greater_is_better,
+        greater_is_better=objective_of(task).greater_is_better(task.metric),
         logging_steps=opts.logging_steps,
         seed=opts.seed,
         data_seed=opts.seed,
@@ -204,8 +206,8 @@ def train_teacher(opts: TrainOptions, task: TaskSpec, out: Path, train_set: Data
     target = out / "teacher"
     if (target / "config.json").is_file():
         log.warning("using the teacher already in %s", target)
-        return reusable_teacher(target, task)
-    model = load_classifier(opts.model, task)
+        return checked_teacher(target, task)
+    model = objective_of(task).start_model(opts.model, task)
     trainer = FiniteLossTrainer(
         model=model,
         callbacks=[JsonlLog(out / "logs" / "teacher.jsonl", "teacher"), DivergenceGuard()],
@@ -233,7 +235,7 @@ def train_teacher(opts: TrainOptions, task: TaskSpec, out: Path, train_set: Data
 def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) -> dict:
     """Run (or resume) the whole job; returns what metrics.json holds."""
     # everything is checked before anything is written: a failed start leaves no trace to trip a rerun
-    if opts.uses_files or opts.objective == "embedding":  # the data decides labels and evaluation interval: read it first
+    if opts.reads_data_first:  # the data decides labels and evaluation interval: read it first
         source = open_source(opts)
         opts = dataclasses.replace(opts, task=source.task.name).resolve(n_train=len(source.load("train", opts.max_train_samples)))
     else:
@@ -255,11 +257,9 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
     dev = eval_sets(source, opts, tokenizer)
     test = ({task.test_split: tokenize(source.load(task.test_split, opts.max_eval_samples), tokenizer, opts.max_seq_length)}
             if task.test_split else {})
-    if task.is_embedding:  # the float model is the teacher; dev texts carry its embeddings as the reference
-        given_teacher = embedding_teacher(opts.model)
-        dev = {split: with_reference(ds, given_teacher, opts.batch_size) for split, ds in dev.items()}
-    else:
-        given_teacher = reusable_teacher(opts.teacher, task) if opts.teacher else None
+    objective = objective_of(task)
+    given_teacher = objective.given_teacher(opts, task)  # None: fine-tuned from --model below
+    dev = objective.with_reference(dev, given_teacher, opts.batch_size)
     # refused now, not after the teacher's fine-tuning; loaded once, the student starts from it
     given_init = load_teacher(opts.init_student, task, "--init-student") if opts.init_student else None
     with run_lock(out):
@@ -288,10 +288,8 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
     set_seed(opts.seed)  # the teacher's new classifier head is drawn before any Trainer exists
     write_json(out / "config.json", {"kdqat_version": __version__, "torch": torch.__version__,
                                      "options": dataclasses.asdict(opts), "task_spec": task.to_dict()})
-    if task.is_embedding:  # the float embedding model itself
-        teacher_dir = Path(resolve_model(opts.model))
-    else:
-        teacher_dir = Path(opts.teacher) if opts.teacher else out / "teacher"
+    objective = objective_of(task)
+    teacher_dir = objective.teacher_location(opts, out)
     teacher = given_teacher or train_teacher(opts, task, out, train_set, dev, tokenizer)
     if opts.teacher_only:
         result = {"task": task.name, "metric": task.primary_metric, "labels": _labels(task),
@@ -301,19 +299,17 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
         return result
 
     student = initial_student(opts, given_init or teacher)
-    if task.is_embedding:
-        student.max_seq_length = opts.max_seq_length  # written into the student's sentence-transformers files
+    objective.configure_student(student, opts)
     trainer = DistillationTrainer(
         model=student,
         teacher=teacher,
         loss_weights=opts.loss_weights,
-        regression=task.is_regression,
-        embedding_loss=opts.embedding_loss,
+        prediction=functools.partial(objective.prediction_loss, embedding_loss=opts.embedding_loss),
         callbacks=[JsonlLog(out / "logs" / "student.jsonl", "student"), DivergenceGuard(), *(callbacks or [])],
         **trainer_kwargs(opts, out, "student", task, opts.learning_rate, opts.epochs, opts.optimizer,
                          train_set, dev, tokenizer),
     )
-    what = f"{task.name} text, embedding loss {opts.embedding_loss}" if task.is_embedding else task.name
+    what = objective.training_text(task, opts)
     announce(trainer, "student", f"W{opts.weight_bits}/A{opts.act_bits} with {opts.kd} distillation on {what} "
                                  f"(lr {opts.learning_rate:g}, {opts.epochs:g} epochs, {opts.optimizer}), dev every {opts.eval_steps} steps")
     _train(trainer)
@@ -378,10 +374,10 @@ def score_test(trainer: Trainer, task: TaskSpec, test: dict[str, Dataset]) -> di
 def teacher_record(teacher: PreTrainedModel, folder: Path, task: TaskSpec, dev: dict[str, Dataset],
                    test: dict[str, Dataset], tokenizer, opts: TrainOptions) -> dict:
     """The teacher's dev (and test) scores, with how it was fine-tuned when its folder says (kdqat_training.json).
-    An embedding teacher is the reference itself: its folder and pooling."""
-    if task.is_embedding:
-        reference = {f"{split}_{task.metric}": 100.0 for split in dev}  # the reference scores itself 100 by definition
-        return {"dev": reference, "folder": str(folder), "model": opts.model, "pooling": teacher.pooling.to_dict()}
+    A teacher that is the reference itself (an embedding model) is recorded as the objective says."""
+    reference = objective_of(task).reference_record(teacher, folder, task, dev, opts)
+    if reference is not None:
+        return reference
     with tempfile.TemporaryDirectory() as scratch:  # the Trainer makes its output folder; nothing goes there
         evaluator = Trainer(
             model=teacher,
@@ -401,25 +397,6 @@ def teacher_record(teacher: PreTrainedModel, folder: Path, task: TaskSpec, dev: 
     if summary.is_file():
         record["training"] = json.loads(summary.read_text())
     return record
-
-
-def reusable_teacher(path: str | Path, task: TaskSpec) -> PreTrainedModel:
-    """A teacher folder to distil from, refused when it does not fit the task or holds non-finite weights."""
-    teacher = load_teacher(path, task)
-    require_finite(teacher, f"teacher {path} (delete the folder to fine-tune it again)")
-    return teacher
-
-
-def embedding_teacher(model: str) -> SentenceEmbedder:
-    """The float sentence-embedding model --model names, pooled as its files say, with finite weights."""
-    teacher = SentenceEmbedder.from_pretrained(resolve_model(model))
-    require_finite(teacher, f"--model {model}")
-    return teacher
-
-
-def with_reference(ds: Dataset, teacher: SentenceEmbedder, batch_size: int) -> Dataset:
-    """Tokenized texts plus `labels`: the float model's embedding of each, the reference a student is scored by."""
-    return ds.add_column("labels", embed_tokenized(teacher, ds, max(64, batch_size)))
 
 
 def copy_of(model: PreTrainedModel) -> PreTrainedModel:

@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from kdqat.errors import first_line
 from kdqat.runtime.batching import Bucket, Features, predict
 
 RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -221,4 +222,4 @@ def _failure() -> EngineFailure:
     import sys
 
     error = sys.exc_info()[1]
-    return EngineFailure(f"the engine failed on this request: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+    return EngineFailure(f"the engine failed on this request: {type(error).__name__}: {first_line(error)}")

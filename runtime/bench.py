@@ -4,7 +4,7 @@ lengths, with the float teacher measured in the same run as the baseline."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +20,11 @@ from rich.progress import (
 from kdqat.errors import KdqatError
 from kdqat.io import check_output, save_figure, write_json
 from kdqat.run_dir import open_run
-from kdqat.runtime.registry import ENGINES, StudentSource, check_static_shapes, open_engine
-from kdqat.runtime.torch_engine import TorchEngine
+from kdqat.layout import BENCH_DIR, deploy_graph
+from kdqat.runtime.bench_options import BenchOptions
+from kdqat.runtime.registry import StudentSource, open_engine, open_teacher
 
 BASELINE = "teacher fp32 (torch)"
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    run_dir: str
-    engines: tuple[str, ...] = ("ort",)
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
-    seq_lengths: tuple[int, ...] = (128,)
-    warmup: int = 3
-    iterations: int = 20
-    provider: str = "cpu"  # onnxruntime execution provider
-    device: str = "cpu"  # PyTorch device
-    onnx: str | None = None
-    output_dir: str | None = None  # default RUN_DIR/bench
-    plot: bool = True
-    progress: bool = True
-    static_shapes: tuple[tuple[int, int], ...] = ()  # (batch, seq) shapes OpenVINO compiles ahead
-    seed: int = 0
-    vocab_low: int = field(default=1000, repr=False)  # random ids above the special tokens
 
 
 def random_batch(batch: int, seq: int, vocab: int, seed: int, low: int = 1000) -> dict[str, np.ndarray]:
@@ -64,17 +46,6 @@ def measure(run, batch: dict[str, np.ndarray], warmup: int, iterations: int) -> 
     return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
             "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
             "sequences_per_s": float(n / times.mean())}
-
-
-def _validate(opts: BenchOptions) -> None:
-    unknown = [e for e in opts.engines if e not in ENGINES]
-    if unknown or not opts.engines:
-        raise KdqatError(f"--engine {', '.join(unknown) or '(none)'}: use one or more of {', '.join(ENGINES)}")
-    if min(opts.batch_sizes, default=0) <= 0 or min(opts.seq_lengths, default=0) <= 0:
-        raise KdqatError("--batch-sizes and --seq-lengths must be positive integers")
-    if opts.iterations <= 0 or opts.warmup < 0:
-        raise KdqatError("--iterations must be positive and --warmup not negative")
-    check_static_shapes(opts.engines, opts.static_shapes)
 
 
 FLOAT_BYTES = 4
@@ -106,9 +77,9 @@ def check_memory(opts: BenchOptions, config, available: int | None = None) -> No
 
 def open_engines(opts: BenchOptions) -> dict[str, object]:
     run = open_run(opts.run_dir)
-    engines = {BASELINE: TorchEngine.teacher(run.teacher or run.student, opts.device)}
-    onnx_path = Path(opts.onnx) if opts.onnx else run.root / "onnx" / "model.onnx"
-    from kdqat.runtime.trt_engine import ShapeProfile
+    engines = {BASELINE: open_teacher(run.teacher or run.student, opts.device)}
+    onnx_path = deploy_graph(run.root, opts.onnx)
+    from kdqat.runtime.engine import ShapeProfile
 
     b, s = sorted(opts.batch_sizes), sorted(opts.seq_lengths)
     profile = ShapeProfile(b[0], b[-1], b[-1], s[0], s[-1], s[-1])  # what TensorRT (engine or provider) builds for
@@ -121,7 +92,6 @@ def open_engines(opts: BenchOptions) -> dict[str, object]:
 
 def bench(opts: BenchOptions, console: Console | None = None) -> dict:
     """Run the grid; write RUN_DIR/bench/bench.json (and latency.png); return the record."""
-    _validate(opts)
     run = open_run(opts.run_dir)
     from transformers import AutoConfig
 
@@ -129,7 +99,7 @@ def bench(opts: BenchOptions, console: Console | None = None) -> dict:
     if max(opts.seq_lengths) > config.max_position_embeddings:
         raise KdqatError(f"--seq-lengths {max(opts.seq_lengths)} exceeds the model's {config.max_position_embeddings} positions")
     check_memory(opts, config)
-    out = Path(opts.output_dir) if opts.output_dir else run.root / "bench"
+    out = Path(opts.output_dir) if opts.output_dir else run.root / BENCH_DIR
     check_output(out, "--output-dir" if opts.output_dir else "bench output", folder=True)  # before, not after, the work
     for name in ("bench.json", "latency.png"):
         check_output(out / name, "--output-dir" if opts.output_dir else "bench output")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdqat.errors import KdqatError
+from kdqat.errors import KdqatError, first_line
 from kdqat.runtime.cpu_info import cpu_info, openvino_caution
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class OpenVinoEngine:
         try:
             model = core.read_model(str(path))
         except RuntimeError as e:
-            raise KdqatError(f"{path}: OpenVINO cannot read this graph ({str(e).strip().splitlines()[0]})") from None
+            raise KdqatError(f"{path}: OpenVINO cannot read this graph ({first_line(e)})") from None
         self.config = compile_config(threads)
         _caution_once()
         self.input_names = [i.get_any_name() for i in model.inputs]

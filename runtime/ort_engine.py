@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from kdqat.errors import KdqatError
+from kdqat.runtime.engine import PROVIDERS
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
 def _import_ort():
@@ -26,7 +26,7 @@ def provider_options(provider: str, cache_dir: Path, input_names: list[str], pro
     and an engine and timing cache, kept beside the graph."""
     if provider != "tensorrt":
         return {}
-    from kdqat.runtime.trt_engine import ShapeProfile
+    from kdqat.runtime.engine import ShapeProfile
 
     profile = profile or ShapeProfile()
     (low, opt, high) = profile.shapes()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from kdqat.errors import KdqatError
-from kdqat.runtime.engine import Engine
+from kdqat.runtime.engine import PROVIDERS, Engine, ShapeProfile
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class StudentSource:
     onnx: Path  # the Q/DQ deploy graph written by kdqat export
     provider: str = "cpu"  # onnxruntime execution provider
     device: str = "cpu"  # PyTorch device
-    profile: object | None = None  # runtime.trt_engine.ShapeProfile: shapes TensorRT must accept
+    profile: ShapeProfile | None = None  # shapes TensorRT must accept
     threads: int | None = None  # onnxruntime's or OpenVINO's threads per call (None: every core)
     static_shapes: tuple[tuple[int, int], ...] = ()  # (batch, seq) shapes OpenVINO also compiles as fixed-shape models
 
@@ -42,7 +42,7 @@ def _torch(source: StudentSource) -> Engine:
 
 def _onnxruntime(source: StudentSource) -> Engine:
     from kdqat.runtime.ort_engine import OrtEngine
-    from kdqat.runtime.trt_engine import tensorrt_graph
+    from kdqat.layout import tensorrt_graph
 
     graph = tensorrt_graph(source.onnx) if source.provider == "tensorrt" else source.onnx  # TensorRT gets FP16 float parts
     return OrtEngine(graph, source.provider, threads=source.threads, profile=source.profile)
@@ -57,7 +57,8 @@ def _openvino(source: StudentSource) -> Engine:
 
 
 def _tensorrt(source: StudentSource) -> Engine:
-    from kdqat.runtime.trt_engine import TrtEngine, tensorrt_graph
+    from kdqat.layout import tensorrt_graph
+    from kdqat.runtime.trt_engine import TrtEngine
 
     return TrtEngine.open(tensorrt_graph(source.onnx), source.profile)
 
@@ -69,6 +70,8 @@ ENGINES: dict[str, EngineSpec] = {
     "openvino": EngineSpec("OpenVINO", _openvino),
 }
 REFERENCE = "torch"  # what every other engine is compared with
+__all__ = ["ENGINES", "PROVIDERS", "REFERENCE", "Engine", "ShapeProfile", "StudentSource", "check_engine", "open_engine",
+           "open_teacher"]
 
 
 def parse_shapes(text: str, option: str = "--static-shapes") -> tuple[tuple[int, int], ...]:
@@ -96,3 +99,11 @@ def check_engine(name: str) -> EngineSpec:
 def open_engine(name: str, source: StudentSource) -> Engine:
     """The student on engine `name`."""
     return check_engine(name).open(source)
+
+
+def open_teacher(folder: Path, device: str = "cpu") -> Engine:
+    """A float model folder (a run's teacher, or the student's float weights) in PyTorch: the baseline every
+    table compares with."""
+    from kdqat.runtime.torch_engine import TorchEngine
+
+    return TorchEngine.teacher(folder, device)

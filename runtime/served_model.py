@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from kdqat.errors import KdqatError
+from kdqat.layout import deploy_graph, export_report
+from kdqat.runtime.serve_options import MODELS
+from kdqat.objectives import Objective, by_problem_type
 from kdqat.run_dir import open_run
 from kdqat.runtime.batching import Features
 
-MODELS = ("student", "teacher")
-PROVIDERS = ("cpu", "cuda", "tensorrt")  # onnxruntime execution providers kdqat opens
 CPU_PARALLEL = ("ort", "openvino")  # engines whose CPU calls can run side by side, each on part of the cores
 
 
@@ -34,7 +35,7 @@ class ServedModel:
     tokenizer: Any  # runtime.serving_tokenizer: tokenizer(a, b) -> Features, tokenizer.counts(texts)
     engine: Any  # runtime.engine.Engine
     description: str
-    embedding: bool = False  # a sentence-embedding model: the engine returns [batch, dimension] vectors
+    objective: Objective  # what the engine's outputs are (logits, a score, embeddings) and how they are answered
     normalized: bool = False  # its vectors are L2-normalised (the model's Normalize module)
     alone: Any = None  # with parallel calls of few threads each: the engine on every core, for a call that runs alone
 
@@ -48,20 +49,13 @@ class ServedModel:
         return self.tokenizer.counts(texts)
 
     def finish(self, outputs: np.ndarray) -> np.ndarray:
-        """The engine's outputs of a whole call as answered: a classifier's logits as class probabilities (one
-        vectorised softmax per call, on the engine thread, not one per request on the event loop); scores and
-        embeddings as they are."""
-        if self.labels is None or self.embedding:
-            return outputs
-        e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        """The engine's outputs of a whole call as answered (a classifier's logits as class probabilities: one
+        vectorised softmax per call, on the engine thread, not one per request on the event loop)."""
+        return self.objective.finish(outputs)
 
     def answers(self, rows: np.ndarray) -> list[dict]:
         """Per input (rows from `finish`): the label and its probabilities, or the score."""
-        if self.labels is None:
-            return [{"score": float(row[0])} for row in rows]
-        return [{"label": self.labels[int(p.argmax())], "probabilities": dict(zip(self.labels, p.tolist()))}
-                for p in rows]
+        return self.objective.answers(rows, self.labels)
 
 
 @dataclass(frozen=True)
@@ -106,15 +100,15 @@ def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu",
                 onnx: str | Path | None = None, threads: int | None = None) -> ServedModel:
     """Open an exported run for serving: the student on `engine` (onnxruntime: `threads` per call), or the float
     teacher (PyTorch)."""
-    from kdqat.runtime.registry import StudentSource, check_engine, open_engine
+    from kdqat.runtime.registry import StudentSource, check_engine, open_engine, open_teacher
     from kdqat.runtime.serving_tokenizer import open_tokenizer
 
     if model not in MODELS:
         raise KdqatError(f"--model {model!r} is not one of {', '.join(MODELS)}")
     spec = check_engine(engine)
     run = open_run(run_dir)
-    graph = Path(onnx) if onnx else run.root / "onnx" / "model.onnx"
-    report_file = graph.parent / "export.json"
+    graph = deploy_graph(run.root, onnx)
+    report_file = export_report(graph)
     if not report_file.is_file():
         raise KdqatError(f"{report_file}: missing; run kdqat export {run.root} first (the server reads the task, "
                          "labels and sequence length the export verified)")
@@ -129,15 +123,13 @@ def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu",
             raise KdqatError("--model teacher runs the float teacher in PyTorch: use --engine torch")
         if run.teacher is None:
             raise KdqatError(f"{run.root}: no teacher folder to serve (the run was given one that is not there)")
-        from kdqat.runtime.torch_engine import TorchEngine
-
-        runner, description = TorchEngine.teacher(run.teacher), f"teacher fp32 (torch) from {run.teacher}"
+        runner, description = open_teacher(run.teacher), f"teacher fp32 (torch) from {run.teacher}"
         alone = None
     else:
         runner = open_engine(engine, StudentSource(run.student, graph, provider, threads=threads))
         alone = open_engine(engine, StudentSource(run.student, graph, provider)) if threads is not None else None
         description = f"student ({spec.label}) of {run.root}"
     tokenizer = open_tokenizer(graph.parent, int(report["max_seq_length"]))
-    embedding = report.get("problem_type") == "embedding"
     return ServedModel(report["task"], report["labels"], pair, int(report["max_seq_length"]), tokenizer, runner,
-                       description, embedding, embedding and bool(report.get("pooling", {}).get("normalize")), alone)
+                       description, by_problem_type(report.get("problem_type")),
+                       bool(report.get("pooling", {}).get("normalize")), alone)

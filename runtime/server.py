@@ -40,21 +40,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from kdqat.errors import KdqatError
+from kdqat.errors import KdqatError, first_line
 from kdqat.runtime.batcher import DynamicBatcher, EngineFailure, Timings
+from kdqat.runtime.serve_options import ServeSettings
 from kdqat.runtime.served_model import ServedModel
-from kdqat.runtime.workers import WorkerBoard
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    max_batch_size: int = 32  # inputs per engine call
-    max_wait_ms: float = 2.0  # how long a call may wait for its share of the requests outstanding (0: only what is queued)
-    batching: bool = True
-    max_inputs: int = 256  # per request
-    max_text_bytes: int = 16_384  # per text, UTF-8
-    body_timeout_s: float = 10.0  # a body not fully received by then: 408, connection closed
-    engine_calls: int = 1  # engine calls at once in this process (served_model.serving_layout)
+from kdqat.runtime.worker_board import WorkerBoard
 
 
 class BadRequest(Exception):
@@ -251,8 +241,7 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
         try:
             model = await asyncio.get_running_loop().run_in_executor(None, open_and_warm)
         except Exception as e:  # reported by /health, and to on_failure
-            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            state["error"] = text if isinstance(e, KdqatError) else f"{type(e).__name__}: {text}"
+            state["error"] = first_line(e) if isinstance(e, KdqatError) else f"{type(e).__name__}: {first_line(e)}"
             if on_failure is not None:
                 on_failure(state["error"])
             return
@@ -293,14 +282,13 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
     async def prometheus(request: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    async def body_of(scope: Scope, receive: Receive, model: ServedModel | None, embedding: bool) -> bytes | None:
+    async def body_of(scope: Scope, receive: Receive, model: ServedModel | None, route: str) -> bytes | None:
         """The request's body (None: the client went away), or BadRequest when the model, the route or the body
         is wrong."""
         if model is None:
             raise BadRequest(503, "not_ready", "the model is still loading; retry when GET /health says ready")
-        if model.embedding != embedding:
-            routes = "POST /v1/embeddings or /embed" if model.embedding else "POST /v1/predict"
-            raise BadRequest(404, "wrong_route", f"this model {'serves embeddings' if model.embedding else 'is a classifier'}: {routes}")
+        if route not in model.objective.routes:
+            raise BadRequest(404, "wrong_route", f"this model {model.objective.serves}: POST {' or '.join(model.objective.routes)}")
         limit = settings.max_inputs * (2 * settings.max_text_bytes + 16) + 1024
         if int(_header(scope, b"content-length") or 0) > limit:
             raise BadRequest(413, "body_too_large", f"the body is over {limit} bytes")
@@ -310,7 +298,7 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
             raise BadRequest(408, "body_timeout", f"the body did not arrive within {settings.body_timeout_s:g} s",
                              close=True) from None
 
-    async def handle(scope: Scope, receive: Receive, embedding: bool, parse: Callable, respond: Callable,
+    async def handle(scope: Scope, receive: Receive, parse: Callable, respond: Callable,
                      openai: bool = False) -> Answer | None:
         """One request: the body received within its deadline, `parse(body, content_type, model)` -> (inputs,
         options), the engine's rows and the inputs' token counts through the batcher (which tokenizes), `respond(
@@ -318,7 +306,7 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
         start = time.perf_counter()
         model = state["model"]
         try:
-            body = await body_of(scope, receive, model, embedding)
+            body = await body_of(scope, receive, model, scope["path"])
             if body is None:
                 return None
             inputs, options = parse(body, _header(scope, b"content-type"), model)
@@ -333,7 +321,7 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
         return Answer(200, respond(model, tokens, rows, options))
 
     async def predict(scope: Scope, receive: Receive) -> Answer | None:
-        return await handle(scope, receive, False,
+        return await handle(scope, receive,
                             lambda body, kind, model: (parse_inputs(body, kind, model.pair, settings), None),
                             lambda model, tokens, rows, _: {"model": model.description,
                                                               "predictions": model.answers(rows)})
@@ -345,7 +333,7 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
                 "usage": {"prompt_tokens": used, "total_tokens": used}}
 
     async def openai_embeddings(scope: Scope, receive: Receive) -> Answer | None:
-        return await handle(scope, receive, True, lambda body, kind, _: parse_openai(body, kind, settings, state["width"]),
+        return await handle(scope, receive, lambda body, kind, _: parse_openai(body, kind, settings, state["width"]),
                             openai_answer, openai=True)
 
     def tei_inputs(body: bytes, kind: str, model: ServedModel) -> tuple[list[str], None]:
@@ -358,7 +346,7 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
         return texts, None
 
     async def tei_embed(scope: Scope, receive: Receive) -> Answer | None:
-        return await handle(scope, receive, True, tei_inputs, lambda model, tokens, vectors, _: [_vector(v, "float") for v in vectors])
+        return await handle(scope, receive, tei_inputs, lambda model, tokens, vectors, _: [_vector(v, "float") for v in vectors])
 
     def wrong_method(scope: Scope) -> Answer:
         return error(405, "method", f"{scope['method']} {scope['path']}: this route takes POST")

@@ -31,17 +31,9 @@ class TorchEngine:
     @classmethod
     def teacher(cls, path: str | Path, device: str = "cpu") -> TorchEngine:
         """A float model: a classifier, or a sentence embedder (a sentence-transformers folder)."""
-        from transformers import AutoModelForSequenceClassification
+        from kdqat.model_folder import load_model_folder
 
-        from kdqat.embedding import SentenceEmbedder, is_embedding_folder
-
-        if is_embedding_folder(path):
-            return cls(SentenceEmbedder.from_pretrained(path), device, "torch-fp32")
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(str(path))
-        except (OSError, ValueError) as e:
-            raise KdqatError(f"{path}: cannot load the teacher ({str(e).splitlines()[0]})") from None
-        return cls(model, device, "torch-fp32")
+        return cls(load_model_folder(path, "the teacher"), device, "torch-fp32")
 
     @torch.inference_mode()
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:

@@ -18,67 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from kdqat.errors import KdqatError
 from kdqat.io import write_json
-
-
-@dataclass(frozen=True)
-class ShapeProfile:
-    """min / opt / max batch size and sequence length of the one optimization profile."""
-
-    min_batch: int = 1
-    opt_batch: int = 8
-    max_batch: int = 32
-    min_seq: int = 1
-    opt_seq: int = 128
-    max_seq: int = 128
-
-    def __post_init__(self) -> None:
-        if not (0 < self.min_batch <= self.opt_batch <= self.max_batch):
-            raise KdqatError(f"batch profile needs 0 < min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
-        if not (0 < self.min_seq <= self.opt_seq <= self.max_seq):
-            raise KdqatError(f"sequence profile needs 0 < min <= opt <= max, got {self.min_seq}/{self.opt_seq}/{self.max_seq}")
-
-    @classmethod
-    def parse(cls, batch: str, seq: str) -> ShapeProfile:
-        """From "MIN,OPT,MAX" strings, e.g. ("1,8,32", "16,128,128")."""
-        try:
-            b, s = [int(x) for x in batch.split(",")], [int(x) for x in seq.split(",")]
-        except ValueError:
-            raise KdqatError(f"profile {batch!r} / {seq!r}: give MIN,OPT,MAX integers") from None
-        if len(b) != 3 or len(s) != 3:
-            raise KdqatError(f"profile {batch!r} / {seq!r}: give exactly MIN,OPT,MAX")
-        return cls(*b, *s)
-
-    def shapes(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
-        return (self.min_batch, self.min_seq), (self.opt_batch, self.opt_seq), (self.max_batch, self.max_seq)
-
-    def check(self, shape: tuple[int, ...]) -> None:
-        """A clear error for a [batch, seq] input the engine was not built for."""
-        batch, seq = shape
-        if not (self.min_batch <= batch <= self.max_batch and self.min_seq <= seq <= self.max_seq):
-            raise KdqatError(f"input shape [batch {batch}, sequence {seq}] is outside the engine's profile "
-                             f"(batch {self.min_batch}..{self.max_batch}, sequence {self.min_seq}..{self.max_seq}); "
-                             "ask for a profile that covers it (kdqat bench --batch-sizes / --seq-lengths, "
-                             "kdqat eval --batch-size) and the engine is rebuilt")
-
-
-def fp16_graph(deploy: Path) -> Path:
-    """Where export writes the deploy graph's TensorRT form, float parts in float16: model.fp16.onnx beside
-    model.onnx."""
-    return deploy.with_suffix(".fp16.onnx")
-
-
-def tensorrt_graph(deploy: Path) -> Path:
-    """The graph a TensorRT engine is built from: the FP16 form beside the deploy graph, else (an export from
-    before kdqat wrote it, or a graph of your own) the deploy graph itself."""
-    deploy = Path(deploy)
-    return fp16_graph(deploy) if fp16_graph(deploy).is_file() else deploy
+from kdqat.runtime.engine import ShapeProfile
 
 
 def file_sha256(path: Path) -> str:
@@ -309,4 +256,4 @@ class TrtEngine:
         return buffers[self.outputs[0]].float().cpu().numpy()
 
 
-__all__ = ["ShapeProfile", "TrtEngine", "engine_record", "fp16_graph", "layer_report", "stale_reason", "tensorrt_graph"]
+__all__ = ["TrtEngine", "engine_record", "layer_report", "stale_reason"]

@@ -19,74 +19,29 @@ import os
 import signal
 import socket
 import tempfile
-import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Callable
 
 from kdqat.errors import KdqatError
-
-
-class WorkerBoard:
-    """Shared memory between the workers of one server; `index` says which worker this copy belongs to."""
-
-    def __init__(self, workers: int, context=multiprocessing) -> None:
-        self.workers, self.index = workers, 0
-        self._ready = context.RawArray(ctypes.c_int, workers)
-        self._outstanding = context.RawArray(ctypes.c_int, workers)  # inputs submitted and not yet answered
-        self._waiting = context.RawArray(ctypes.c_int, workers)  # requests queued for the engine
-        self._active = context.RawArray(ctypes.c_double, workers)  # time.monotonic() of the last request in or out
-
-    def at(self, index: int) -> WorkerBoard:
-        """This board as seen by worker `index`."""
-        seen = object.__new__(WorkerBoard)
-        seen.__dict__.update(self.__dict__, index=index)
-        return seen
-
-    def mark_ready(self) -> None:
-        self._ready[self.index] = 1
-
-    def ready(self) -> int:
-        """Workers that have loaded their model."""
-        return sum(self._ready)
-
-    def publish(self, outstanding: int, waiting: int) -> None:
-        """This worker's inputs outstanding and requests queued, as a request comes in or is answered."""
-        self._outstanding[self.index], self._waiting[self.index] = outstanding, waiting
-        self._active[self.index] = time.monotonic()
-
-    def others_busy(self, within_s: float = 0.1) -> bool:
-        """Whether another worker has inputs outstanding, or had a request in or out in the last `within_s`: under
-        load a worker's outstanding count touches 0 between its answers going out and its clients' next requests
-        coming in, and a call on every core then would compete with the other workers' calls (measured: 12-token
-        requests at concurrency 32, 1,921-1,932 requests/s against 2,342-2,384 with no session on every core)."""
-        now = time.monotonic()
-        return any(self._outstanding[j] or now - self._active[j] < within_s
-                   for j in range(self.workers) if j != self.index)
-
-    def waiting(self) -> int:
-        """Requests queued for the engine, all workers together."""
-        return sum(self._waiting)
+from kdqat.runtime.serve_options import ServeOptions
+from kdqat.runtime.worker_board import WorkerBoard
 
 
 @dataclass(frozen=True)
 class ServeSpec:
-    """What each worker opens and serves (the arguments of `open_served` and the server's settings)."""
+    """What each worker opens and serves: the command's options (their settings resolved for the layout) and the
+    onnxruntime or OpenVINO threads of each engine call."""
 
-    run_dir: str
-    engine: str
-    provider: str
-    model: str
-    onnx: str | None
-    threads: int | None
-    settings: object  # runtime.server.ServeSettings
-    keep_alive_s: float
+    options: ServeOptions
+    threads: int | None = None
     setup: Callable[[], None] | None = None  # run first in each worker (a module-level function: it is pickled)
 
     def load(self):
         from kdqat.runtime.served_model import open_served
 
-        return open_served(self.run_dir, self.engine, self.provider, self.model, self.onnx, self.threads)
+        o = self.options
+        return open_served(o.run_dir, o.engine, o.provider, o.model, o.onnx, self.threads)
 
 
 def uvicorn_server(app, keep_alive_s: float, host: str = "127.0.0.1", port: int = 0):
@@ -114,8 +69,8 @@ def run_server(spec: ServeSpec, board: WorkerBoard | None = None, sockets: list[
         failures.append(message)
         server[0].should_exit = True
 
-    app = create_app(spec.load, spec.settings, on_failure=failed, board=board)
-    server.append(uvicorn_server(app, spec.keep_alive_s, host, port))
+    app = create_app(spec.load, spec.options.settings, on_failure=failed, board=board)
+    server.append(uvicorn_server(app, spec.options.keep_alive_s, host, port))
     server[0].run(sockets=sockets)
     return failures[0] if failures else None
 

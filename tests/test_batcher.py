@@ -179,7 +179,7 @@ def test_serving_runs_two_processes_on_a_multicore_cpu_and_one_elsewhere():
 def test_a_worker_board_says_who_is_busy_and_sums_the_queues():
     import time
 
-    from kdqat.runtime.workers import WorkerBoard
+    from kdqat.runtime.worker_board import WorkerBoard
 
     board = WorkerBoard(3)
     first, second, third = board.at(0), board.at(1), board.at(2)
@@ -198,7 +198,7 @@ def test_a_worker_board_says_who_is_busy_and_sums_the_queues():
 
 
 def test_a_lone_client_uses_every_core_only_while_no_other_worker_is_busy():
-    from kdqat.runtime.workers import WorkerBoard
+    from kdqat.runtime.worker_board import WorkerBoard
 
     used: list[str] = []
     board = WorkerBoard(2)

@@ -92,8 +92,8 @@ def test_embedding_loss_cosine_and_mse_by_hand():
     s, t = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.6, 0.8], [0.0, 1.0]])
     assert emb_loss(s, t, "cosine").item() == pytest.approx((1 - 0.6 + 0.0) / 2)
     assert emb_loss(s, t, "mse").item() == pytest.approx((0.4**2 + 0.8**2) / 4)
-    assert loss_weights("map+output", embedding=True) == {"emb": 1.0, "rep": 1.0, "map": 1.0, "output": 1.0}
-    assert loss_weights("ternarybert", embedding=True) == {"emb": 1.0, "rep": 1.0, "att": 1.0}
+    assert loss_weights("map+output", prediction_term="emb") == {"emb": 1.0, "rep": 1.0, "map": 1.0, "output": 1.0}
+    assert loss_weights("ternarybert", prediction_term="emb") == {"emb": 1.0, "rep": 1.0, "att": 1.0}
 
 
 # --- text and metrics --------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from conftest import batch, make_student_run
 from onnx import TensorProto, numpy_helper
 
 from kdqat.export.onnx_graph import to_onnx
-from kdqat.export.pipeline import DEPLOY, FLOAT, FP16, PACKED, REPORT, ExportOptions, export_student
+from kdqat.export.pipeline import ExportOptions, export_student
+from kdqat.layout import DEPLOY, FLOAT, FP16, PACKED
+from kdqat.layout import EXPORT_REPORT as REPORT
 from kdqat.export.qdq_modules import to_qdq
 from kdqat import KdqatError, QuantConfig, load_student
 from kdqat.student import act_quantizers
@@ -149,7 +151,7 @@ def test_per_channel_student_exports_per_axis_weights_with_parity(tmp_path, tiny
 
 
 def test_exports_from_dev_data_and_the_onnxruntime_cpu_form(tmp_path, tiny_model_dir, glue_dir):
-    from kdqat.export.pipeline import ORT_CPU
+    from kdqat.layout import ORT_CPU
 
     run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
     report = export_student(ExportOptions(str(run), data_dir=str(glue_dir), samples=24, progress=False, ort_cpu_graph=True))
@@ -206,7 +208,7 @@ def test_onnxruntime_cpu_rewrites_keep_the_predictions(exported):
 
 
 def test_parity_counts_flips_and_separates_near_ties():
-    from kdqat.runtime.parity import compare
+    from kdqat.parity import compare
 
     reference = np.array([[1.0, 0.98], [2.0, 0.0], [0.0, 1.0]])  # the first is a near tie (margin 0.02)
     candidate = np.array([[0.97, 0.99], [2.0, 0.1], [0.0, 1.0]])
@@ -223,8 +225,8 @@ def test_parity_counts_flips_and_separates_near_ties():
 def test_the_tensorrt_graph_is_the_deploy_graph_with_float16_float_parts(exported):
     """model.fp16.onnx: the same nodes and integer codes as the deploy graph, every float tensor float16 but the
     logits; TensorRT's rules hold; its parity is measured with float16's own margin and recorded."""
-    from kdqat.runtime.parity import FP16_DECIDED_MARGIN
-    from kdqat.runtime.trt_engine import tensorrt_graph
+    from kdqat.parity import FP16_DECIDED_MARGIN
+    from kdqat.layout import tensorrt_graph
 
     folder, report = exported
     deploy, half = onnx.load(folder / DEPLOY), onnx.load(folder / FP16)

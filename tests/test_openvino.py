@@ -25,7 +25,7 @@ def feeds(seed: int, batch_size: int = 4, length: int = 16) -> dict[str, np.ndar
 
 def test_openvino_runs_the_deploy_graph_like_the_pytorch_student(exported_run):
     from kdqat.runtime.ort_engine import OrtEngine
-    from kdqat.runtime.parity import compare
+    from kdqat.parity import compare
     from kdqat.runtime.torch_engine import TorchEngine
 
     graph = exported_run / "onnx" / "model.onnx"

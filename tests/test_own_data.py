@@ -83,7 +83,7 @@ def test_regression_from_float_labels_and_problem_override(tmp_path):
     path = write_csv(tmp_path / "scores.csv", [("a good film", 4.5), ("a bad film", 0.5), ("fine", 2.0), ("ok", 3.0)] * 3,
                      header=("sentence", "score"))
     src = open_file_source(settings(train_file=path), "x", 0)
-    assert src.task.is_regression and src.task.metric == "pearson"
+    assert src.task.objective == "regression" and src.task.labels is None and src.task.metric == "pearson"
     assert src.load("train").features["label"].dtype == "float32"
     as_classes = open_file_source(settings(train_file=path, problem="classification"), "x", 0)
     assert as_classes.task.labels == ("0.5", "2", "3", "4.5")
@@ -126,7 +126,7 @@ def test_metrics_for_any_label_set_match_hand_computed_values():
     assert report["per_class"]["b"] == {"precision": pytest.approx(200 / 3), "recall": 100.0, "f1": pytest.approx(80.0),
                                         "support": 2}
     assert report["confusions"] == [{"true": "c", "predicted": "a", "count": 1}, {"true": "a", "predicted": "b", "count": 1}]
-    reg = TaskSpec("y", "files", None, "pearson", pair=False)
+    reg = TaskSpec("y", "files", None, "pearson", pair=False, objective="regression")
     r = task_metrics(reg, np.array([[1.0], [2.0], [4.0]]), np.array([1.0, 2.0, 3.0]))
     assert r["mse"] == pytest.approx(1 / 3) and r["spearman"] == pytest.approx(100.0)
 

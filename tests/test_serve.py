@@ -345,13 +345,14 @@ def test_serve_refuses_a_run_that_was_not_exported(tmp_path, tiny_model_dir):
 
 
 def test_answers_are_labels_with_probabilities_or_scores():
+    from kdqat.objectives import get_objective
     from kdqat.runtime.served_model import ServedModel
 
-    classify = ServedModel("rte", ["entailment", "not_entailment"], True, 32, None, None, "")
+    classify = ServedModel("rte", ["entailment", "not_entailment"], True, 32, None, None, "", get_objective("classification"))
     (answer,) = classify.answers(classify.finish(np.array([[0.0, np.log(3.0)]], dtype=np.float32)))
     assert answer["label"] == "not_entailment"
     assert answer["probabilities"] == pytest.approx({"entailment": 0.25, "not_entailment": 0.75})
-    regress = ServedModel("stsb", None, True, 32, None, None, "")
+    regress = ServedModel("stsb", None, True, 32, None, None, "", get_objective("regression"))
     assert regress.answers(regress.finish(np.array([[3.25]], dtype=np.float32))) == [{"score": 3.25}]
 
 

@@ -16,6 +16,7 @@ from conftest import run_cli
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from kdqat.export.options import TritonOptions
 from kdqat.export.triton import write_triton_repository
 from kdqat import KdqatError
 
@@ -109,7 +110,7 @@ def test_a_built_tensorrt_plan_becomes_a_tensorrt_model(exported_run, tmp_path):
     shutil.copytree(exported_run / "onnx", onnx_dir)
     (onnx_dir / "model.fp16.plan").write_bytes(b"plan bytes")  # TrtEngine.open's plan of model.fp16.onnx
     (onnx_dir / "model.fp16.plan.json").write_text(json.dumps({"profile": {"max_batch": 8}}))
-    record = write_triton_repository(onnx_dir, tmp_path / "repo", max_batch_size=32, device="gpu")
+    record = write_triton_repository(onnx_dir, tmp_path / "repo", TritonOptions(max_batch_size=32, device="gpu"))
     trt = config(tmp_path / "repo" / "rte_student_trt")
     assert trt.platform == "tensorrt_plan" and trt.max_batch_size == 8  # not beyond the engine's profile
     assert (tmp_path / "repo" / "rte_student_trt" / "1" / "model.plan").read_bytes() == b"plan bytes"
@@ -125,7 +126,7 @@ def test_the_repository_replaces_only_its_own_earlier_self(exported_run, tmp_pat
     write_triton_repository(exported_run / "onnx", tmp_path / "mine")  # a shared folder: other files stay
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     write_triton_repository(exported_run / "onnx", tmp_path / "repo")
-    write_triton_repository(exported_run / "onnx", tmp_path / "repo", max_batch_size=4)  # its own: replaced
+    write_triton_repository(exported_run / "onnx", tmp_path / "repo", TritonOptions(max_batch_size=4))  # its own: replaced
     assert config(tmp_path / "repo" / "rte_student").max_batch_size == 4
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "rte_student").mkdir()  # a model of the same name that kdqat did not write

@@ -9,7 +9,7 @@ from onnx import helper, numpy_helper
 
 from kdqat.export.passes import pack_weights
 from kdqat.runtime.ort_passes import activations_to_uint8
-from kdqat.export.pipeline import DEPLOY, PACKED
+from kdqat.layout import DEPLOY, PACKED
 from kdqat.export.trt_check import check_trt
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from kdqat import KdqatError
-from kdqat.runtime.trt_engine import ShapeProfile, engine_record, layer_report, stale_reason
+from kdqat.runtime.engine import ShapeProfile
+from kdqat.runtime.trt_engine import engine_record, layer_report, stale_reason
 
 
 def test_profile_parsing_and_shape_checks():
@@ -83,7 +84,8 @@ def test_engine_matches_onnxruntime_on_gpu(tmp_path):
     from kdqat import QuantConfig
     from kdqat.models import resolve_model
     from kdqat.runtime.ort_engine import OrtEngine
-    from kdqat.runtime.trt_engine import TrtEngine, tensorrt_graph
+    from kdqat.layout import tensorrt_graph
+    from kdqat.runtime.trt_engine import TrtEngine
 
     run = make_student_run(tmp_path / "run", resolve_model("default"), QuantConfig())
     export_student(ExportOptions(str(run), samples=8, progress=False))
@@ -201,7 +203,7 @@ def test_onnxruntime_tensorrt_cache_is_keyed_by_the_graphs_content(tmp_path):
 
 def test_engines_are_built_from_the_fp16_graph_where_export_wrote_one(tmp_path):
     """The FP16 form beside the deploy graph when it exists; an older export's (or your own) deploy graph else."""
-    from kdqat.runtime.trt_engine import fp16_graph, tensorrt_graph
+    from kdqat.layout import fp16_graph, tensorrt_graph
 
     deploy = tmp_path / "model.onnx"
     deploy.write_bytes(b"")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from datasets import ClassLabel, Dataset, Value
 
-from kdqat.errors import KdqatError
+from kdqat.errors import KdqatError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _read_error(path: Path, error: Exception) -> str:
     while e is not None and len(causes) < 10:
         causes.append(e)
         e = e.__cause__ or e.__context__
-    text = " / ".join(str(c).strip().splitlines()[0] for c in causes if str(c).strip())
+    text = " / ".join(first_line(c) for c in causes if str(c).strip())
     match = _PANDAS_LINE.search(text)
     if match:
         expected, line, found = match.groups()

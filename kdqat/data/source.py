@@ -7,46 +7,25 @@ export, eval and serve rebuild the same source from the run folder.
 from __future__ import annotations
 
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset
 
 from kdqat.data.files import Columns, choose_columns, hold_out, label_names, problem_of, read_file, standardize
-from kdqat.data.task import CLASSIFICATION_METRICS, REGRESSION_METRICS, TEST, VALIDATION, TaskSpec, check_metric
+from kdqat.data.base import DataSource, first_rows, hub_split
+from kdqat.data.task import TEST, VALIDATION, TaskSpec
+from kdqat.data.texts import TextSource, embedding_spec
+from kdqat.objectives import get_objective, objective_of
 from kdqat.errors import KdqatError
-
-# the data settings of a run (TrainOptions fields), recorded in config.json and read back by the later stages
-DATA_FIELDS = ("data_dir", "train_file", "validation_file", "test_file", "dataset", "dataset_config", "train_split",
-               "validation_split", "test_split", "text_column", "text_pair_column", "label_column", "problem",
-               "metric", "validation_fraction")
-
 
 def glue_spec(name: str) -> TaskSpec:
     from kdqat.glue.tasks import get_task
 
     task = get_task(name)
     return TaskSpec(name=task.name, source="glue", labels=task.labels, metric=task.metric, pair=task.text_b is not None,
-                    dev_splits=task.dev_splits)
-
-
-@dataclass
-class DataSource:
-    """A task and its splits. `load(split)` returns the split with text_a, text_b (pairs) and label."""
-
-    task: TaskSpec
-
-    def load(self, split: str, max_samples: int | None = None) -> Dataset:
-        raise NotImplementedError
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """Every split the later stages score: the dev splits, then the test split if there is one."""
-        return self.task.dev_splits + ((self.task.test_split,) if self.task.test_split else ())
-
-
-def _first(ds: Dataset, max_samples: int | None) -> Dataset:
-    return ds.select(range(max_samples)) if max_samples is not None and max_samples < len(ds) else ds
+                    dev_splits=task.dev_splits, objective="regression" if task.is_regression else "classification")
 
 
 @dataclass
@@ -75,26 +54,15 @@ class FileSource(DataSource):
             self._ready = self._standardized()
         if split not in self._ready:
             raise KdqatError(f"no {split} data: give --{split}-file (or --{split}-split with --dataset)")
-        return _first(self._ready[split], max_samples)
+        return first_rows(self._ready[split], max_samples)
 
     def _standardized(self) -> dict[str, Dataset]:
         """Every split checked and converted; without validation data, a held-out slice of train."""
         ready = {split: standardize(ds, self.columns, self.task.labels, origin) for split, (ds, origin) in self.raw.items()}
         if VALIDATION not in ready:
             ready["train"], ready[VALIDATION] = hold_out(ready["train"], self.settings["validation_fraction"], self.seed,
-                                                         stratify=not self.task.is_regression)
+                                                         stratify=self.task.labels is not None)
         return ready
-
-
-def _hub_split(name: str, config: str | None, split: str, option: str) -> tuple[Dataset, str]:
-    from datasets import load_dataset
-
-    origin = f"{name}{'/' + config if config else ''}[{split}]"
-    try:
-        return load_dataset(name, config, split=split), origin
-    except Exception as e:  # unreachable hub, unknown dataset or split: one line with the reason
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise KdqatError(f"--dataset {name} {option} {split}: cannot load it ({reason})") from None
 
 
 def read_raw(settings: dict) -> dict[str, tuple[Dataset, str]]:
@@ -105,7 +73,7 @@ def read_raw(settings: dict) -> dict[str, tuple[Dataset, str]]:
         for split, option in (("train", "--train-split"), (VALIDATION, "--validation-split"), (TEST, "--test-split")):
             chosen = settings.get(f"{split}_split")
             if chosen:
-                raw[split] = _hub_split(name, config, chosen, option)
+                raw[split] = hub_split(name, config, chosen, option)
         return raw
     for split in ("train", VALIDATION, TEST):
         path = settings.get(f"{split}_file")
@@ -128,13 +96,14 @@ def open_file_source(settings: dict, name: str, seed: int, labels: tuple[str, ..
     columns = choose_columns(train.column_names, origin, settings.get("text_column"),
                              settings.get("text_pair_column"), settings.get("label_column"))
     problem = problem or problem_of(train, columns.label, settings.get("problem"), origin)
-    regression = problem == "regression"
-    metric = settings.get("metric") or (REGRESSION_METRICS if regression else CLASSIFICATION_METRICS)[0]
-    check_metric(metric, regression)
-    if not regression and labels is None:
+    objective = get_objective(problem)
+    metric = settings.get("metric") or objective.metrics[0]
+    objective.check_metric(metric)
+    if objective.named_labels and labels is None:
         labels = label_names(train, columns.label, origin)
-    spec = TaskSpec(name=name, source="files", labels=None if regression else tuple(labels), metric=metric,
-                    pair=columns.pair is not None, dev_splits=(VALIDATION,), test_split=TEST if TEST in raw else None)
+    spec = TaskSpec(name=name, source="files", labels=tuple(labels) if objective.named_labels else None, metric=metric,
+                    pair=columns.pair is not None, dev_splits=(VALIDATION,), test_split=TEST if TEST in raw else None,
+                    objective=objective.name)
     return FileSource(spec, settings=settings, columns=columns, raw=raw, seed=seed)
 
 
@@ -153,14 +122,12 @@ def task_name_of(settings: dict, given: str | None) -> str:
 
 def source_for_run(spec: TaskSpec, settings: dict, seed: int, data_dir: str | None = None) -> DataSource:
     """The data source of a finished run, from its recorded task and data settings (later stages)."""
-    if spec.is_embedding:
-        from kdqat.data.texts import TextSource
-
+    if not objective_of(spec).labelled:
         return TextSource(spec, settings={**settings, "data_dir": data_dir or settings.get("data_dir")}, seed=seed)
     if spec.source == "glue":
         return GlueSource(spec, data_dir if data_dir is not None else settings.get("data_dir"))
     source = open_file_source(settings, spec.name, seed, labels=spec.labels,
-                              problem="regression" if spec.is_regression else "classification")
+                              problem=spec.objective)
     if (source.columns.pair is not None) != spec.pair:
         raise KdqatError(f"the data now has {'a' if source.columns.pair else 'no'} text pair column; the run was trained "
                          f"{'with' if spec.pair else 'without'} one")
@@ -171,14 +138,10 @@ def source_for_run(spec: TaskSpec, settings: dict, seed: int, data_dir: str | No
 def open_source(opts) -> DataSource:
     """The data of a `kdqat train` run (TrainOptions): a GLUE task, or your files / dataset, whose label order
     follows a given --teacher's id2label (matched by name) so that the teacher's head is used as it is."""
-    import dataclasses
-
     from kdqat.models import generic_labels, label_order, model_label_names
 
     opts.check_data()
-    if opts.objective == "embedding":
-        from kdqat.data.texts import TextSource, embedding_spec
-
+    if not get_objective(opts.objective).labelled:
         if opts.uses_files:
             spec = embedding_spec(task_name_of(opts.data_settings(), opts.task), "files")
         else:
@@ -190,7 +153,7 @@ def open_source(opts) -> DataSource:
     source = open_file_source(settings, task_name_of(settings, opts.task), opts.seed)
     teacher_labels = model_label_names(opts.teacher) if opts.teacher else None
     # generic names (LABEL_i) keep the data's order: load_teacher matches them by index, with its warning
-    if teacher_labels is not None and not source.task.is_regression and not generic_labels(teacher_labels):
+    if teacher_labels is not None and source.task.labels is not None and not generic_labels(teacher_labels):
         order = label_order(source.task.labels, teacher_labels, "--teacher", opts.teacher)
         source.task = dataclasses.replace(source.task, labels=order)
     return source

@@ -1,5 +1,6 @@
-"""What every stage needs to know about a task, whatever its data source: its label names (or that it is a
-regression), whether inputs are pairs, its splits and the metric that selects checkpoints."""
+"""What every stage needs to know about a task, whatever its data source: its objective, its label names,
+whether inputs are pairs, its splits and the metric that selects checkpoints. Plain data: what to do with a
+task is its objective's (kdqat.objectives)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,6 @@ from dataclasses import asdict, dataclass
 
 from kdqat.errors import KdqatError
 
-# the metric that selects checkpoints, per problem type; the first is the default (`--metric`)
-CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "weighted_f1")
-REGRESSION_METRICS = ("pearson", "spearman", "mse")
-EMBEDDING_METRIC = "cosine"  # mean cosine similarity of the student's embeddings to the float model's
-OBJECTIVES = ("classification", "embedding")
-EMBEDDING_LOSSES = ("cosine", "mse")  # how the embedding term compares student and float vectors
-LOWER_IS_BETTER = {"mse"}
 VALIDATION, TEST = "validation", "test"
 
 
@@ -25,8 +19,9 @@ class TaskSpec:
     labels: label names in id order (the models' id2label); None for a regression (one score).
     metric: the metric that selects checkpoints, scored on dev_splits[0].
     test_split: a split scored once, for the kept checkpoints only (never used for selection).
-    objective: "classification" (labels or a regression score) or "embedding" (sentence vectors; no labels, the
-    dev splits hold texts whose float-model embeddings are the reference, scored by mean cosine).
+    objective: the kdqat.objectives entry that says what to do with it: "classification", "regression" (one score,
+    labels None) or "embedding" (sentence vectors; no labels, the dev splits hold texts whose float-model
+    embeddings are the reference, scored by mean cosine).
     """
 
     name: str
@@ -39,14 +34,6 @@ class TaskSpec:
     objective: str = "classification"
 
     @property
-    def is_embedding(self) -> bool:
-        return self.objective == "embedding"
-
-    @property
-    def is_regression(self) -> bool:
-        return self.labels is None and not self.is_embedding
-
-    @property
     def num_labels(self) -> int:
         return 1 if self.labels is None else len(self.labels)
 
@@ -55,26 +42,19 @@ class TaskSpec:
         """The selecting metric's key on the first dev split, e.g. "dev_accuracy", "validation_macro_f1"."""
         return f"{self.dev_splits[0]}_{self.metric}"
 
-    @property
-    def greater_is_better(self) -> bool:
-        return self.metric not in LOWER_IS_BETTER
-
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config.json") -> TaskSpec:
         try:
-            return cls(name=data["name"], source=data["source"],
-                       labels=tuple(data["labels"]) if data["labels"] is not None else None,
-                       metric=data["metric"], pair=bool(data["pair"]), dev_splits=tuple(data["dev_splits"]),
-                       test_split=data.get("test_split"), objective=data.get("objective", "classification"))
+            labels = tuple(data["labels"]) if data["labels"] is not None else None
+            objective = data.get("objective", "classification")
+            if objective == "classification" and labels is None:  # recorded so before regression had its own name
+                objective = "regression"
+            return cls(name=data["name"], source=data["source"], labels=labels, metric=data["metric"],
+                       pair=bool(data["pair"]), dev_splits=tuple(data["dev_splits"]), test_split=data.get("test_split"),
+                       objective=objective)
         except (KeyError, TypeError):
             raise KdqatError(f"{source}: task_spec is incomplete; rerun kdqat train") from None
 
-
-def check_metric(metric: str, regression: bool) -> None:
-    allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
-    if metric not in allowed:
-        kind = "a regression" if regression else "a classification"
-        raise KdqatError(f"--metric {metric!r} does not fit {kind}; use one of {', '.join(allowed)}")

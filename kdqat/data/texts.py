@@ -14,16 +14,17 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from kdqat.data.files import TEXT_COLUMNS, read_file
-from kdqat.data.source import DataSource, _first, _hub_split
-from kdqat.data.task import EMBEDDING_METRIC, VALIDATION, TaskSpec
+from kdqat.data.base import DataSource, first_rows, hub_split
+from kdqat.data.task import VALIDATION, TaskSpec
 from kdqat.errors import KdqatError
+from kdqat.objectives.embedding import Embedding
 
 MAX_HELD_OUT = 1000
 
 
 def embedding_spec(name: str, source: str) -> TaskSpec:
-    return TaskSpec(name=name, source=source, labels=None, metric=EMBEDDING_METRIC, pair=False,
-                    dev_splits=(VALIDATION,), objective="embedding")
+    return TaskSpec(name=name, source=source, labels=None, metric=Embedding.metrics[0], pair=False,
+                    dev_splits=(VALIDATION,), objective=Embedding.name)
 
 
 def _text_column(ds: Dataset, given: str | None, origin: str) -> str:
@@ -66,7 +67,7 @@ def held_out_size(n: int, fraction: float) -> int:
 
 @dataclass
 class TextSource(DataSource):
-    """Sentences to distil on. settings: the run's data settings (kdqat.data.source.DATA_FIELDS)."""
+    """Sentences to distil on. settings: the run's data settings (kdqat.options.DATA_FIELDS)."""
 
     settings: dict = field(default_factory=dict)
     seed: int = 42
@@ -77,7 +78,7 @@ class TextSource(DataSource):
             self._ready = self._read()
         if split not in self._ready:
             raise KdqatError(f"no {split} text for this embedding run (it has {', '.join(self._ready)})")
-        return _first(self._ready[split], max_samples)
+        return first_rows(self._ready[split], max_samples)
 
     def _read(self) -> dict[str, Dataset]:
         s = self.settings
@@ -108,5 +109,5 @@ class TextSource(DataSource):
         return sentences(ds, [_text_column(ds, self.settings.get("text_column"), str(path))], str(path))
 
     def _hub(self, split: str, name: str, option: str) -> Dataset:
-        ds, origin = _hub_split(self.settings["dataset"], self.settings.get("dataset_config"), name, option)
+        ds, origin = hub_split(self.settings["dataset"], self.settings.get("dataset_config"), name, option)
         return sentences(ds, [_text_column(ds, self.settings.get("text_column"), origin)], origin)

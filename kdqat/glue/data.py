@@ -16,7 +16,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from kdqat.glue.tasks import Column, GlueTask
-from kdqat.errors import KdqatError
+from kdqat.errors import KdqatError, first_line
 
 HUB_DATASET = "nyu-mll/glue"
 
@@ -129,7 +129,7 @@ def load_split(task: GlueTask, split: str, data_dir: str | Path | None = None, m
         except Exception as e:  # any hub failure ends in the same advice
             raise KdqatError(
                 f"no GLUE data for {task.name}: no --data-dir given, GLUE_DIR is unset, and loading "
-                f"{HUB_DATASET} from the Hugging Face hub failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                f"{HUB_DATASET} from the Hugging Face hub failed ({type(e).__name__}: {first_line(e)}); "
                 f"pass --data-dir pointing at a folder with {task.dir_name}/{split}.tsv"
             ) from None
     if max_samples is not None and max_samples < len(ds):

@@ -1,4 +1,5 @@
-"""How close an engine's outputs are to the PyTorch student's: used by export's gate and by kdqat eval."""
+"""How close an engine's outputs are to the PyTorch student's: used by export's gate and by kdqat eval (each
+objective chooses its comparison, kdqat.objectives)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,15 @@ class EmbeddingParity:
         return asdict(self)
 
 
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two [N, D] arrays (float64)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(1) / np.maximum(norms, 1e-12)
+
+
 def compare_embeddings(reference: np.ndarray, candidate: np.ndarray) -> EmbeddingParity:
     """Cosine similarity of each candidate embedding to its reference (both [examples, dimension])."""
-    from kdqat.data.metrics import cosines
-
     if reference.shape != candidate.shape:
         raise ValueError(f"embedding shapes differ: {reference.shape} vs {candidate.shape}")
     cos = cosines(reference, candidate)
