@@ -33,9 +33,8 @@ COPY kdqat ./kdqat
 COPY export ./export
 COPY runtime ./runtime
 COPY eval ./eval
-# the image runs its own GPU check as the README writes it: `python benchmarks/gpu_check.py RUN_DIR`, and the
-# GPU-marked tests with `python -m pytest -q -m gpu tests` (hence the dev extra)
-COPY benchmarks ./benchmarks
+# the image runs its own GPU check as the README writes it, `kdqat gpu-check RUN_DIR`, and the GPU-marked tests
+# with `python -m pytest -q -m gpu tests` (hence the dev extra)
 COPY tests ./tests
 # kdqat depends on onnxruntime (CPU); the gpu extra adds onnxruntime-gpu, which provides the same module:
 # keep only the GPU build (`kdqat doctor --gpu` checks it). `tensorrt` (10.x) is already satisfied by the base image.

@@ -26,18 +26,17 @@ import onnx
 import onnxruntime as ort
 from onnx import ModelProto, helper
 
-from onnx_latency import profile
-from peers import block_ms, feed
 from kdqat.io import write_json
 from kdqat.runtime import ort_passes
 from kdqat.runtime.cpu_info import cpu_info, describe
+from kdqat.runtime.timing import block_ms, random_batch, ort_profile
 
 
 def fuse_skip_layernorm(model: ModelProto) -> ModelProto:
     """LayerNormalization(Add(x, residual)) over the last axis -> com.microsoft SkipLayerNormalization(x, residual,
     gamma, beta), the fusion onnxruntime's BERT optimizer makes (it does not find it in-session here: the shapes
     are unknown to it). Measured here and rejected: onnxruntime 1.32's CPU kernel is slower than Add +
-    LayerNormalization for these shapes (docs/RESULTS.md), so kdqat's sessions do not apply it."""
+    LayerNormalization for these shapes (docs/results/cpu-speed.md), so kdqat's sessions do not apply it."""
     out = ModelProto()
     out.CopyFrom(model)
     producers, consumers, constant = ort_passes._producers(out), ort_passes._consumers(out), ort_passes.constants(out)
@@ -112,7 +111,7 @@ def main() -> None:
         print(f"  {name:26s} {sum(nodes.values())} nodes after onnxruntime's optimizations")
     for shape in args.shapes.split(","):
         batch, seq = (int(x) for x in shape.split("x"))
-        inputs = feed(batch, seq, vocab)
+        inputs = random_batch(batch, seq, vocab, special=(101, 102))
         times: dict[str, list[float]] = {name: [] for name in sessions}
         for s in sessions.values():
             s.run(None, inputs)
@@ -120,7 +119,7 @@ def main() -> None:
             for name, s in sessions.items():
                 times[name].append(block_ms(lambda x, s=s: s.run(None, x), inputs, args.iterations))
         medians = {name: statistics.median(t) for name, t in times.items()}
-        profiles = {name: dict(profile(m, inputs, args.profile_runs + 1, args.threads)) for name, m in models.items()}
+        profiles = {name: dict(ort_profile(m, inputs, args.profile_runs + 1, args.threads)) for name, m in models.items()}
         result["shapes"].append({"batch": batch, "seq": seq, "median_ms": medians, "profile_ms": profiles})
         print(f"{batch} x {seq}: " + "   ".join(f"{n} {ms:.2f} ms ({medians['before'] / ms:.2f}x)" for n, ms in medians.items()))
         for name, ops in profiles.items():

@@ -8,7 +8,7 @@ students (kdqat export of `kdqat train --objective embedding` runs), on one mach
 Quality (no fine-tuning): STS-B dev Spearman correlation of cosine similarities with the gold scores (1,500
 pairs), and CLINC150 k-nearest-neighbour intent accuracy (index train.csv, classify test.csv; k = 10, votes
 weighted by cosine, fixed before any model was scored). `--split validation` scores what students are chosen by
-instead: STS-B train pairs (5,749; the students never see their scores) and CLINC150 validation.csv. The peer (benchmarks/_peer.py) is what a user would do
+instead: STS-B train pairs (5,749; the students never see their scores) and CLINC150 validation.csv. The peer (kdqat.export.peer) is what a user would do
 instead of kdqat: onnxruntime's BERT fusions and `quantize_dynamic` int8 of the float model. Every model runs on the CPU in onnxruntime, except "float (PyTorch)".
 Latency: median of `--blocks` blocks of `--iterations` calls per model and shape, models interleaved block by
 block, on token ids of the given lengths; run it on an otherwise idle machine (nothing is timed while training).
@@ -26,8 +26,7 @@ import tempfile
 from pathlib import Path
 
 
-from _peer import peer_graph
-from peers import block_ms, feed
+from kdqat.export.peer import peer_graph
 from kdqat.embedding import SentenceEmbedder
 from kdqat.eval.embedding_quality import KNN_K, embedder, knn_accuracy, labelled_texts, sts_spearman, stsb_pairs
 from kdqat.objectives import objective_of
@@ -39,6 +38,7 @@ from kdqat.run_dir import open_run
 from kdqat.runtime.cpu_info import cpu_info, describe
 from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.torch_engine import TorchEngine
+from kdqat.runtime.timing import block_ms, random_batch
 
 
 def quality(embed, sts, clinc) -> dict[str, float]:
@@ -52,7 +52,7 @@ def quality(embed, sts, clinc) -> dict[str, float]:
 def latency(engines: dict, shapes: list[tuple[int, int]], blocks: int, iterations: int, vocab: int) -> list[dict]:
     rows = []
     for batch, seq in shapes:
-        inputs = feed(batch, seq, vocab)
+        inputs = random_batch(batch, seq, vocab, special=(101, 102))
         for engine in engines.values():
             engine.run(inputs)  # warm up
         times: dict[str, list[float]] = {name: [] for name in engines}

@@ -1,4 +1,4 @@
-"""benchmarks/peers.py records taken at several instruction-set levels (benchmarks/isa_mask.py) as one table and
+"""benchmarks/peers.py records taken at several instruction-set levels (kdqat isa-mask) as one table and
 one picture: the student against the peer on each engine, level by level, so that it shows which CPU feature each
 speed-up comes from.
 

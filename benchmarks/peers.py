@@ -1,5 +1,5 @@
 """The student against what a user would do instead, on one machine in one process: PyTorch fp32 (the teacher),
-the peer (onnxruntime BERT fusions + quantize_dynamic int8 of the teacher, benchmarks/_peer.py) and the kdqat
+the peer (onnxruntime BERT fusions + quantize_dynamic int8 of the teacher, kdqat.export.peer) and the kdqat
 W2/A8 student (the exported deploy graph on onnxruntime, and on OpenVINO where installed: with dynamic shapes, and
 with a model compiled for each measured shape beside the peer told the same shape), at batch x sequence 1x128,
 8x128, 32x128, 1x32, with the dev score of each, so that a speed figure always comes with the accuracy it costs.
@@ -19,13 +19,11 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from _peer import peer_graph
+from kdqat.export.peer import peer_graph
 from kdqat.data.metrics import task_metrics
 from kdqat.objectives import objective_of
 from kdqat.errors import KdqatError
@@ -37,6 +35,7 @@ from kdqat.runtime.batching import predict
 from kdqat.runtime.cpu_info import cpu_info, describe
 from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.registry import parse_shapes
+from kdqat.runtime.timing import Block, random_batch, timed_block
 from kdqat.runtime.torch_engine import TorchEngine
 
 
@@ -44,43 +43,6 @@ PYTORCH, PEER = "PyTorch fp32 (teacher)", "peer: onnxruntime dynamic int8 (fused
 PEER_FIXED = "peer, fixed shapes"
 STUDENTS = {"ort": "kdqat W2/A8 student (onnxruntime)", "openvino": "kdqat W2/A8 student (OpenVINO)",
             "openvino_static": "kdqat W2/A8 student (OpenVINO, fixed shapes)"}
-
-
-def feed(batch: int, seq: int, vocab: int) -> dict[str, np.ndarray]:
-    ids = np.random.default_rng(0).integers(1000, vocab, (batch, seq)).astype(np.int64)
-    ids[:, 0], ids[:, -1] = 101, 102
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-
-
-@dataclass(frozen=True)
-class Block:
-    first_ms: float  # the first call after the pause
-    steady_ms: float  # ms per call over the timed calls, after the warm-up
-
-
-def timed_block(run, inputs: dict, iterations: int, warmup: int = 2) -> Block:
-    """One block: a pause, `warmup` (>= 1) untimed calls (the first of them timed apart), then `iterations` timed calls.
-    The pause: onnxruntime's intra-op threads spin for a while after a run, and a session timed right after another
-    one would share the cores with the other's spinning pool (measured: a 1x32 student looked 1.6x slower than
-    alone). The warm-up: on this kind of machine the first call after the pause takes 2-5x a steady call at 1x32
-    (threads and caches gone cold), which would weigh on a block of a few calls (docs/RESULTS.md)."""
-    if warmup < 1:
-        raise ValueError(f"warmup {warmup}: the first call after the pause is a warm-up call, so at least 1")
-    time.sleep(0.05)
-    start = time.perf_counter()
-    run(inputs)
-    first = time.perf_counter() - start
-    for _ in range(warmup - 1):
-        run(inputs)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        run(inputs)
-    return Block(first * 1e3, (time.perf_counter() - start) / iterations * 1e3)
-
-
-def block_ms(run, inputs: dict, iterations: int, warmup: int = 2) -> float:
-    """ms per call of one block after its pause and warm-up (`timed_block`)."""
-    return timed_block(run, inputs, iterations, warmup).steady_ms
 
 
 class FixedShapeOrt:
@@ -168,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         fixed_peer = STUDENTS["openvino_static"] in engines  # its fair peer: the peer's graph told each shape
         print("ms per call, steady (after each block's warm-up):", " | ".join([*engines, *[PEER_FIXED] * fixed_peer]))
         for batch, seq in shapes:
-            inputs = feed(batch, seq, vocab)
+            inputs = random_batch(batch, seq, vocab, special=(101, 102))
             timed = {**engines, **({PEER_FIXED: FixedShapeOrt(peer_path, args.threads, batch, seq)} if fixed_peer else {})}
             outputs = {name: engine.run(inputs) for name, engine in timed.items()}  # also the first, untimed call
             times: dict[str, list[Block]] = {name: [] for name in timed}

@@ -417,7 +417,7 @@ def serve(
     port: int = typer.Option(ServeOptions.port, help="TCP port."),
     max_batch_size: int = typer.Option(ServeSettings.max_batch_size, help="Dynamic batching: at most this many inputs per engine call."),
     max_wait_ms: float = typer.Option(ServeSettings.max_wait_ms, help="Dynamic batching: how long a call may wait for its share of the requests outstanding before it to come back (a lone client never waits; 0: only what queued while the engine was busy)."),
-    batching: bool = typer.Option(ServeSettings.batching, "--batching/--no-batching", help="Gather concurrent requests into length-bucketed engine calls (faster on a 2-core CPU too, measured: docs/RESULTS.md)."),
+    batching: bool = typer.Option(ServeSettings.batching, "--batching/--no-batching", help="Gather concurrent requests into length-bucketed engine calls (faster on a 2-core CPU too, measured: docs/results/serving.md)."),
     max_inputs: int = typer.Option(ServeSettings.max_inputs, help="Most inputs in one request (more: 413)."),
     max_text_bytes: int = typer.Option(ServeSettings.max_text_bytes, help="Longest text in bytes (longer: 413)."),
     body_timeout_s: float = typer.Option(ServeSettings.body_timeout_s, help="A request whose body has not fully arrived after this many seconds gets 408 and its connection is closed."),
@@ -586,6 +586,63 @@ def print_metrics(result: dict) -> None:
         row(f"student last (step {rec['step']}), {mode} scales{' (kept in student/)' if kept else ''}", rec["dev"],
             student.get("test") if kept else None)
     stdout.print(table)
+
+
+@app.command("gpu-check")
+def gpu_check_command(
+    run_dir: str = typer.Argument(..., help="Output folder of kdqat train, after kdqat export."),
+    data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR-layout folder (default: the run's, else GLUE_DIR)."),
+    max_samples: Optional[int] = typer.Option(None, help="Dev examples for the parity check (default all)."),
+    batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes of the latency table; the largest is the engines' profile."),
+    iterations: int = typer.Option(50, help="Timed calls per latency cell."),
+) -> None:
+    """The first GPU run, cheap and decisive: TensorRT INT8 engine and its layers, plan reload, TensorRT against the
+    PyTorch student on dev, onnxruntime's TensorRT provider, a latency table. One PASS/FAIL line per check; exit 1
+    on any FAIL. Needs the GPU image (kdqat doctor --gpu says what is missing)."""
+    from pathlib import Path
+
+    _quiet_libraries()
+    from kdqat.eval.gpu_check import gpu_check
+
+    code = gpu_check(Path(run_dir), data_dir, max_samples, tuple(_csv(batch_sizes, "--batch-sizes", int)), iterations)
+    raise typer.Exit(code)
+
+
+@app.command("mix-texts")
+def mix_texts_command(
+    output: str = typer.Argument(..., help="The .txt file to write (one sentence per line)."),
+    glue_task: list[str] = typer.Option([], help="A GLUE task whose training sentences (both sides of a pair) come first; repeat for several."),
+    data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR for --glue-task (default: GLUE_DIR)."),
+    file: list[str] = typer.Option([], help="A CSV / TSV / JSON Lines / JSON / Parquet / .txt file whose text column is added; repeat for several."),
+    text_column: Optional[str] = typer.Option(None, help="The text column of --file (default: the usual names)."),
+) -> None:
+    """Unlabelled training text for --objective embedding: the distinct sentences of GLUE tasks and your files, one per
+    line, in order."""
+    from pathlib import Path
+
+    _quiet_libraries()
+    from kdqat.data.mix import mix_texts
+
+    count = mix_texts(Path(output), glue_task, data_dir, file, text_column)
+    stdout.print(f"{output}: {count} distinct sentences from {len(glue_task) + len(file)} source(s)")
+
+
+@app.command("isa-mask", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def isa_mask_command(
+    ctx: typer.Context,
+    level: str = typer.Argument(..., help="avx2, avx2_vnni or avx512_vnni: the instruction-set level the command sees."),
+    check: bool = typer.Option(False, "--check", help="Print what the libraries see under the mask, instead of a command."),
+) -> None:
+    """Run a command (after --) as if this CPU had only an older instruction set: its libraries dispatch that level's
+    kernels on this machine's cores (CPUID faulting, x86-64 Linux). Exits with the command's status."""
+    from kdqat.runtime.isa_mask import CommandNotFound, run_masked
+
+    try:
+        code = run_masked(level, list(ctx.args), check)
+    except CommandNotFound as e:
+        console.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
+        code = 127
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from kdqat.objectives import TRAIN_OBJECTIVES, get_objective
 
 OPTIMIZERS = ("bertadam", "adamw")
 # The student's schedule. "kdqat" (the default): the paper's optimizer and schedule at the learning rate measured
-# best on the default model (docs/RESULTS.md, issue 12: STS-B 81.74 vs 76.22 Pearson and CoLA 19.93 vs 18.20 MCC
+# best on the default model (docs/results/glue.md, issue 12: STS-B 81.74 vs 76.22 Pearson and CoLA 19.93 vs 18.20 MCC
 # against "paper"), with more epochs where 3 measured short. "paper": Kim et al.'s published recipe (REFERENCE.md,
 # "Schedule"), for reproducing them. --learning-rate / --optimizer / --epochs override either.
 RECIPES = {
@@ -27,9 +27,9 @@ RECIPES = {
     "kdqat": {"optimizer": "bertadam", "learning_rate": 1e-4, "epochs": 3.0},
 }
 # Per-task epochs of a recipe, where they differ from its "epochs". STS-B: every student's dev Pearson still rose at
-# the end of 3 epochs; 6 closed most of the gap to the teacher (docs/RESULTS.md, issue 12).
+# the end of 3 epochs; 6 closed most of the gap to the teacher (docs/results/glue.md, issue 12).
 RECIPE_TASK_EPOCHS = {"kdqat": {"stsb": 6.0}}
-# The teacher's epochs (AdamW, lr 1e-4): 6 where 3 measured short (docs/RESULTS.md, issue 12, "Teachers"): dev CoLA
+# The teacher's epochs (AdamW, lr 1e-4): 6 where 3 measured short (docs/results/glue.md, issue 12, "Teachers"): dev CoLA
 # MCC 24.41 at 3 epochs, 30.47 at 6 (its students +7 MCC); STS-B Pearson 85.41, 86.88 (+1.9). RTE stays at 3: its 6-epoch
 # teacher (60.65 against 58.12, within its evaluation spread) distils map+output students 2.5 points worse.
 TEACHER_EPOCHS = 3.0
@@ -106,7 +106,7 @@ class TrainOptions:
     max_seq_length: int | None = None
     learning_rate: float | None = None  # None: the recipe's
     optimizer: str | None = None  # None: the recipe's
-    teacher_learning_rate: float = 1e-4  # docs/RESULTS.md: best on average over RTE / CoLA / STS-B
+    teacher_learning_rate: float = 1e-4  # docs/results/glue.md: best on average over RTE / CoLA / STS-B
     teacher_epochs: float | None = None  # None: TEACHER_TASK_EPOCHS, else TEACHER_EPOCHS
     teacher_optimizer: str = "adamw"
     teacher_only: bool = False

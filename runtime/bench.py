@@ -3,11 +3,9 @@ lengths, with the float teacher measured in the same run as the baseline."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,29 +21,9 @@ from kdqat.run_dir import open_run
 from kdqat.layout import BENCH_DIR, deploy_graph
 from kdqat.runtime.bench_options import BenchOptions
 from kdqat.runtime.registry import StudentSource, open_engine, open_teacher
+from kdqat.runtime.timing import measure, random_batch
 
 BASELINE = "teacher fp32 (torch)"
-
-
-def random_batch(batch: int, seq: int, vocab: int, seed: int, low: int = 1000) -> dict[str, np.ndarray]:
-    ids = np.random.default_rng(seed).integers(low, vocab, (batch, seq)).astype(np.int64)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-
-
-def measure(run, batch: dict[str, np.ndarray], warmup: int, iterations: int) -> dict[str, float]:
-    """Latency percentiles (ms) over `iterations` calls after `warmup`, and sequences per second."""
-    for _ in range(warmup):
-        run(batch)
-    times = np.empty(iterations)
-    for i in range(iterations):
-        start = time.perf_counter()
-        run(batch)
-        times[i] = time.perf_counter() - start
-    ms = times * 1000
-    n = len(batch["input_ids"])
-    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
-            "sequences_per_s": float(n / times.mean())}
 
 
 FLOAT_BYTES = 4

@@ -2,7 +2,7 @@
 
 onnxruntime's integer GEMMs run on AVX2 everywhere, faster with AVX-512 VNNI (or AVX-VNNI) and fastest
 with AMX; a speed-up measured on one of these says little about another, so every benchmark records them.
-Under benchmarks/isa_mask.py (its CPUID mask loaded in the process) the libraries are shown fewer features than
+Under kdqat isa-mask (its CPUID mask loaded in the process) the libraries are shown fewer features than
 /proc/cpuinfo lists; the record then names the mask and lists only the features left.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 # /proc/cpuinfo flag -> the name people know; in the order of increasing integer throughput
 DOT_PRODUCT_FEATURES = {"avx2": "AVX2", "avx_vnni": "AVX-VNNI", "avx512_vnni": "AVX-512 VNNI", "amx_int8": "AMX-INT8"}
-# benchmarks/isa_mask.py's levels -> the features its CPUID mask leaves visible
+# kdqat isa-mask's levels -> the features its CPUID mask leaves visible
 MASKED_FEATURES = {"avx2": ("AVX2",), "avx2_vnni": ("AVX2", "AVX-VNNI"), "avx512_vnni": ("AVX2", "AVX-512 VNNI")}
 
 
@@ -41,7 +41,7 @@ def cpu_info() -> dict:
 
 
 def active_mask() -> str | None:
-    """benchmarks/isa_mask.py's level where its library is loaded in this process (it ends the process when it cannot
+    """kdqat isa-mask's level where its library is loaded in this process (it ends the process when it cannot
     mask, so loaded means masked); None otherwise, whatever KDQAT_CPUID_MASK says."""
     level, maps = os.environ.get("KDQAT_CPUID_MASK"), Path("/proc/self/maps")
     if not level or not maps.is_file():
@@ -50,7 +50,7 @@ def active_mask() -> str | None:
 
 
 def masked(info: dict, level: str | None) -> dict:
-    """`info` as the libraries see it under benchmarks/isa_mask.py's CPUID mask `level` (None: unmasked)."""
+    """`info` as the libraries see it under kdqat isa-mask's CPUID mask `level` (None: unmasked)."""
     if not level:
         return info
     visible = MASKED_FEATURES.get(level, ())
@@ -67,7 +67,7 @@ def openvino_caution(info: dict) -> str | None:
     if any(f in info["features"] for f in ("AVX-VNNI", "AVX-512 VNNI", "AMX-INT8")):
         return None
     return ("this CPU has AVX2 but no VNNI or AMX; with those kernels the student ran at 0.45-0.61x the speed of "
-            "onnxruntime's int8 peer on OpenVINO and 0.98-1.16x on onnxruntime: use --engine ort (docs/RESULTS.md, "
+            "onnxruntime's int8 peer on OpenVINO and 0.98-1.16x on onnxruntime: use --engine ort (docs/results/cpu-speed.md, "
             "\"Without AMX\")")
 
 
@@ -78,5 +78,5 @@ def describe(info: dict) -> str:
     text = f"{info['model']} ({info['arch']}, {info['logical_cores']} cores): {', '.join(have) or 'no AVX2'}"
     text += f"; no {', '.join(missing)}" if missing else ""
     if info.get("cpuid_mask"):
-        text += f" (CPUID masked to {info['cpuid_mask']} by benchmarks/isa_mask.py; the CPU has {', '.join(info['features_unmasked'])})"
+        text += f" (CPUID masked to {info['cpuid_mask']} by kdqat isa-mask; the CPU has {', '.join(info['features_unmasked'])})"
     return text

@@ -4,16 +4,16 @@ OpenVINO reads the Q/DQ deploy graph as it is (no rewrite): its low-precision pa
 MatMul into an INT8 FullyConnected and the attention block into one fused INT8 kernel per layer; LayerNorm,
 GELU and the residuals run as its own FP32 kernels. On a 2-core Xeon with AMX the student
 runs 1.4-1.6x faster than in onnxruntime from 1x128 to 32x128 and 1.1-1.2x at 1x32 (1.5x with that shape compiled
-ahead), but behind `kdqat serve` (small calls, a new shape each) it is slower (docs/RESULTS.md, "The student on
+ahead), but behind `kdqat serve` (small calls, a new shape each) it is slower (docs/results/cpu-speed.md, "The student on
 OpenVINO" and "Batch 1: steady calls"). That lead rests on AMX and VNNI: with AVX2 kernels alone (no VNNI) the
 student ran at half the speed of onnxruntime's int8 peer, and opening the engine on such a CPU logs a warning
-(docs/RESULTS.md, "Without AMX").
+(docs/results/cpu-speed.md, "Without AMX").
 
 The float parts run in FP32 (`INFERENCE_PRECISION_HINT`): OpenVINO's default on CPUs with AMX or
 AVX-512 BF16 is BF16, which would make the numbers depend on the machine. Shapes stay dynamic: one compiled
 model takes any batch and sequence length. A deployment can also have a few fixed shapes compiled ahead
 (`static_shapes`), as TensorRT builds fixed-shape engines: a model compiled for one shape runs 8-26% faster at
-small shapes (benchmarks/openvino_shapes.py), at about 0.5 s of compilation and 80 MB of memory per shape. A call
+small shapes (docs/results/openvino/), at about 0.5 s of compilation and 80 MB of memory per shape. A call
 that fits one (batch and length at most its own) is padded to the smallest that fits, its padding masked and its
 padded rows dropped from the answer; a call that fits none runs on the dynamic model.
 Calls from several threads at once each get their own infer request; `threads` per call sets as many CPU

@@ -73,7 +73,7 @@ def serving_layout(engine: str, provider: str, workers: int = 0, calls: int = 0,
     """The server's processes and engine calls. 0 picks: onnxruntime or OpenVINO on a CPU with two or more cores
     runs two worker processes, each one engine call at a time on half the cores (on 2 cores, 1.14-1.20x the
     requests/s of two calls in one process on 12-token inputs, 1.08-1.12x on varied ones: the event loop and the
-    engine threads no longer share one interpreter lock; docs/RESULTS.md, "Two server processes"); one process
+    engine threads no longer share one interpreter lock; docs/results/serving.md, "Two server processes"); one process
     (`workers` 1) runs two calls at once instead; a GPU engine or PyTorch, one process and one call with its own
     threading. A call on part of the cores comes with a session on every core for a lone client. Worker processes
     need Linux: its SO_REUSEPORT spreads connections over them (elsewhere the default is one process)."""

@@ -15,7 +15,7 @@ Every bad request gets a 4xx with {"error": "<one line>"} and never reaches the 
 
 The three POST routes are answered by plain ASGI code (the body read from uvicorn, JSON in and out with orjson):
 at a few thousand requests a second on two cores, Starlette's Request, routing and response objects were a
-measurable share of each request's CPU (docs/RESULTS.md, "A leaner request path"). /health, /metrics and the app's
+measurable share of each request's CPU (docs/results/serving.md, "A leaner request path"). /health, /metrics and the app's
 lifespan stay a Starlette app.
 """
 
@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from kdqat.errors import KdqatError, first_line
@@ -72,6 +72,8 @@ class Metrics:
         self.batch_size = Histogram("kdqat_batch_size", "Inputs per engine call.", registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.inputs = Counter("kdqat_inputs", "Inputs predicted.", registry=self.registry)
+        self.in_progress = Gauge("kdqat_requests_in_progress", "Requests received and not yet answered.",
+                                 registry=self.registry, multiprocess_mode="livesum")
         fast = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
         self.queued = Histogram("kdqat_queue_seconds", "Time a request waits before its engine call starts.",
                                 registry=self.registry, buckets=fast)
@@ -232,7 +234,7 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
         state["width"] = int(warm.shape[-1])  # labels, or the embedding's dimension
         # The loaded libraries leave long-lived objects that every full garbage collection would walk again; frozen,
         # collections see only the requests' objects (a no-op-engine server under load: latency standard deviation
-        # 30 ms -> 0.4 ms, docs/RESULTS.md).
+        # 30 ms -> 0.4 ms, docs/results/serving.md).
         gc.collect()
         gc.freeze()
         return model
@@ -300,9 +302,14 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
 
     async def handle(scope: Scope, receive: Receive, parse: Callable, respond: Callable,
                      openai: bool = False) -> Answer | None:
-        """One request: the body received within its deadline, `parse(body, content_type, model)` -> (inputs,
-        options), the engine's rows and the inputs' token counts through the batcher (which tokenizes), `respond(
-        model, tokens, rows, options)`; any refusal as a counted error answer (in OpenAI's shape for `openai`)."""
+        """One request, counted in progress from its head to its answer (what a SIGTERM drains)."""
+        with metrics.in_progress.track_inprogress():
+            return await answer(scope, receive, parse, respond, openai)
+
+    async def answer(scope: Scope, receive: Receive, parse: Callable, respond: Callable, openai: bool) -> Answer | None:
+        """The body received within its deadline, `parse(body, content_type, model)` -> (inputs, options), the
+        engine's rows and the inputs' token counts through the batcher (which tokenizes), `respond(model, tokens,
+        rows, options)`; any refusal as a counted error answer (in OpenAI's shape for `openai`)."""
         start = time.perf_counter()
         model = state["model"]
         try:

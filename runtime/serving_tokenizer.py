@@ -2,7 +2,7 @@
 
 transformers' fast tokenizer is a wrapper around this same Rust tokenizer (it sets truncation on it and calls
 `encode_batch`); called directly, a server skips the wrapper's per-text Python and does not import transformers'
-tokenizer classes, which import PyTorch (a served CLINC150 student: 361 MB resident against 655 MB, docs/RESULTS.md).
+tokenizer classes, which import PyTorch (a served CLINC150 student: 361 MB resident against 655 MB, docs/results/serving.md).
 The ids, masks and segments are the wrapper's exactly (tests/test_serve.py compares them on RTE texts and pairs,
 inputs past the maximum length and odd strings); an export without tokenizer.json is served through transformers.
 """

@@ -3,7 +3,7 @@ engine session), listening on its own SO_REUSEPORT socket, so the kernel spreads
 
 On a 2-core CPU one process running two engine calls at once loses time to its own interpreter lock: the event
 loop and the engine threads take turns at it. Two processes, each one call at a time on one core, answer 12-token
-requests faster (docs/RESULTS.md, "Two server processes"). What the workers share is a `WorkerBoard` (shared
+requests faster (docs/results/serving.md, "Two server processes"). What the workers share is a `WorkerBoard` (shared
 memory): whether each has loaded its model (GET /health says ready only when all have), and how many inputs each
 has outstanding (a lone client's call runs on every core only when no other worker is busy). Their Prometheus
 metrics are summed through prometheus_client's multiprocess mode. The parent process binds the sockets, starts

@@ -26,7 +26,11 @@ def test_ranges_match_a_direct_computation():
     np.testing.assert_allclose(single["map_min"], probs.amin(dim=(0, 2)).numpy(), rtol=1e-5)
     np.testing.assert_allclose(single["output_max"], out.amax(-1).numpy(), rtol=1e-5)
     assert r["count"].tolist() == [2, 2, 2, 1]  # position 3 exists in one example only
-    assert (r["map_min"] >= 0).all() and (r["map_max"] <= 1).all() and (r["map_min"] <= r["map_max"]).all()
+    first = attention_ranges(tiny_classifier(), {"input_ids": [FEATURES["input_ids"][0]]}, layer=1)  # alone too
+    # per position, the mean over the examples that have it (padding left out): position 3 is the first example's only
+    for key in ("map_min", "map_max", "output_min", "output_max"):
+        np.testing.assert_allclose(r[key][:3], (first[key][:3] + single[key][:3]) / 2, rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(r[key][3], first[key][3], rtol=1e-5, err_msg=key)
 
 
 def test_distance_to_itself_is_zero_and_wider_ranges_show():

@@ -176,12 +176,12 @@ def test_serving_runs_two_processes_on_a_multicore_cpu_and_one_elsewhere():
         serving_layout("ort", "cpu", workers=2, cores=2, platform="win32")
 
 
-def test_a_worker_board_says_who_is_busy_and_sums_the_queues():
-    import time
+def test_a_worker_board_says_who_is_busy_and_sums_the_queues(monkeypatch):
+    from kdqat.runtime import worker_board
 
-    from kdqat.runtime.worker_board import WorkerBoard
-
-    board = WorkerBoard(3)
+    now = [100.0]  # the board's clock, moved by the test
+    monkeypatch.setattr(worker_board.time, "monotonic", lambda: now[0])
+    board = worker_board.WorkerBoard(3)
     first, second, third = board.at(0), board.at(1), board.at(2)
     assert not first.others_busy(within_s=0) and board.ready() == 0
     second.publish(outstanding=4, waiting=2)
@@ -190,8 +190,8 @@ def test_a_worker_board_says_who_is_busy_and_sums_the_queues():
     assert first.waiting() == third.waiting() == 3
     second.publish(outstanding=0, waiting=0)  # answered: still busy a moment, its clients come right back
     assert first.others_busy(within_s=10) and not first.others_busy(within_s=0)
-    time.sleep(0.02)
-    assert not first.others_busy(within_s=0.01)
+    now[0] += 0.02
+    assert not first.others_busy(within_s=0.01) and first.others_busy(within_s=0.05)
     first.mark_ready()
     third.mark_ready()
     assert board.ready() == 2

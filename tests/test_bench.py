@@ -7,7 +7,8 @@ import json
 import pytest
 
 from kdqat import KdqatError
-from kdqat.runtime.bench import BASELINE, BenchOptions, bench, measure
+from kdqat.runtime.bench import BASELINE, BenchOptions, bench
+from kdqat.runtime.timing import measure
 
 
 def test_measure_reports_percentiles_of_the_timed_calls_only(monkeypatch):

@@ -83,9 +83,9 @@ def test_hadolint_finds_no_errors():
 
 
 def test_the_gpu_image_carries_the_check_the_readme_runs_in_it():
-    """`docker run --gpus all IMAGE python benchmarks/gpu_check.py RUN_DIR` needs benchmarks/ (and the GPU tests
-    need tests/ and pytest) in the image."""
+    """`docker run --gpus all IMAGE kdqat gpu-check RUN_DIR` is part of the package; the GPU tests need tests/ and
+    pytest in the image."""
     gpu_stage = DOCKERFILE.split(" AS gpu", 1)[1]
     copied = {line.split()[1] for line in gpu_stage.splitlines() if line.startswith("COPY ")}
-    assert {"benchmarks", "tests"} <= copied
+    assert {"kdqat", "export", "runtime", "eval", "tests"} <= copied
     assert '".[gpu,dev]"' in gpu_stage and "kdqat doctor --gpu" in (REPO / "README.md").read_text()

@@ -192,8 +192,8 @@ def test_export_gates_on_cosine_and_ends_in_the_sentence_embedding(embedding_run
     report = json.loads((embedding_run / "run" / "onnx" / "export.json").read_text())
     assert report["output"] == "sentence_embedding" and report["problem_type"] == "embedding"
     assert report["dimension"] == 32 and report["parity"]["min_cosine"] == 0.99
-    for name in ("ort_deploy_vs_torch", "ort_packed_vs_torch", "onnx_reference_vs_torch"):
-        assert report["parity"][name]["min_cosine"] >= 0.99, name
+    for name in ("ort_deploy_vs_torch", "onnx_reference_vs_torch"):  # the gate passes at 0.99; the engines match closely
+        assert report["parity"][name]["min_cosine"] > 0.9999 and report["parity"][name]["examples"] > 0, name
     graph = onnx.load(str(embedding_run / "run" / "onnx" / "model.onnx"))
     assert [o.name for o in graph.graph.output] == ["sentence_embedding"]
     ensemble = (embedding_run / "triton_repo" / "notes_text" / "config.pbtxt").read_text()

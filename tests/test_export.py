@@ -156,7 +156,9 @@ def test_exports_from_dev_data_and_the_onnxruntime_cpu_form(tmp_path, tiny_model
     run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
     report = export_student(ExportOptions(str(run), data_dir=str(glue_dir), samples=24, progress=False, ort_cpu_graph=True))
     assert report["parity"]["inputs"] == "rte dev (24 examples)"
-    assert report["parity"]["ort_cpu_graph_vs_torch"]["decided_agreement"] >= 0.99
+    # the tiny model's logits sit within the decided margin of each other (decided 0): compare the numbers themselves
+    cpu_form = report["parity"]["ort_cpu_graph_vs_torch"]
+    assert cpu_form["examples"] == 24 and cpu_form["agreement"] == 1.0 and cpu_form["max_abs_diff"] < 1e-5
     ops = {n.op_type for n in onnx.load(run / "onnx" / ORT_CPU).graph.node}
     assert "QuantizeLinear" in ops
     zero_points = [t for t in onnx.load(run / "onnx" / ORT_CPU).graph.initializer if t.data_type == TensorProto.UINT8]
@@ -240,6 +242,7 @@ def test_the_tensorrt_graph_is_the_deploy_graph_with_float16_float_parts(exporte
     assert half.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert report["graphs"]["fp16"]["file"] == FP16 and "fp16" in report["tensorrt_rules"]
     parity = report["parity"]["ort_fp16_vs_torch"]
-    assert parity["margin"] == FP16_DECIDED_MARGIN and parity["decided_agreement"] >= 0.99
+    assert parity["margin"] == FP16_DECIDED_MARGIN and parity["agreement"] == 1.0
+    assert 0 < parity["max_abs_diff"] < 1e-2  # float16 rounding (1e-4 measured), not float32's nor a broken graph's
     assert report["parity"]["ort_deploy_vs_torch"]["margin"] == 0.05
     assert tensorrt_graph(folder / DEPLOY) == folder / FP16  # what kdqat's TensorRT engines are built from

@@ -133,7 +133,9 @@ def test_exploding_weights_are_divergence_and_the_advice_works(tmp_path, tiny_mo
 
     from kdqat.guards import EXPLODED
 
-    for kept in checkpoints.glob("checkpoint-*"):  # what is on disk is known good: nothing exploded is kept
+    kept_checkpoints = list(checkpoints.glob("checkpoint-*"))
+    assert kept_checkpoints  # the evaluations before the explosion were checkpointed
+    for kept in kept_checkpoints:  # what is on disk is known good: nothing exploded is kept
         weights = [t for t in load_file(kept / "model.safetensors").values() if t.is_floating_point()]
         assert max(float(t.abs().max()) for t in weights) < EXPLODED
     shutil.rmtree(checkpoints)

@@ -34,7 +34,7 @@ def test_a_bert_shaped_model_gets_every_quantizer_and_every_captured_tensor(mode
     assert len([n for n in quantized if ".layer." in n]) == 2 * len(family.linears)  # 6 Linears in each of 2 layers
     ids, mask = batch()
     with capture(model) as internals:
-        model(input_ids=ids + 3, attention_mask=mask)
+        model(input_ids=ids, attention_mask=mask)
     assert len(internals.probs) == len(internals.attn_outputs) == 2
     assert internals.probs[0].shape == (3, 4, 9, 9) and internals.attn_outputs[0].shape == (3, 9, 32)
 

@@ -1,4 +1,4 @@
-"""benchmarks/isa_mask.py: a command run with CPUID masked sees only the level's instruction-set extensions, in
+"""kdqat isa-mask: a command run with CPUID masked sees only the level's instruction-set extensions, in
 every thread; real faults still crash; a bad level is refused; kdqat's cpu_info says the mask was on."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from isa_mask import MaskError, build_library, can_fault_on_cpuid, main, masked_environment  # noqa: E402
+from conftest import REPO, run_cli
+from kdqat.runtime.cpu_info import cpu_info, describe, masked, openvino_caution
+from kdqat.runtime.isa_mask import MaskError, build_library, can_fault_on_cpuid, masked_environment, run_masked
 
-from kdqat.runtime.cpu_info import cpu_info, describe, masked, openvino_caution  # noqa: E402
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 needs_cpuid_faulting = pytest.mark.skipif(
     not can_fault_on_cpuid() or not (shutil.which("cc") or shutil.which("gcc")),
@@ -120,7 +121,7 @@ def test_masked_cpu_info_lists_only_what_the_level_leaves():
     assert masked(info, "avx2_vnni")["features"] == ["AVX2", "AVX-VNNI"]
     assert masked(info, "avx512_vnni")["features"] == ["AVX2", "AVX-512 VNNI"]
     assert describe(avx2) == ("Xeon (x86_64, 2 cores): AVX2; no AVX-512 VNNI, AMX-INT8 (CPUID masked to avx2 by "
-                              "benchmarks/isa_mask.py; the CPU has AVX2, AVX-VNNI, AVX-512 VNNI, AMX-INT8)")
+                              "kdqat isa-mask; the CPU has AVX2, AVX-VNNI, AVX-512 VNNI, AMX-INT8)")
 
 
 @pytest.mark.parametrize("features, arch, cautioned", [
@@ -142,18 +143,19 @@ def test_a_machine_without_cpuid_faulting_is_refused_in_one_line(monkeypatch, ca
     assert not can_fault_on_cpuid("processor : 0\nflags : fpu sse2 avx2\n")
     x86_linux = platform.machine() == "x86_64" and platform.system() == "Linux"
     assert can_fault_on_cpuid("processor : 0\nflags : fpu avx2 cpuid_fault\n") == x86_linux
-    monkeypatch.setattr("isa_mask.can_fault_on_cpuid", lambda: False)
-    assert main(["avx2", "--", "true"]) == 2
-    assert capsys.readouterr().err == ("error: this machine cannot mask CPUID: it needs x86-64 Linux with cpuid_fault "
-                                       "in /proc/cpuinfo\n")
+    monkeypatch.setattr("kdqat.runtime.isa_mask.can_fault_on_cpuid", lambda: False)
+    with pytest.raises(MaskError) as e:
+        run_masked("avx2", ["true"])
+    assert str(e.value) == "this machine cannot mask CPUID: it needs x86-64 Linux with cpuid_fault in /proc/cpuinfo"
 
 
 @needs_cpuid_faulting
-def test_the_command_runs_masked_and_its_exit_status_comes_back(capsys):
-    assert main(["avx2", "--", sys.executable, "-c", "import sys; from kdqat.runtime.cpu_info import cpu_info; "
-                 "sys.exit(3 if cpu_info().get('cpuid_mask') == 'avx2' else 1)"]) == 3
-    assert main(["avx2", "--", "no-such-command-kdqat"]) == 127
-    assert capsys.readouterr().err == "error: no-such-command-kdqat: no such command\n"
+def test_the_command_runs_masked_and_its_exit_status_comes_back(tmp_path):
+    done = run_cli("isa-mask", "avx2", "--", sys.executable, "-c", "import sys; from kdqat.runtime.cpu_info import cpu_info; "
+                   "sys.exit(3 if cpu_info().get('cpuid_mask') == 'avx2' else 1)", cwd=tmp_path)
+    assert done.returncode == 3
+    missing = run_cli("isa-mask", "avx2", "--", "no-such-command-kdqat", cwd=tmp_path)
+    assert missing.returncode == 127 and missing.stderr.strip() == "error: no-such-command-kdqat: no such command"
 
 
 def test_the_masked_environment_keeps_python_s_faulthandler_off():
@@ -164,8 +166,8 @@ def test_the_masked_environment_keeps_python_s_faulthandler_off():
 def test_an_unknown_level_is_refused():
     with pytest.raises(MaskError, match="level 'sse2' is not one of avx2, avx2_vnni, avx512_vnni"):
         masked_environment("sse2", Path("mask.so"))
-    with pytest.raises(SystemExit):
-        main(["sse2", "--", "true"])
+    with pytest.raises(MaskError, match="give the command after --, or --check"):
+        run_masked("avx2", [])
 
 
 def test_isa_levels_names_each_record_by_its_level_and_gives_ranges_over_runs():
@@ -175,7 +177,7 @@ def test_isa_levels_names_each_record_by_its_level_and_gives_ranges_over_runs():
         return {"cpu": cpu, "latency_ms": [{"batch": 1, "seq": 32, "student_vs_peer": ratio}],
                 "dev": {"scores": {"kdqat W2/A8 student (onnxruntime)": {"accuracy": accuracy}}}}
 
-    masked_cpu = "Xeon (x86_64, 2 cores): AVX2; no AVX-512 VNNI, AMX-INT8 (CPUID masked to avx2 by benchmarks/isa_mask.py; ...)"
+    masked_cpu = "Xeon (x86_64, 2 cores): AVX2; no AVX-512 VNNI, AMX-INT8 (CPUID masked to avx2 by kdqat isa-mask; ...)"
     amx_cpu = "Xeon (x86_64, 2 cores): AVX2, AVX-VNNI, AVX-512 VNNI, AMX-INT8"
     vnni_cpu = "EPYC (x86_64, 2 cores): AVX2, AVX-512 VNNI; no AMX-INT8"  # the missing AMX is not the CPU's
     assert [level_of({"cpu": c}) for c in (masked_cpu, amx_cpu, vnni_cpu)] == ["avx2", "AMX-INT8", "avx512_vnni"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 
+import pytest
+
 from conftest import REPO
 
 FOLDERS = {"kdqat.runtime": REPO / "runtime", "kdqat.export": REPO / "export", "kdqat.eval": REPO / "eval"}
@@ -119,3 +121,12 @@ def test_the_cycle_check_finds_a_cycle_made_of_function_level_imports(tmp_path):
     edges = {m: _imports_of(p, m, files) for m, p in files.items()}
     assert edges == {"kdqat.a": {"kdqat.b"}, "kdqat.b": {"kdqat.c"}, "kdqat.c": {"kdqat.a"}}
     assert import_cycles(edges) == ["kdqat.a -> kdqat.b -> kdqat.c -> kdqat.a"]
+
+
+def test_every_package_folder_is_installed():
+    """A sub-package pyproject.toml does not list would be missing from a wheel (an editable install hides that)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module.removesuffix(".__init__") for module, path in modules() if path.name == "__init__.py"}
+    assert found == listed

@@ -98,15 +98,20 @@ def test_calls_from_several_threads_get_their_own_answers(exported_run):
     engine.run(inputs[1])
     np.testing.assert_array_equal(alone[0], first)  # an answer is not the request's reused output buffer
     results: dict[int, list[np.ndarray]] = {}
+    failures: list[BaseException] = []
 
     def worker(k: int) -> None:
-        results[k] = [engine.run(inputs[(k + i) % 6]) for i in range(12)]
+        try:
+            results[k] = [engine.run(inputs[(k + i) % 6]) for i in range(12)]
+        except BaseException as e:  # a thread's exception would otherwise vanish with it
+            failures.append(e)
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert failures == [] and sorted(results) == [0, 1, 2] and all(len(a) == 12 for a in results.values())
     for k, answers in results.items():
         for i, answer in enumerate(answers):
             np.testing.assert_array_equal(answer, alone[(k + i) % 6])

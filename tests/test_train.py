@@ -8,7 +8,7 @@ from conftest import make_student_run, tiny_config, train_options
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-import kdqat.distill
+import kdqat.losses
 from kdqat import KdqatError, QuantConfig, load_student
 from kdqat.train import train
 
@@ -60,13 +60,13 @@ def test_resume_after_interruption_gives_the_same_student(tmp_path, tiny_model_d
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, tiny_model_dir, glue_dir, monkeypatch):
     calls = {"n": 0}
-    real = kdqat.distill.pred_loss
+    real = kdqat.losses.pred_loss
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
         return torch.tensor(float("nan")) if calls["n"] == 3 else real(*args, **kwargs)
 
-    monkeypatch.setattr(kdqat.distill, "pred_loss", flaky)
+    monkeypatch.setattr(kdqat.losses, "pred_loss", flaky)  # what the classification objective calls each step
     with pytest.raises(KdqatError, match=r"became nan at step 3 .*last good checkpoint"):
         train(options(tmp_path, tiny_model_dir, glue_dir))
     assert (tmp_path / "run" / "checkpoints" / "student" / "checkpoint-2").is_dir()

@@ -166,12 +166,9 @@ def test_onnxruntime_tensorrt_provider_gets_int8_profiles_and_caches(tmp_path):
 
 
 def test_gpu_check_reports_every_check_and_fails_without_a_gpu(exported_run, tmp_path):
-    """benchmarks/gpu_check.py ends with one PASS/FAIL line per check and a non-zero status on any FAIL; here
-    (no GPU, no TensorRT) every GPU check fails, each with its reason, and none stops the others."""
-    import subprocess
-    import sys
-
-    from conftest import REPO
+    """`kdqat gpu-check` ends with one PASS/FAIL line per check and a non-zero status on any FAIL; here (no GPU, no
+    TensorRT) every GPU check fails, each with its reason, and none stops the others."""
+    from conftest import run_cli
 
     try:
         import tensorrt  # noqa: F401
@@ -181,8 +178,7 @@ def test_gpu_check_reports_every_check_and_fails_without_a_gpu(exported_run, tmp
             pytest.skip("a GPU and TensorRT are here: the check would run for real")
     except ImportError:
         pass
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), str(exported_run), "--max-samples", "4"],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    done = run_cli("gpu-check", exported_run, "--max-samples", "4", cwd=tmp_path, timeout=600)
     assert done.returncode == 1, done.stderr
     verdicts = [line for line in done.stdout.splitlines() if line.startswith(("PASS ", "FAIL "))]
     assert [v.split(":")[0] for v in verdicts] == [

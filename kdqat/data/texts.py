@@ -27,7 +27,7 @@ def embedding_spec(name: str, source: str) -> TaskSpec:
                     dev_splits=(VALIDATION,), objective=Embedding.name)
 
 
-def _text_column(ds: Dataset, given: str | None, origin: str) -> str:
+def text_column_of(ds: Dataset, given: str | None, origin: str) -> str:
     if given is not None:
         if given not in ds.column_names:
             raise KdqatError(f"{origin}: no column {given!r} (--text-column); its columns: {', '.join(ds.column_names)}")
@@ -106,8 +106,8 @@ class TextSource(DataSource):
 
     def _file(self, path: str, option: str) -> Dataset:
         ds = read_file(path, option)
-        return sentences(ds, [_text_column(ds, self.settings.get("text_column"), str(path))], str(path))
+        return sentences(ds, [text_column_of(ds, self.settings.get("text_column"), str(path))], str(path))
 
     def _hub(self, split: str, name: str, option: str) -> Dataset:
         ds, origin = hub_split(self.settings["dataset"], self.settings.get("dataset_config"), name, option)
-        return sentences(ds, [_text_column(ds, self.settings.get("text_column"), origin)], origin)
+        return sentences(ds, [text_column_of(ds, self.settings.get("text_column"), origin)], origin)

@@ -2,10 +2,10 @@
 AVX-VNNI or AVX-512 VNNI ones, without AMX) on this machine's cores, so that one machine can show what the dot-product features
 are worth.
 
-    python benchmarks/isa_mask.py avx2 -- python benchmarks/peers.py RUN_DIR --output peers-avx2.json
-    python benchmarks/isa_mask.py avx2 --check     # what the libraries see, masked
+    kdqat isa-mask avx2 -- python benchmarks/peers.py RUN_DIR --output peers-avx2.json
+    kdqat isa-mask avx2 --check     # what the libraries see, masked
 
-The command runs with benchmarks/cpuid_mask.c preloaded (compiled here with the system's C compiler, into a cache
+The command runs with cpuid_mask.c (beside this module) preloaded (compiled here with the system's C compiler, into a cache
 folder): every CPUID instruction the process runs (onnxruntime's MLAS, OpenVINO's and PyTorch's oneDNN and
 cpuinfo) sees the extensions of the level cleared. It needs an x86-64 Linux with CPUID faulting (`cpuid_fault` in
 /proc/cpuinfo; most Intel CPUs since Ivy Bridge, also under KVM); elsewhere it refuses in one line.
@@ -21,7 +21,6 @@ so: kdqat's cpu_info records the level (`cpuid_mask`) and the features the libra
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import platform
@@ -30,6 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kdqat.errors import KdqatError
 from kdqat.runtime.cpu_info import MASKED_FEATURES
 
 LEVELS = tuple(MASKED_FEATURES)  # the levels cpuid_mask.c knows, and the features each leaves
@@ -50,8 +50,12 @@ except ImportError:
 """
 
 
-class MaskError(RuntimeError):
+class MaskError(KdqatError):
     """The mask cannot be applied on this machine (one line)."""
+
+
+class CommandNotFound(MaskError):
+    """The command to run is not there (exit status 127, as a shell gives)."""
 
 
 def can_fault_on_cpuid(cpuinfo: str | None = None) -> bool:
@@ -68,7 +72,7 @@ def build_library(cache: Path | None = None) -> Path:
     """The compiled mask library, rebuilt when cpuid_mask.c changes."""
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
-        raise MaskError("no C compiler (cc or gcc) to build benchmarks/cpuid_mask.c")
+        raise MaskError(f"no C compiler (cc or gcc) to build {SOURCE}")
     source = SOURCE.read_bytes()
     cache = cache or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kdqat"
     library = cache / f"cpuid_mask-{hashlib.sha256(source).hexdigest()[:12]}.so"
@@ -96,31 +100,18 @@ def masked_environment(level: str, library: Path, env: dict | None = None) -> di
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    command = argv[argv.index("--") + 1:] if "--" in argv else []
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("level", choices=LEVELS)
-    parser.add_argument("--check", action="store_true", help="print what the libraries see under the mask")
-    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
-    if not command and not args.check:
-        parser.error("give the command after --, or --check")
-    try:
-        if not can_fault_on_cpuid():
-            raise MaskError("this machine cannot mask CPUID: it needs x86-64 Linux with cpuid_fault in /proc/cpuinfo")
-        env = masked_environment(args.level, build_library())
-    except MaskError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.check:
+def run_masked(level: str, command: list[str], check: bool = False) -> int:
+    """Run `command` (or, with `check`, a probe printing what the libraries see) under the mask at `level`; its exit
+    status (a signal as a shell reports it, 128 + N), or 2 with one line when the mask cannot be applied here."""
+    if not command and not check:
+        raise MaskError("give the command after --, or --check")
+    if not can_fault_on_cpuid():
+        raise MaskError("this machine cannot mask CPUID: it needs x86-64 Linux with cpuid_fault in /proc/cpuinfo")
+    env = masked_environment(level, build_library())
+    if check:
         command = [sys.executable, "-c", CHECK]
     try:
         code = subprocess.run(command, env=env).returncode
     except FileNotFoundError:
-        print(f"error: {command[0]}: no such command", file=sys.stderr)
-        return 127
+        raise CommandNotFound(f"{command[0]}: no such command") from None
     return 128 - code if code < 0 else code  # a signal, as a shell reports it
-
-
-if __name__ == "__main__":
-    sys.exit(main())

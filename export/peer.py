@@ -1,7 +1,8 @@
 """The peer: what a user would do instead of kdqat. Export the float model to ONNX (eager attention, the pattern
 onnxruntime's fusions recognise), apply onnxruntime's BERT fusions (EmbedLayerNormalization, Attention, BiasGelu,
 SkipLayerNormalization where they match) and `quantize_dynamic` to int8 (weights int8 per tensor, activations
-quantized per batch at run time). Shared by benchmarks/peers.py (classifiers) and benchmarks/embeddings.py."""
+quantized per batch at run time): the baseline benchmarks/peers.py (classifiers) and benchmarks/embeddings.py
+measure the student against."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@
 
 Ends with one PASS/FAIL line per check and exit status 1 on any FAIL.
 
-    python benchmarks/gpu_check.py RUN_DIR [--data-dir GLUE_DIR] [--max-samples N] [--batch-sizes 1,8,32]
+    kdqat gpu-check RUN_DIR [--data-dir GLUE_DIR] [--max-samples N] [--batch-sizes 1,8,32]
 
 Needs the GPU image (Dockerfile): a CUDA GPU, TensorRT 10, onnxruntime-gpu (`kdqat doctor --gpu` says what is
 missing). About 5-10 minutes on one GPU for the default model (engine builds dominate; later runs load them).
@@ -19,7 +19,6 @@ with that batch size, so step 3 reuses step 1's engine.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import subprocess
@@ -28,13 +27,14 @@ from pathlib import Path
 from typing import Callable
 
 from kdqat.errors import first_line
-from kdqat.eval.evaluate import EvalOptions, evaluate_run
+from kdqat.eval.evaluate import evaluate_run
+from kdqat.eval.options import EvalOptions
+from kdqat.layout import EXPORT_DIR, FLOAT, deploy_graph, fp16_graph
 from kdqat.run_dir import open_run
-from kdqat.runtime.bench import measure, random_batch
-from kdqat.runtime.ort_engine import OrtEngine
-from kdqat.runtime.torch_engine import TorchEngine
-from kdqat.layout import fp16_graph
 from kdqat.runtime.engine import ShapeProfile
+from kdqat.runtime.ort_engine import OrtEngine
+from kdqat.runtime.timing import measure, random_batch
+from kdqat.runtime.torch_engine import TorchEngine
 from kdqat.runtime.trt_engine import TrtEngine
 
 MIN_AGREEMENT = 0.99  # as kdqat export's parity gate: decided predictions that must agree
@@ -64,19 +64,14 @@ def require(condition: bool, message: str) -> None:
         raise AssertionError(message)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--data-dir", default=None, help="GLUE_DIR-layout folder (default: the run's, else GLUE_DIR)")
-    parser.add_argument("--max-samples", type=int, default=None, help="dev examples for the parity check (default all)")
-    parser.add_argument("--batch-sizes", default="1,8,32")
-    parser.add_argument("--iterations", type=int, default=50)
-    args = parser.parse_args()
-    run = open_run(args.run_dir)
-    batches = sorted(int(b) for b in args.batch_sizes.split(","))
+def gpu_check(run_dir: Path, data_dir: str | None = None, max_samples: int | None = None,
+              batch_sizes: tuple[int, ...] = (1, 8, 32), iterations: int = 50) -> int:
+    """Run the five checks; print one PASS/FAIL line each; 0 when all pass, else 1."""
+    run = open_run(run_dir)
+    batches = sorted(batch_sizes)
     seq = run.max_seq_length
     profile = ShapeProfile(1, batches[-1], batches[-1], 1, seq, seq)  # = kdqat eval's at --batch-size batches[-1]
-    deploy = run.root / "onnx" / "model.onnx"
+    deploy = deploy_graph(run.root)
     trt_graph = fp16_graph(deploy)  # what kdqat's TensorRT engines are built from
     checks, engines = Checks(), {}
 
@@ -99,7 +94,7 @@ def main() -> int:
         return f"{plan.name} loaded in a new process, not rebuilt"
 
     def parity() -> str:
-        result = evaluate_run(EvalOptions(str(run.root), "trt", None, "cpu", args.data_dir, batches[-1], args.max_samples, True))
+        result = evaluate_run(EvalOptions(str(run.root), "trt", None, "cpu", data_dir, batches[-1], max_samples, True))
         lines = []
         for split, record in result["splits"].items():
             agreement = record["agreement"]
@@ -121,7 +116,7 @@ def main() -> int:
     def latency() -> str:
         from kdqat.export.onnx_graph import to_onnx
 
-        teacher_graph = run.root / "onnx" / "teacher.float.onnx"
+        teacher_graph = run.root / EXPORT_DIR / "teacher.float.onnx"
         if not teacher_graph.is_file() and run.teacher is not None:
             import onnx
 
@@ -129,7 +124,7 @@ def main() -> int:
         table = {
             "TensorRT INT8 (FP16 float parts)": engines.get("int8") or TrtEngine.open(trt_graph, profile),
             "TensorRT FP16 teacher": TrtEngine.open(teacher_graph if teacher_graph.is_file()
-                                                    else run.root / "onnx" / "model.float.onnx", profile, fp16=True),
+                                                    else deploy.with_name(FLOAT), profile, fp16=True),
             "onnxruntime CUDA (Q/DQ graph)": OrtEngine(deploy, "cuda"),
             "PyTorch CUDA teacher fp32": TorchEngine.teacher(run.teacher or run.student, "cuda"),
             "PyTorch CUDA student (fake-quant)": TorchEngine.student(run.student, "cuda"),
@@ -140,7 +135,7 @@ def main() -> int:
         for name, engine in table.items():
             cells = []
             for b in batches:
-                stats = measure(engine.run, random_batch(b, seq, vocab, 0), warmup=10, iterations=args.iterations)
+                stats = measure(engine.run, random_batch(b, seq, vocab, 0), warmup=10, iterations=iterations)
                 cells.append(f"{stats['p50_ms']:7.2f} / {stats['p99_ms']:6.2f}")
             print(f"{name:36} " + " ".join(f"{c:>16}" for c in cells))
         return f"{len(table)} engines x batches {batches}"
@@ -151,7 +146,3 @@ def main() -> int:
     checks.run("4. onnxruntime TensorRT provider", ort_tensorrt_provider)
     checks.run("5. latency", latency)
     return checks.summary()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
