@@ -15,6 +15,7 @@ from kdqat.capture import capture
 from kdqat.errors import KdqatError
 from kdqat.io import save_figure
 from kdqat.runtime.batching import Features, batches
+from kdqat import layout
 
 QUANTITIES = ("map", "output")
 
@@ -87,7 +88,7 @@ def plot(ranges: dict[str, dict[str, np.ndarray]], path: Path, title: str, min_c
 
 
 def run_label(run_dir: Path) -> str:
-    metrics = run_dir / "metrics.json"
+    metrics = run_dir / layout.METRICS
     if metrics.is_file():
         student = json.loads(metrics.read_text())["student"]
         return f"{student['kd']} ({run_dir.name})"

@@ -64,8 +64,8 @@ def require(condition: bool, message: str) -> None:
         raise AssertionError(message)
 
 
-def gpu_check(run_dir: Path, data_dir: str | None = None, max_samples: int | None = None,
-              batch_sizes: tuple[int, ...] = (1, 8, 32), iterations: int = 50) -> int:
+def gpu_check(run_dir: Path, data_dir: str | None, max_samples: int | None, batch_sizes: tuple[int, ...],
+              iterations: int) -> int:
     """Run the five checks; print one PASS/FAIL line each; 0 when all pass, else 1."""
     run = open_run(run_dir)
     batches = sorted(batch_sizes)

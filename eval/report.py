@@ -7,10 +7,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from kdqat.errors import KdqatError
+from kdqat import layout
 
 
 def read_metrics(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "metrics.json"
+    path = Path(run_dir) / layout.METRICS
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:

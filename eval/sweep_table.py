@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from kdqat.eval.report import read_metrics
+from kdqat import layout
 
 FULL_PRECISION = "full precision (teacher)"
 
@@ -17,7 +18,7 @@ def _cells(cell_dirs: dict, which: str):
     """(cell, metric key, its teacher's score, the student's score) of every finished cell; which: last, best (dev)
     or test (cells with test scores only)."""
     for cell, folder in cell_dirs.items():
-        if not (Path(folder) / "metrics.json").is_file():
+        if not (Path(folder) / layout.METRICS).is_file():
             continue
         m = read_metrics(folder)
         metric = m["metric"]

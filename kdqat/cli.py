@@ -20,6 +20,7 @@ from kdqat.export.options import ExportOptions, TritonOptions
 from kdqat.options import TrainOptions  # every stage's defaults and checks are declared once, in its options
 from kdqat.runtime.bench_options import BenchOptions
 from kdqat.runtime.serve_options import ServeOptions, ServeSettings
+from kdqat import layout
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, help="Ternary-weight / 8-bit-activation QAT with distillation for BERT-style encoders.")
 # Messages hold user text (paths, option values, install hints with [extras]): never parse them as markup.
@@ -506,7 +507,7 @@ def sweep(
     root = Path(output_dir)
     if table_only:
         folders = {cell: cell.folder(root) for cell in cells}
-        if not any((f / "metrics.json").is_file() for f in folders.values()):
+        if not any((f / layout.METRICS).is_file() for f in folders.values()):
             raise KdqatError(f"--table-only: no finished cell of this grid under {root} (no <task>/<preset>/seed<S>/metrics.json)")
         stdout.print(write_tables(folders, root))
         return

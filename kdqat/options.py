@@ -16,6 +16,7 @@ from kdqat.errors import KdqatError
 from kdqat.glue.tasks import get_task
 from kdqat.models import DEFAULT_MODEL
 from kdqat.objectives import TRAIN_OBJECTIVES, get_objective
+from kdqat import layout
 
 OPTIMIZERS = ("bertadam", "adamw")
 # The student's schedule. "kdqat" (the default): the paper's optimizer and schedule at the learning rate measured
@@ -242,12 +243,12 @@ RESTARTABLE = {"learning_rate": "student", "teacher_learning_rate": "teacher"}
 
 
 def _stage_not_started(out: Path, stage: str) -> bool:
-    return not (out / "checkpoints" / stage).exists() and not (out / stage / "config.json").exists()
+    return not layout.checkpoints(out, stage).exists() and not (out / stage / "config.json").exists()
 
 
 def check_resumable(out: Path, opts: TrainOptions) -> None:
     """Refuse to continue a run in `out` that was started with other settings."""
-    saved_file = out / "config.json"
+    saved_file = out / layout.CONFIG
     if not saved_file.is_file():
         return
     try:

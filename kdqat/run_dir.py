@@ -10,8 +10,7 @@ from kdqat.data.task import TaskSpec
 from kdqat.errors import KdqatError
 from kdqat.config import QUANT_CONFIG_FILE
 from kdqat.objectives import objective_of
-
-RUN_CONFIG = "config.json"
+from kdqat import layout
 
 
 @dataclass(frozen=True)
@@ -43,10 +42,10 @@ def open_run(path: str | Path) -> TrainedRun:
     if not path.is_dir():
         raise KdqatError(f"{path}: no such folder (pass the --output-dir of kdqat train)")
     root = path.parent if (path / QUANT_CONFIG_FILE).is_file() else path
-    student = root / "student" if (root / "student").is_dir() else path
+    student = root / layout.STUDENT if (root / layout.STUDENT).is_dir() else path
     if not (student / QUANT_CONFIG_FILE).is_file():
         raise KdqatError(f"{path}: not a kdqat run (no student/{QUANT_CONFIG_FILE}); pass the --output-dir of a finished kdqat train")
-    config_file = root / RUN_CONFIG
+    config_file = root / layout.CONFIG
     try:
         saved = json.loads(config_file.read_text())
         options = saved["options"]

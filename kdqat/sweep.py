@@ -16,6 +16,7 @@ from typing import Callable
 from kdqat.errors import KdqatError
 from kdqat.losses import PRESETS
 from kdqat.train import TrainOptions, train
+from kdqat import layout
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def run_sweep(cells: list[Cell], root: Path, base: TrainOptions,
     for cell in cells:
         out = cell.folder(root)
         folders[cell] = out
-        if (out / "metrics.json").is_file():
+        if (out / layout.METRICS).is_file():
             status = "done"
         else:
             teacher = _task_teacher(root, cell.task, base)

@@ -56,6 +56,7 @@ from kdqat.options import TrainOptions, check_resumable
 from kdqat.preflight import check_model_inputs, check_writable, run_lock
 from kdqat.stage_log import JsonlLog, announce, report_saved
 from kdqat.student import float_state, prepare, save_student, set_act_scale_mode
+from kdqat import layout
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def training_arguments(opts: TrainOptions, out: Path, stage: str, task: TaskSpec
     if opts.batch_size % world:
         raise KdqatError(f"--batch-size {opts.batch_size} is not divisible by the {world} data-parallel processes")
     return TrainingArguments(
-        output_dir=str(out / "checkpoints" / stage),
+        output_dir=str(layout.checkpoints(out, stage)),
         per_device_train_batch_size=opts.batch_size // world,  # --batch-size is the global batch
         per_device_eval_batch_size=max(64, opts.batch_size),
         learning_rate=lr,
@@ -203,14 +204,14 @@ TEACHER_SUMMARY = "kdqat_training.json"  # in teacher/: how the teacher was fine
 
 def train_teacher(opts: TrainOptions, task: TaskSpec, out: Path, train_set: Dataset, dev: dict[str, Dataset], tokenizer) -> PreTrainedModel:
     """Fine-tune the float model on hard labels into out/teacher (skipped if it is already there)."""
-    target = out / "teacher"
-    if (target / "config.json").is_file():
+    target = out / layout.TEACHER
+    if (target / "config.json").is_file():  # a Hugging Face folder's own config
         log.warning("using the teacher already in %s", target)
         return checked_teacher(target, task)
     model = objective_of(task).start_model(opts.model, task)
     trainer = FiniteLossTrainer(
         model=model,
-        callbacks=[JsonlLog(out / "logs" / "teacher.jsonl", "teacher"), DivergenceGuard()],
+        callbacks=[JsonlLog(layout.stage_log(out, "teacher"), "teacher"), DivergenceGuard()],
         **trainer_kwargs(opts, out, "teacher", task, opts.teacher_learning_rate, opts.teacher_epochs,
                          opts.teacher_optimizer, train_set, dev, tokenizer),
     )
@@ -249,7 +250,7 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
         log.warning("%s: this run is complete (metrics.json%s); nothing to do", out, "" if opts.teacher_only else ", student/")
         return complete
     check_writable(out)
-    for name, folder in (("config.json", False), ("metrics.json", False), ("logs", True), ("checkpoints", True)):
+    for name, folder in ((layout.CONFIG, False), (layout.METRICS, False), (layout.LOGS, True), (layout.CHECKPOINTS, True)):
         check_output(out / name, "--output-dir", folder=folder)
     check_model_inputs(opts)
     tokenizer = load_tokenizer(opts.teacher or opts.model, "--teacher" if opts.teacher else "--model")
@@ -270,14 +271,14 @@ def finished_run(out: Path, opts: TrainOptions) -> dict | None:
     """What metrics.json holds when `out` is a complete run of these settings (check_resumable passed), else None."""
     from kdqat.student import QUANT_CONFIG_FILE
 
-    metrics = out / "metrics.json"
-    if not (metrics.is_file() and (out / "config.json").is_file()):
+    metrics = out / layout.METRICS
+    if not (metrics.is_file() and (out / layout.CONFIG).is_file()):
         return None
     try:
         result = json.loads(metrics.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    student_done = (out / "student" / QUANT_CONFIG_FILE).is_file() and result.get("student") is not None
+    student_done = (out / layout.STUDENT / QUANT_CONFIG_FILE).is_file() and result.get("student") is not None
     return result if student_done or (opts.teacher_only and result.get("student") is None) else None
 
 
@@ -286,7 +287,7 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
                 given_init: PreTrainedModel | None, callbacks: list[TrainerCallback] | None) -> dict:
     keep_freed_memory()  # CPU steps stop re-faulting their activations; results are unchanged
     set_seed(opts.seed)  # the teacher's new classifier head is drawn before any Trainer exists
-    write_json(out / "config.json", {"kdqat_version": __version__, "torch": torch.__version__,
+    write_json(out / layout.CONFIG, {"kdqat_version": __version__, "torch": torch.__version__,
                                      "options": dataclasses.asdict(opts), "task_spec": task.to_dict()})
     objective = objective_of(task)
     teacher_dir = objective.teacher_location(opts, out)
@@ -295,7 +296,7 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
         result = {"task": task.name, "metric": task.primary_metric, "labels": _labels(task),
                   "teacher": teacher_record(teacher, teacher_dir, task, dev, test, tokenizer, opts), "student": None}
         if int(os.environ.get("RANK", "0")) == 0:
-            write_json(out / "metrics.json", result)
+            write_json(out / layout.METRICS, result)
         return result
 
     student = initial_student(opts, given_init or teacher)
@@ -305,7 +306,7 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
         teacher=teacher,
         loss_weights=opts.loss_weights,
         prediction=functools.partial(objective.prediction_loss, embedding_loss=opts.embedding_loss),
-        callbacks=[JsonlLog(out / "logs" / "student.jsonl", "student"), DivergenceGuard(), *(callbacks or [])],
+        callbacks=[JsonlLog(layout.stage_log(out, "student"), "student"), DivergenceGuard(), *(callbacks or [])],
         **trainer_kwargs(opts, out, "student", task, opts.learning_rate, opts.epochs, opts.optimizer,
                          train_set, dev, tokenizer),
     )
@@ -333,11 +334,11 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
         },
     }
     if trainer.is_world_process_zero():
-        with atomic_dir(out / "student") as tmp:
+        with atomic_dir(out / layout.STUDENT) as tmp:
             save_student(student, tmp)
             tokenizer.save_pretrained(tmp)
-        write_json(out / "metrics.json", result)
-        report_saved("student", out / "student", result["student"], task)
+        write_json(out / layout.METRICS, result)
+        report_saved("student", out / layout.STUDENT, result["student"], task)
     trainer.accelerator.wait_for_everyone()
     remove_checkpoints(opts, trainer)
     return result
