@@ -47,6 +47,7 @@ from kdqat.run_dir import TrainedRun, open_run
 from kdqat.runtime.batching import Features, pad_batch, predict
 from kdqat.runtime.ort_engine import OrtEngine
 from kdqat.runtime.ort_passes import onnxruntime_cpu
+from kdqat.families import family_of
 from kdqat.objectives import Objective, objective_of
 from kdqat.export.options import ExportOptions
 from kdqat.parity import EmbeddingParity, Parity
@@ -213,7 +214,7 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
             "pair": task.pair,  # inputs are [text, text_pair]
             "problem_type": objective.problem_type,
             "max_seq_length": run.max_seq_length,
-            "inputs": ["input_ids", "attention_mask", "token_type_ids"],
+            "inputs": list(family_of(student).inputs),  # what the graph takes, as its encoder family says
             "output": output,
             **objective.export_fields(student),
             "quant_config": config.to_dict(),

@@ -13,10 +13,10 @@ from kdqat.runtime.timing import measure
 
 def test_measure_reports_percentiles_of_the_timed_calls_only(monkeypatch):
     """Five timed calls of 1, 2, 3, 4 and 10 ms after two untimed ones: numpy's linear percentiles of those."""
-    import kdqat.runtime.bench as bench_module
+    import kdqat.runtime.timing as timing
 
     ticks = iter([0.0, 0.001, 1.0, 1.002, 2.0, 2.003, 3.0, 3.004, 4.0, 4.010])
-    monkeypatch.setattr(bench_module.time, "perf_counter", lambda: next(ticks))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(ticks))
     calls = []
     stats = measure(lambda b: calls.append(1), {"input_ids": [[1, 2]] * 4}, warmup=2, iterations=5)
     assert len(calls) == 7

@@ -32,6 +32,7 @@ class Objective:
     routes: tuple[str, ...] = ("/v1/predict",)  # kdqat serve's POST routes for this kind of model
     serves: str = "is a classifier"  # how a refusal on another route describes the model
     gate_option: str = "min_agreement"  # the ExportOptions field its parity gate reads
+    decided_rule: str = ">"  # how the parity table states which examples count as decided (margin above)
 
     # --- data and metrics -------------------------------------------------------------------------------------
     def check_train_options(self, opts) -> None:
@@ -78,8 +79,11 @@ class Objective:
 
     # --- models and training ----------------------------------------------------------------------------------
     def start_model(self, model: str, task: TaskSpec):
-        """The float model a teacher is fine-tuned from (the head newly initialised if absent)."""
-        raise NotImplementedError
+        """The float model a teacher is fine-tuned from: a sequence classifier of the objective's problem type (the
+        head newly initialised if absent)."""
+        from kdqat.models import load_classifier
+
+        return load_classifier(model, task, self.problem_type)
 
     def given_teacher(self, opts, task: TaskSpec):
         """The teacher `kdqat train` distils from without fine-tuning one (TrainOptions `opts`): --teacher's
@@ -139,7 +143,7 @@ class Objective:
         return ("check", "examples", "agreement", "decided (margin)", "agreement there", "max |diff|")
 
     def parity_row(self, record: dict) -> list[str]:
-        margin = "" if "margin" not in record else f" (> {record['margin']:g})"
+        margin = "" if "margin" not in record else f" ({self.decided_rule} {record['margin']:g})"
         return [str(record["examples"]), f"{record['agreement']:.2%}", f"{record['decided']}{margin}",
                 f"{record['decided_agreement']:.2%}", f"{record['max_abs_diff']:.2e}"]
 

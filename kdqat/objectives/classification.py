@@ -49,11 +49,6 @@ class Classification(Objective):
 
         return pred_loss(student, teacher)
 
-    def start_model(self, model: str, task: TaskSpec):
-        from kdqat.models import load_classifier
-
-        return load_classifier(model, task, self.problem_type)
-
     def compare(self, reference: np.ndarray, candidate: np.ndarray, fp16: bool = False) -> Parity:
         return compare(reference, candidate, regression=False, margin=decided_margin(fp16))
 

@@ -17,6 +17,7 @@ class Regression(Objective):
     metrics = ("pearson", "spearman", "mse")
     lower_is_better = frozenset({"mse"})
     serves = "scores (a regression)"
+    decided_rule = "|diff| <="  # every example counts; agreeing means within the tolerance
 
     def scores(self, task: TaskSpec, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         from scipy.stats import pearsonr, spearmanr
@@ -34,19 +35,9 @@ class Regression(Objective):
 
         return pred_loss(student, teacher, regression=True)
 
-    def start_model(self, model: str, task: TaskSpec):
-        from kdqat.models import load_classifier
-
-        return load_classifier(model, task, self.problem_type)
-
     def compare(self, reference: np.ndarray, candidate: np.ndarray, fp16: bool = False) -> Parity:
         tolerance = FP16_REGRESSION_TOLERANCE if fp16 else REGRESSION_TOLERANCE
         return compare(reference, candidate, regression=True, tolerance=tolerance)
-
-    def parity_row(self, record: dict) -> list[str]:
-        margin = "" if "margin" not in record else f" (|diff| <= {record['margin']:g})"
-        return [str(record["examples"]), f"{record['agreement']:.2%}", f"{record['decided']}{margin}",
-                f"{record['decided_agreement']:.2%}", f"{record['max_abs_diff']:.2e}"]
 
     def answers(self, rows: np.ndarray, labels: list[str] | None) -> list[dict]:
         return [{"score": float(row[0])} for row in rows]
