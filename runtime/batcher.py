@@ -27,6 +27,7 @@ import numpy as np
 
 from kdqat.errors import first_line
 from kdqat.runtime.batching import Bucket, Features, predict
+from kdqat.runtime.serve_options import ServeSettings
 
 RunBatch = Callable[[dict[str, np.ndarray]], np.ndarray]
 Encode = Callable[[list], Features]
@@ -57,8 +58,8 @@ class DynamicBatcher:
     """`await batcher.submit(inputs)` returns (engine rows of those inputs in order, through `finish` where given;
     their token counts)."""
 
-    def __init__(self, run: RunBatch, encode: Encode, max_batch_size: int = 32, max_wait_ms: float = 2.0,
-                 batching: bool = True, bucket: Bucket | None = Bucket(), timings: Timings = Timings(),
+    def __init__(self, run: RunBatch, encode: Encode, max_batch_size: int = ServeSettings.max_batch_size,
+                 max_wait_ms: float = ServeSettings.max_wait_ms, batching: bool = ServeSettings.batching, bucket: Bucket | None = Bucket(), timings: Timings = Timings(),
                  calls: int = 1, run_alone: RunBatch | None = None,
                  finish: Callable[[np.ndarray], np.ndarray] | None = None, board=None) -> None:
         self.run = run

@@ -18,7 +18,7 @@ import numpy as np
 
 from kdqat.errors import KdqatError
 from kdqat.layout import deploy_graph, export_report
-from kdqat.runtime.serve_options import MODELS
+from kdqat.runtime.serve_options import ServeOptions
 from kdqat.objectives import Objective, by_problem_type
 from kdqat.run_dir import open_run
 from kdqat.runtime.batching import Features
@@ -96,15 +96,13 @@ def serving_layout(engine: str, provider: str, workers: int = 0, calls: int = 0,
     return Layout(workers, calls, max(1, cores // parallel) if cpu and parallel > 1 else None)
 
 
-def open_served(run_dir: str | Path, engine: str = "ort", provider: str = "cpu", model: str = "student",
-                onnx: str | Path | None = None, threads: int | None = None) -> ServedModel:
+def open_served(run_dir: str | Path, engine: str = ServeOptions.engine, provider: str = ServeOptions.provider,
+                model: str = ServeOptions.model, onnx: str | Path | None = None, threads: int | None = None) -> ServedModel:
     """Open an exported run for serving: the student on `engine` (onnxruntime: `threads` per call), or the float
     teacher (PyTorch)."""
     from kdqat.runtime.registry import StudentSource, check_engine, open_engine, open_teacher
     from kdqat.runtime.serving_tokenizer import open_tokenizer
 
-    if model not in MODELS:
-        raise KdqatError(f"--model {model!r} is not one of {', '.join(MODELS)}")
     spec = check_engine(engine)
     run = open_run(run_dir)
     graph = deploy_graph(run.root, onnx)
