@@ -40,6 +40,7 @@ from kdqat.errors import KdqatError, first_line
 from kdqat.io import atomic_dir, write_json
 from kdqat.layout import DEPLOY, EXPORT_DIR, FLOAT, FP16, ORT_CPU, PACKED, TRAIN_OUTPUTS
 from kdqat.layout import EXPORT_REPORT as REPORT
+from kdqat.model_folder import load_model_folder
 from kdqat.models import load_tokenizer
 from kdqat.preflight import run_lock
 from kdqat.student import load_student, quant_config_of, set_act_scale_mode
@@ -173,7 +174,7 @@ def _export(opts: ExportOptions, console: Console | None = None) -> dict:
         if config.weight_scheme != "none":
             graphs["packed"] = _save_checked(compact_names(pack_weights(deploy, config.weight_bits)), tmp / PACKED)
         bar.advance(step)
-        float_model = TorchEngine.teacher(run.student).model  # the student's own float weights, unquantized
+        float_model = load_model_folder(run.student).eval()  # the student's own float weights, unquantized
         graphs["float"] = _save_checked(strip_doc_strings(to_onnx(float_model, output_name=output)), tmp / FLOAT)
         if opts.ort_cpu_graph:
             graphs["ort_cpu"] = _save_checked(onnxruntime_cpu(deploy), tmp / ORT_CPU)
