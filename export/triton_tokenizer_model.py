@@ -2,8 +2,8 @@
 
 Runs inside Triton's Python backend, which provides `triton_python_backend_utils`; it needs `transformers`
 in that Python environment. The tokenizer files sit beside this file; the maximum length comes from the
-model config's `max_length` parameter. Every output is padded to that length, so that the student's
-dynamic batcher can put requests of different lengths into one batch.
+model config's `max_length` parameter, the outputs (the student graph's inputs) from its outputs. Every output is
+padded to that length, so that the student's dynamic batcher can put requests of different lengths into one batch.
 """
 
 import json
@@ -13,7 +13,6 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from transformers import AutoTokenizer
 
-OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _texts(request, name):
@@ -27,6 +26,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.max_length = int(config["parameters"]["max_length"]["string_value"])
+        self.outputs = [output["name"] for output in config["output"]]  # the student's inputs, as its graph takes them
         self.tokenizer = AutoTokenizer.from_pretrained(str(Path(__file__).parent))
 
     def execute(self, requests):
@@ -37,7 +37,7 @@ class TritonPythonModel:
                 enc = self.tokenizer(text, pair, truncation=True, max_length=self.max_length, padding="max_length",
                                      return_tensors="np")
                 tensors = [pb_utils.Tensor(name, enc[name].astype(np.int64) if name in enc
-                                           else np.zeros_like(enc["input_ids"], dtype=np.int64)) for name in OUTPUTS]
+                                           else np.zeros_like(enc["input_ids"], dtype=np.int64)) for name in self.outputs]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             except Exception as e:  # this request fails alone
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(e))))

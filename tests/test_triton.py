@@ -90,7 +90,10 @@ def test_tokenizer_model_tokenizes_like_the_run(repository, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     model = module.TritonPythonModel()
-    model_config = json.dumps({"parameters": {"max_length": {"string_value": "32"}}})
+    from google.protobuf import json_format
+
+    # what Triton hands a Python model: its config.pbtxt as JSON with the protobuf's own field names
+    model_config = json_format.MessageToJson(config(folder), preserving_proto_field_name=True)
     model.initialize({"model_config": model_config})
     texts = np.array([[b"A man is eating."], [b"Nobody eats."]], dtype=object)
     pairs = np.array([[b"Someone eats food."], [b"A man is eating."]], dtype=object)

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 from kdqat.errors import KdqatError
 from kdqat.families.base import EncoderFamily
 from kdqat.families.bert import BERT
+from kdqat.families.distilbert import DISTILBERT
 
-FAMILIES: tuple[EncoderFamily, ...] = (BERT,)
+FAMILIES: tuple[EncoderFamily, ...] = (BERT, DISTILBERT)
 REGISTRY: dict[str, EncoderFamily] = {model_type: f for f in FAMILIES for model_type in f.model_types}
 
 
