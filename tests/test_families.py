@@ -117,3 +117,20 @@ def test_a_distilbert_run_trains_exports_checks_and_serves(tmp_path, glue_dir):
         assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] in ("entailment", "not_entailment")
     finally:
         server.stop()
+
+
+def test_a_distilbert_sentence_embedder_is_quantized_and_captured_through_its_family():
+    from transformers import DistilBertModel
+
+    from kdqat.embedding import Pooling, SentenceEmbedder
+
+    torch.manual_seed(0)
+    model = SentenceEmbedder(DistilBertModel(DistilBertConfig(**DISTILBERT_SHAPE)), Pooling("mean", True)).eval()
+    prepare(model, QuantConfig())
+    assert family_of(model).name == "distilbert"
+    assert sum(isinstance(m, QuantLinear) for m in model.modules()) == 12  # no pooler: the 6 Linears of 2 layers
+    ids, mask = batch()
+    with capture(model) as internals:
+        vectors = model(input_ids=ids, attention_mask=mask).logits
+    assert vectors.shape == (3, 32) and len(internals.probs) == len(internals.attn_outputs) == 2
+    torch.testing.assert_close(vectors.norm(dim=-1), torch.ones(3))  # pooled and normalised
