@@ -18,9 +18,9 @@ import time
 import torch
 
 from kdqat import QuantConfig, prepare
-from kdqat.attention import use_kdqat_attention
 from kdqat.cpu_memory import keep_freed_memory
 from kdqat.distill import distillation_losses, run_captured
+from kdqat.families import family_of
 from kdqat.losses import loss_weights
 from kdqat.data.source import glue_spec
 from kdqat.models import DEFAULT_MODEL
@@ -74,7 +74,7 @@ def main() -> None:
         plain_opt.step()
 
     student = prepare(copy.deepcopy(teacher), QuantConfig()).train()
-    use_kdqat_attention(teacher)
+    family_of(teacher).use_kdqat_attention(teacher)
     teacher.eval().requires_grad_(False)
     weights = loss_weights(args.kd)
 

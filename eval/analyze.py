@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdqat.attention import use_kdqat_attention
 from kdqat.capture import capture
+from kdqat.families import family_of
 from kdqat.errors import KdqatError
 from kdqat.io import save_figure
 from kdqat.runtime.batching import Features, batches
@@ -24,7 +24,7 @@ QUANTITIES = ("map", "output")
 def attention_ranges(model: nn.Module, features: Features, layer: int, batch_size: int = 16) -> dict[str, np.ndarray]:
     """Mean over examples, per query position, of the min and max of the attention probabilities (over heads
     and real keys) and of the attention sub-layer output after LayerNorm (over hidden units)."""
-    use_kdqat_attention(model)
+    family_of(model).use_kdqat_attention(model)
     model.eval()
     length = max(len(x) for x in features["input_ids"])
     sums = {f"{q}_{e}": np.zeros(length) for q in QUANTITIES for e in ("min", "max")}

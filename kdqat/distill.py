@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from kdqat.attention import use_kdqat_attention
 from kdqat.capture import Internals, capture
+from kdqat.families import family_of
 from kdqat.guards import nonfinite_loss_error
 from kdqat.losses import att_loss, map_loss, output_loss, pred_loss, rep_loss
 
@@ -64,7 +64,7 @@ class DistillationTrainer(Trainer):
         # Our loss is a per-sentence mean that ignores num_items_in_batch: with this False, Trainer divides it
         # by the gradient-accumulation steps itself (it would not for a model that normalises by token count).
         self.model_accepts_loss_kwargs = False
-        use_kdqat_attention(teacher)
+        family_of(teacher).use_kdqat_attention(teacher)
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
         self.loss_weights = dict(loss_weights)
         self.prediction = prediction  # the objective's term on the outputs (kdqat.objectives)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from kdqat.attention import BMM_QUANTIZERS, use_kdqat_attention
+from kdqat.attention import BMM_QUANTIZERS
 from kdqat.config import QUANT_CONFIG_FILE, QuantConfig
 from kdqat.errors import KdqatError
 from kdqat.files import check_model_folder, check_safetensors
@@ -33,7 +33,7 @@ def prepare(model: PreTrainedModel, config: QuantConfig) -> PreTrainedModel:
     if getattr(model, "kdqat_quant_config", None) is not None:
         raise KdqatError("this model is already prepared for quantization")
     family = family_of(model)
-    use_kdqat_attention(model)
+    family.use_kdqat_attention(model)
     for layer in family.encoder_layers(model):
         for name in family.linears:
             family.replace(layer, name, QuantLinear.from_linear(layer.get_submodule(name), config))

@@ -8,8 +8,12 @@ import torch
 from transformers import (
     DistilBertConfig,
     DistilBertForSequenceClassification,
+    DistilBertModel,
     ElectraConfig,
     ElectraForSequenceClassification,
+    MPNetConfig,
+    MPNetForSequenceClassification,
+    MPNetModel,
     RobertaConfig,
     RobertaForSequenceClassification,
 )
@@ -34,6 +38,7 @@ def tiny_models():
     yield "roberta", "bert", RobertaForSequenceClassification(RobertaConfig(**SHAPE)).eval()
     yield "electra", "bert", ElectraForSequenceClassification(ElectraConfig(embedding_size=32, **SHAPE)).eval()
     yield "distilbert", "distilbert", DistilBertForSequenceClassification(DistilBertConfig(**DISTILBERT_SHAPE)).eval()
+    yield "mpnet", "mpnet", MPNetForSequenceClassification(MPNetConfig(**SHAPE)).eval()
 
 
 @pytest.mark.parametrize("model_type,family_name,model", list(tiny_models()), ids=lambda x: x if isinstance(x, str) else "")
@@ -55,9 +60,20 @@ def test_each_family_gets_every_quantizer_and_every_captured_tensor(model_type, 
 
 def test_an_unknown_family_is_refused_naming_the_known_ones():
     with pytest.raises(KdqatError) as e:
-        family_for("mpnet", "--model tiny")
-    assert str(e.value) == f"--model tiny is a 'mpnet' encoder; kdqat knows {', '.join(sorted(REGISTRY))}"
-    assert {"bert", "roberta", "xlm-roberta", "electra", "distilbert"} <= set(REGISTRY)
+        family_for("deberta-v2", "--model tiny")
+    assert str(e.value) == f"--model tiny is a 'deberta-v2' encoder; kdqat knows {', '.join(sorted(REGISTRY))}"
+    assert {"bert", "roberta", "xlm-roberta", "electra", "distilbert", "mpnet"} <= set(REGISTRY)
+
+
+def test_mpnet_attention_through_kdqat_is_the_models_own_arithmetic():
+    """MPNet's relative-position bias joins the padding mask: before any quantizer, the kdqat route computes what
+    the model computes."""
+    torch.manual_seed(0)
+    model = MPNetForSequenceClassification(MPNetConfig(**SHAPE)).eval()
+    ids, mask = batch()
+    reference = model(input_ids=ids, attention_mask=mask).logits
+    family_of(model).use_kdqat_attention(model)
+    torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits, reference, rtol=0, atol=1e-6)
 
 
 def saved_with_default_tokenizer(model, folder):
@@ -71,32 +87,37 @@ def saved_with_default_tokenizer(model, folder):
 
 
 def test_train_refuses_an_unknown_family_before_writing_anything(tmp_path, glue_dir):
-    from transformers import MPNetConfig, MPNetModel
+    from transformers import DebertaV2Config, DebertaV2Model
 
-    model = saved_with_default_tokenizer(MPNetModel(MPNetConfig(vocab_size=30527, hidden_size=32, num_hidden_layers=2,
-                                                                num_attention_heads=4, intermediate_size=64)), tmp_path / "mpnet")
+    model = saved_with_default_tokenizer(DebertaV2Model(DebertaV2Config(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                                                        num_attention_heads=4, intermediate_size=64)),
+                                         tmp_path / "deberta")
     done = run_cli("train", "--task", "rte", "--data-dir", glue_dir, "--model", model, "--output-dir", tmp_path / "run",
                    "--max-steps", "2", cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stderr.strip() == f"error: --model {model} is a 'mpnet' encoder; kdqat knows {', '.join(sorted(REGISTRY))}"
+    assert done.stderr.strip() == f"error: --model {model} is a 'deberta-v2' encoder; kdqat knows {', '.join(sorted(REGISTRY))}"
     assert not (tmp_path / "run").exists()
 
 
-def test_a_distilbert_run_trains_exports_checks_and_serves(tmp_path, glue_dir):
-    """DistilBERT (no token type ids, no pooler) through every stage: train, export with its parity gate, the
-    TensorRT rules, eval and one served request; its graph takes the two inputs the family names."""
+ENCODERS = {  # a tiny encoder of each family beyond BERT's layout, as a pretrained folder would hold it
+    "distilbert": lambda: DistilBertModel(DistilBertConfig(**{**DISTILBERT_SHAPE, "vocab_size": 30522,
+                                                              "max_position_embeddings": 128})),
+    "mpnet": lambda: MPNetModel(MPNetConfig(**{**SHAPE, "vocab_size": 30522, "max_position_embeddings": 130})),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_a_run_of_each_family_trains_exports_checks_and_serves(tmp_path, glue_dir, name):
+    """DistilBERT and MPNet (no token type ids) through every stage: train, export with its parity gate, the
+    TensorRT rules, eval and one served request; the graph takes the inputs the family names."""
     import json
 
     import httpx
     import onnx
     from test_serve import Server
-    from transformers import DistilBertModel
-
-    from kdqat.families.distilbert import DISTILBERT
 
     torch.manual_seed(0)
-    model = saved_with_default_tokenizer(DistilBertModel(DistilBertConfig(**{**DISTILBERT_SHAPE, "vocab_size": 30522,
-                                                                              "max_position_embeddings": 128})), tmp_path / "distil")
+    model = saved_with_default_tokenizer(ENCODERS[name](), tmp_path / name)
     run = tmp_path / "run"
     done = run_cli("train", "--task", "rte", "--data-dir", glue_dir, "--model", model, "--output-dir", run, "--max-steps", "2",
                    "--max-train-samples", "32", "--max-eval-samples", "32", "--eval-steps", "1", "--no-progress", cwd=tmp_path)
@@ -105,7 +126,7 @@ def test_a_distilbert_run_trains_exports_checks_and_serves(tmp_path, glue_dir):
     assert done.returncode == 0, done.stderr
     report = json.loads((run / "onnx" / "export.json").read_text())
     graph = onnx.load(str(run / "onnx" / "model.onnx"))
-    assert [i.name for i in graph.graph.input] == report["inputs"] == list(DISTILBERT.inputs)
+    assert [i.name for i in graph.graph.input] == report["inputs"] == list(REGISTRY[name].inputs)
     assert report["parity"]["ort_deploy_vs_torch"]["agreement"] == 1.0
     assert report["parity"]["ort_deploy_vs_torch"]["max_abs_diff"] < 1e-4
     assert run_cli("check", run / "onnx" / "model.onnx", "--target", "trt", cwd=tmp_path).returncode == 0
@@ -119,16 +140,17 @@ def test_a_distilbert_run_trains_exports_checks_and_serves(tmp_path, glue_dir):
         server.stop()
 
 
-def test_a_distilbert_sentence_embedder_is_quantized_and_captured_through_its_family():
-    from transformers import DistilBertModel
-
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_a_sentence_embedder_of_each_family_is_quantized_and_captured(name):
     from kdqat.embedding import Pooling, SentenceEmbedder
 
     torch.manual_seed(0)
-    model = SentenceEmbedder(DistilBertModel(DistilBertConfig(**DISTILBERT_SHAPE)), Pooling("mean", True)).eval()
+    encoder = ENCODERS[name]()
+    encoder.pooler = None  # as SentenceEmbedder.from_pretrained loads an encoder: sentence vectors are pooled tokens
+    model = SentenceEmbedder(encoder, Pooling("mean", True)).eval()
     prepare(model, QuantConfig())
-    assert family_of(model).name == "distilbert"
-    assert sum(isinstance(m, QuantLinear) for m in model.modules()) == 12  # no pooler: the 6 Linears of 2 layers
+    assert family_of(model).name == name
+    assert sum(isinstance(m, QuantLinear) for m in model.modules()) == 12  # the 6 Linears of 2 layers, no pooler
     ids, mask = batch()
     with capture(model) as internals:
         vectors = model(input_ids=ids, attention_mask=mask).logits

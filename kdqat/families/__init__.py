@@ -15,8 +15,9 @@ from kdqat.errors import KdqatError
 from kdqat.families.base import EncoderFamily
 from kdqat.families.bert import BERT
 from kdqat.families.distilbert import DISTILBERT
+from kdqat.families.mpnet import MPNET
 
-FAMILIES: tuple[EncoderFamily, ...] = (BERT, DISTILBERT)
+FAMILIES: tuple[EncoderFamily, ...] = (BERT, DISTILBERT, MPNET)
 REGISTRY: dict[str, EncoderFamily] = {model_type: f for f in FAMILIES for model_type in f.model_types}
 
 

@@ -8,9 +8,9 @@ per-layer ones inside one encoder layer. A new family is one module with an `Enc
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,6 +27,20 @@ class EncoderFamily:
     word_embeddings: str  # inside the base model: the token embedding table (quantized per row)
     pooler: str | None = None  # inside the base model: the pooler's Linear, quantized where the family has one
     inputs: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")  # what the model's forward takes
+    # For a family whose self-attention does not call transformers' attention interface: a forward for its
+    # self-attention module that does, through kdqat.attention.kdqat_attention (None: the model calls it already).
+    attention_forward: Callable | None = None
+
+    def use_kdqat_attention(self, model: nn.Module) -> None:
+        """Route every self-attention of `model` through the kdqat attention function (quantization points and the
+        recorder of capture): transformers' attention interface where the model calls it, else `attention_forward`."""
+        from kdqat.attention import use_kdqat_attention
+
+        use_kdqat_attention(model)
+        if self.attention_forward is not None:
+            for layer in self.encoder_layers(model):
+                attention = self.self_attention_of(layer)
+                attention.forward = types.MethodType(self.attention_forward, attention)
 
     @staticmethod
     def base(model: nn.Module) -> nn.Module:
