@@ -641,8 +641,7 @@ def isa_mask_command(
     try:
         code = run_masked(level, list(ctx.args), check)
     except CommandNotFound as e:
-        console.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
-        code = 127
+        _error(str(e), status=127)  # as a shell answers a missing command
     raise typer.Exit(code)
 
 
@@ -656,9 +655,9 @@ def main() -> None:
         _error(f"{e.filename}: permission denied; fix its permissions or choose another output folder")
 
 
-def _error(message: str) -> None:
+def _error(message: str, status: int = 2) -> None:
     console.print(Text.assemble(("error:", "bold red"), f" {message}"), highlight=False, soft_wrap=True)
-    sys.exit(2)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
