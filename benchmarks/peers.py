@@ -6,7 +6,9 @@ with a model compiled for each measured shape beside the peer told the same shap
 
     python benchmarks/peers.py RUN_DIR [--data-dir ../shared/glue] [--output peers.json]
 
-RUN_DIR: a classification run after `kdqat export`. Latency: the median of --blocks blocks of --iterations calls,
+RUN_DIR: a classification or regression run after `kdqat export` (timed and scored on its dev set), or an embedding
+run (timed only: its quality, STS-B and CLINC150 kNN, is benchmarks/embeddings.py's; the peer ends in the pooled,
+normalised embedding like the student). Latency: the median of --blocks blocks of --iterations calls,
 each block after a pause and --warmup calls (the first call after the pause is recorded apart), the models
 interleaved block by block (a slow phase of the machine hits each alike), full-length random token ids,
 --threads intra-op threads (default: every core). Run it on an otherwise idle machine.
@@ -97,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(e))
 
     run = open_run(args.run_dir)
-    if not objective_of(run.spec).labelled:
-        sys.exit(f"{run.root} is an embedding run: use benchmarks/embeddings.py")
+    objective = objective_of(run.spec)
     if run.teacher is None:
         sys.exit(f"{run.root}: its teacher folder is gone; the peer is built from the teacher")
     import torch
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     teacher = TorchEngine.teacher(run.teacher)
     with tempfile.TemporaryDirectory() as scratch:
-        peer_path, peer_record = peer_graph(teacher.model, Path(scratch))
+        peer_path, peer_record = peer_graph(teacher.model, Path(scratch), objective.onnx_output)
         deploy = run.root / "onnx" / "model.onnx"
         engines = {PYTORCH: teacher,
                    PEER: OrtEngine(peer_path, threads=args.threads, cpu_rewrites=False),
@@ -117,14 +118,16 @@ def main(argv: list[str] | None = None) -> int:
             engines[STUDENTS["openvino"]] = OpenVinoEngine(deploy, threads=args.threads)
             if args.openvino_static:
                 engines[STUDENTS["openvino_static"]] = OpenVinoEngine(deploy, threads=args.threads, static_shapes=shapes)
-        source = run.data_source(args.data_dir)
-        split = run.spec.dev_splits[0]
-        dev = source.load(split, args.max_dev)
-        features = encode(dev, load_tokenizer(str(run.student)), run.max_seq_length)
-        labels = np.asarray(dev["label"])
-        # dev batches of 32 are padded to the fixed shape 32 x 128 where it is among --shapes (and run.max_seq_length
-        # <= 128); batches that fit no fixed shape run on the dynamic model
-        scores = {name: task_metrics(run.spec, predict(e.run, features, 32), labels) for name, e in engines.items()}
+        split, labels, scores = None, [], {}
+        if objective.labelled:
+            source = run.data_source(args.data_dir)
+            split = run.spec.dev_splits[0]
+            dev = source.load(split, args.max_dev)
+            features = encode(dev, load_tokenizer(str(run.student)), run.max_seq_length)
+            labels = np.asarray(dev["label"])
+            # dev batches of 32 are padded to the fixed shape 32 x 128 where it is among --shapes (and
+            # run.max_seq_length <= 128); batches that fit no fixed shape run on the dynamic model
+            scores = {name: task_metrics(run.spec, predict(e.run, features, 32), labels) for name, e in engines.items()}
         vocab = teacher.model.config.vocab_size
         rows = []
         fixed_peer = STUDENTS["openvino_static"] in engines  # its fair peer: the peer's graph told each shape

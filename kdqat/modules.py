@@ -30,8 +30,13 @@ class QuantLinear(nn.Linear):
         q.weight_quantizer = WeightQuantizer(config, per_row=config.weight_scale == "channel")
         return q
 
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the forward multiplies by (its ternary values): for a product with a constant table, which
+        is not an activation and has no input quantizer (DeBERTa's relative positions)."""
+        return self.weight_quantizer(self.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.input_quantizer(x), self.weight_quantizer(self.weight), self.bias)
+        return F.linear(self.input_quantizer(x), self.effective_weight(), self.bias)
 
 
 class QuantEmbedding(nn.Embedding):

@@ -5,7 +5,6 @@ torch, so `kdqat --help` stays fast."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -251,17 +250,10 @@ def check_resumable(out: Path, opts: TrainOptions) -> None:
     saved_file = out / layout.CONFIG
     if not saved_file.is_file():
         return
-    try:
-        saved = json.loads(saved_file.read_text())["options"]
-    except (json.JSONDecodeError, KeyError):
-        raise KdqatError(f"{saved_file}: unreadable; remove it or choose another --output-dir") from None
-    if not isinstance(saved, dict):
-        raise KdqatError(f"{saved_file}: unreadable; remove it or choose another --output-dir")
+    from kdqat.run_config import read_run_config
+
+    saved = read_run_config(saved_file, "rerun with that kdqat version or choose another --output-dir")["options"]
     current = dataclasses.asdict(opts)
-    unknown = sorted(set(saved) - set(current))
-    if unknown:
-        raise KdqatError(f"{saved_file}: settings this kdqat does not know ({', '.join(unknown)}): written by another "
-                         "kdqat version; rerun with that version or choose another --output-dir")
     defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions) if f.default is not dataclasses.MISSING}
     # a setting a run's kdqat did not have yet was that setting's default then
     diff = [k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults.get(k)) != current[k]

@@ -45,13 +45,12 @@ def check_model_inputs(opts: TrainOptions) -> None:
         raise KdqatError(f"--max-seq-length {opts.max_seq_length}: the model has {limit} positions; use at most {limit}")
 
 
-ARCHITECTURE = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
-
-
 def _architecture(name: str) -> dict | None:
-    """The shape of a model folder or id (None when its config cannot be read here)."""
+    """The shape of a model folder or id, as its family names it (None when its config cannot be read here)."""
     config = model_config(name)
-    return None if config is None else {key: getattr(config, key, None) for key in ARCHITECTURE}
+    if config is None:
+        return None
+    return {"model_type": config.model_type, **family_for(config.model_type, name).dimensions(config)}
 
 
 def _shape(arch: dict) -> str:

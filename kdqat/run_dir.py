@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from kdqat.data.task import TaskSpec
 from kdqat.errors import KdqatError
 from kdqat.config import QUANT_CONFIG_FILE
 from kdqat.objectives import objective_of
+from kdqat.run_config import read_run_config
 from kdqat import layout
 
 
@@ -46,14 +46,12 @@ def open_run(path: str | Path) -> TrainedRun:
     if not (student / QUANT_CONFIG_FILE).is_file():
         raise KdqatError(f"{path}: not a kdqat run (no student/{QUANT_CONFIG_FILE}); pass the --output-dir of a finished kdqat train")
     config_file = root / layout.CONFIG
+    saved = read_run_config(config_file)  # missing, unreadable or another kdqat's: refused in one line
     try:
-        saved = json.loads(config_file.read_text())
         options = saved["options"]
         task, length = options["task"], int(options["max_seq_length"])
         spec = TaskSpec.from_dict(saved["task_spec"], str(config_file)) if "task_spec" in saved else _glue_spec(task, config_file)
-    except FileNotFoundError:
-        raise KdqatError(f"{config_file}: missing (the run's settings: task, sequence length)") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError):
         raise KdqatError(f"{config_file}: unreadable or not written by kdqat train") from None
     teacher = objective_of(spec).teacher_folder(root, options)
     return TrainedRun(root, student, teacher, task, length, options.get("data_dir"), spec, options)

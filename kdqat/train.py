@@ -45,7 +45,7 @@ from kdqat.data.task import TaskSpec
 from kdqat.distill import DistillationTrainer
 from kdqat.cpu_memory import keep_freed_memory
 from kdqat.errors import KdqatError
-from kdqat.files import check_checkpoint
+from kdqat.checkpoints import MarkComplete, resumable
 from kdqat.guards import DivergenceGuard, FiniteLossTrainer, require_finite
 from kdqat.io import atomic_dir, check_output, write_json
 from kdqat.embedding import SentenceEmbedder
@@ -142,14 +142,16 @@ def evaluate(trainer: Trainer, datasets: dict[str, Dataset]) -> dict[str, float]
 
 
 def _train(trainer: Trainer) -> None:
-    """Train, resuming from the stage's newest checkpoint when there is one (after checking it is whole)."""
-    folder = Path(trainer.args.output_dir)
-    steps = sorted(int(p.name.split("-")[-1]) for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit())
-    last = str(folder / f"checkpoint-{steps[-1]}") if steps else None
+    """Train, resuming from the stage's newest complete checkpoint when there is one (checked whole; newer ones cut
+    off while written are removed and named)."""
+    last = resumable(Path(trainer.args.output_dir)) if trainer.is_world_process_zero() else None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():  # every rank resumes from one
+        shared = [None if last is None else str(last)]
+        torch.distributed.broadcast_object_list(shared, src=0)
+        last = shared[0]
     if last:
-        check_checkpoint(Path(last), folder / f"checkpoint-{steps[-2]}" if len(steps) > 1 else None)
         log.warning("resuming from %s", last)
-    trainer.train(resume_from_checkpoint=last)
+    trainer.train(resume_from_checkpoint=None if last is None else str(last))
 
 
 def load_best(trainer: Trainer) -> int | None:
@@ -211,7 +213,7 @@ def train_teacher(opts: TrainOptions, task: TaskSpec, out: Path, train_set: Data
     model = objective_of(task).start_model(opts.model, task)
     trainer = FiniteLossTrainer(
         model=model,
-        callbacks=[JsonlLog(layout.stage_log(out, "teacher"), "teacher"), DivergenceGuard()],
+        callbacks=[JsonlLog(layout.stage_log(out, "teacher"), "teacher"), DivergenceGuard(), MarkComplete()],
         **trainer_kwargs(opts, out, "teacher", task, opts.teacher_learning_rate, opts.teacher_epochs,
                          opts.teacher_optimizer, train_set, dev, tokenizer),
     )
@@ -306,7 +308,8 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
         teacher=teacher,
         loss_weights=opts.loss_weights,
         prediction=functools.partial(objective.prediction_loss, embedding_loss=opts.embedding_loss),
-        callbacks=[JsonlLog(layout.stage_log(out, "student"), "student"), DivergenceGuard(), *(callbacks or [])],
+        callbacks=[JsonlLog(layout.stage_log(out, "student"), "student"), DivergenceGuard(), MarkComplete(),
+                   *(callbacks or [])],
         **trainer_kwargs(opts, out, "student", task, opts.learning_rate, opts.epochs, opts.optimizer,
                          train_set, dev, tokenizer),
     )

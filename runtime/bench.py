@@ -33,9 +33,12 @@ def activation_bytes(config, batch: int, seq: int) -> int:
     """A generous estimate of one forward pass's peak activation memory (float32): the attention maps
     ([batch, heads, seq, seq]: scores, masked scores, probabilities and their quantized copy), the
     feed-forward activations ([batch, seq, intermediate], three at once) and a dozen hidden-size tensors."""
-    attention = 4 * batch * config.num_attention_heads * seq * seq
-    feed_forward = 3 * batch * seq * config.intermediate_size
-    hidden = 12 * batch * seq * config.hidden_size
+    from kdqat.families import family_for
+
+    size = family_for(config.model_type).dimensions(config)
+    attention = 4 * batch * size["num_attention_heads"] * seq * seq
+    feed_forward = 3 * batch * seq * size["intermediate_size"]
+    hidden = 12 * batch * seq * size["hidden_size"]
     return (attention + feed_forward + hidden) * FLOAT_BYTES
 
 

@@ -149,6 +149,38 @@ def test_a_read_only_output_folder_is_refused_up_front(tmp_path, tiny_model_dir,
         train(options(tmp_path, tiny_model_dir, glue_dir, name="ro/run"))
 
 
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """An empty read-only mount point (a bind mount remounted read-only), as a container's volume can be."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) to make a read-only mount point")
+    source, point = tmp_path / "src", tmp_path / "ro"
+    source.mkdir()
+    point.mkdir()
+    if subprocess.run(["mount", "--bind", source, point], capture_output=True).returncode:
+        pytest.skip("this machine does not allow bind mounts (no CAP_SYS_ADMIN)")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", point], capture_output=True).returncode:
+            pytest.skip("this machine does not allow a read-only remount")
+        yield point
+    finally:
+        subprocess.run(["umount", point], capture_output=True)
+
+
+@pytest.mark.parametrize("option", ["--output-dir", "--triton"])
+def test_a_read_only_mount_point_is_refused_before_the_export_works(exported_run, read_only_mount, option):
+    """The mount point itself (not only a folder under it) is checked before the export does any work."""
+    args = ["--output-dir", read_only_mount] if option == "--output-dir" else ["--no-onnx", "--triton", read_only_mount]
+    done = run_cli("export", exported_run, *args, "--no-progress", cwd=read_only_mount.parent)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {option} {read_only_mount}: {read_only_mount} is not writable; choose " \
+                                  "another place or fix its permissions"
+    assert done.stdout == ""  # refused before any work: no export table, no progress
+
+
 # -- 8. one train per folder ---------------------------------------------------------------------------------
 
 def test_a_second_train_into_a_busy_folder_is_refused(tmp_path, tiny_model_dir, glue_dir):
@@ -213,6 +245,33 @@ def test_a_damaged_checkpoint_names_the_one_to_delete(tmp_path, tiny_model_dir, 
 
     shutil.rmtree(tmp_path / "run" / "checkpoints" / "student" / "checkpoint-2")
     assert train(opts)["student"]["last"]["static"]["step"] == 4  # resumed from checkpoint-1
+
+
+def test_a_checkpoint_cut_off_while_written_is_removed_and_the_run_resumes_from_the_last_whole_one(
+        tmp_path, tiny_model_dir, glue_dir, caplog):
+    """A kill -9 during a checkpoint write leaves a folder with no completion mark (and, here, a truncated
+    optimizer.pt): the rerun removes it, says so, and resumes from the newest complete checkpoint by itself."""
+    import shutil
+
+    from kdqat.checkpoints import COMPLETE
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 3 and "student" in args.output_dir:
+                raise KeyboardInterrupt
+
+    opts = options(tmp_path, tiny_model_dir, glue_dir, max_steps=4, save_total_limit=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(opts, callbacks=[Interrupt()])
+    stage = tmp_path / "run" / "checkpoints" / "student"
+    assert all((stage / f"checkpoint-{n}" / COMPLETE).is_file() for n in (1, 2))
+    shutil.copytree(stage / "checkpoint-2", stage / "checkpoint-3")  # checkpoint-3, as the kill left it
+    (stage / "checkpoint-3" / COMPLETE).unlink()
+    truncate(stage / "checkpoint-3" / "optimizer.pt")
+    with caplog.at_level("WARNING", logger="kdqat.checkpoints"):
+        assert train(opts)["student"]["last"]["static"]["step"] == 4
+    assert f"{stage / 'checkpoint-3'} was cut off while it was written (no completion mark): removed it; resuming " \
+           "from checkpoint-2" in caplog.text
 
 
 def test_a_truncated_student_fails_export_with_one_line(tmp_path, tiny_model_dir):

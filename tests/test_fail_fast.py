@@ -61,7 +61,7 @@ def test_config_from_an_unknown_kdqat_version_is_refused(tmp_path, tiny_model_di
     saved = json.loads(config.read_text())
     saved["options"]["quantum_mode"] = True
     config.write_text(json.dumps(saved))
-    with pytest.raises(KdqatError, match=r"config.json: settings this kdqat does not know \(quantum_mode\)"):
+    with pytest.raises(KdqatError, match=r"config.json: settings this kdqat \(0.1.0\) does not know \(options.quantum_mode\), written by kdqat 0.1.0"):
         train(opts)
 
 
@@ -141,3 +141,37 @@ def test_exploding_weights_are_divergence_and_the_advice_works(tmp_path, tiny_mo
     shutil.rmtree(checkpoints)
     result = train(train_options(tmp_path, tiny_model_dir, glue_dir, learning_rate=1e-4, eval_steps=1, max_steps=3))
     assert result["student"]["last_step"] == 3
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda saved: saved.update(kdqat_version="9.9.9"),
+     r"written by kdqat 9.9.9, which this kdqat \(0.1.0\) cannot vouch for"),
+    (lambda saved: saved.update(calibration={"method": "percentile"}),
+     r"settings this kdqat \(0.1.0\) does not know \(calibration\), written by "),
+    (lambda saved: saved["options"].update(quantum_mode=True),
+     r"settings this kdqat \(0.1.0\) does not know \(options.quantum_mode\)"),
+])
+def test_every_command_refuses_a_run_another_kdqat_wrote(exported_run, tmp_path, glue_dir, change, message):
+    """One rule in train, export, eval, bench, serve and report: a newer kdqat's run, or keys this kdqat does not
+    know, are refused in one line naming the version and the keys (before, train called such a run complete and
+    export read it without a word)."""
+    import re
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    config = run / "config.json"
+    saved = json.loads(config.read_text())
+    change(saved)
+    config.write_text(json.dumps(saved))
+    options = saved["options"]
+    commands = {"train": ["train", "--task", options["task"], "--output-dir", run, "--data-dir", glue_dir],
+                "export": ["export", run, "--output-dir", tmp_path / "exp"], "eval": ["eval", run, "--max-samples", "4"],
+                "bench": ["bench", run, "--iterations", "1"], "serve": ["serve", run, "--port", "1"],
+                "report": ["report", run]}
+    for name, args in commands.items():
+        done = run_cli(*args, cwd=tmp_path)
+        assert done.returncode == 2, (name, done.stderr)
+        assert re.match(rf"error: {re.escape(str(config))}: .*{message}", done.stderr.strip()), (name, done.stderr)
+        assert done.stderr.count("\n") == 1, name
+    assert not (tmp_path / "exp").exists()

@@ -9,6 +9,7 @@ the first bad row with the file and line (CSV, TSV, JSON Lines) or row (JSON, Pa
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import re
@@ -58,21 +59,86 @@ def suffix_of(path: Path, option: str) -> str:
 
 
 def read_file(path: str | Path, option: str) -> Dataset:
-    """One data file as an Arrow-backed Dataset (cached by `datasets`, memory-mapped)."""
+    """One data file as an Arrow-backed Dataset (cached by `datasets`, memory-mapped; a .json document is parsed
+    whole, as JSON must be). A file that does not read ends in one line, `FILE:LINE: ...` where a line is at fault."""
     from datasets import load_dataset
+    from datasets.utils import logging as datasets_logging
 
     path = Path(path)
     suffix = suffix_of(path, option)
     if not path.is_file():
         raise KdqatError(f"{option} {path}: no such file")
-    builder, kwargs = BUILDERS[suffix]
-    try:
-        ds = load_dataset(builder, data_files=str(path.resolve()), split="train", **kwargs)
-    except Exception as e:  # the builders raise pandas, pyarrow and their own errors: all become one line
-        raise KdqatError(_read_error(path, e)) from None
+    if suffix == ".json":
+        ds = _read_json_document(path)
+    else:
+        builder, kwargs = BUILDERS[suffix]
+        verbosity = datasets_logging.get_verbosity()
+        datasets_logging.set_verbosity(datasets_logging.CRITICAL)  # its "Failed to read file" lines precede ours
+        try:
+            ds = load_dataset(builder, data_files=str(path.resolve()), split="train", **kwargs)
+        except Exception as e:  # the builders raise pandas, pyarrow and their own errors: all become one line
+            raise KdqatError((suffix == ".jsonl" and _bad_json_line(path)) or _read_error(path, e)) from None
+        finally:
+            datasets_logging.set_verbosity(verbosity)
     if len(ds) == 0:
         raise KdqatError(f"{path}: no rows")
     return ds
+
+
+RECORDS = '[{"text": ..., "label": ...}, ...]'
+COLUMNS = '{"text": [...], "label": [...]}'
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """`FILE:LINE: ...` for the first line of a JSON Lines file that is not one JSON object (None: every line is)."""
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line.rstrip("\r\n"))
+                except json.JSONDecodeError as e:
+                    return f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})"
+                if not isinstance(record, dict):
+                    return f"{path}:{number}: {_kind(record)}, not an object; JSON Lines holds one record a line, " \
+                           '{"text": ..., "label": ...}'
+    except UnicodeDecodeError:
+        return f"{path}: not valid UTF-8; save the file as UTF-8"
+    return None
+
+
+def _read_json_document(path: Path) -> Dataset:
+    """A .json file: an array of records, or an object of equal-length columns."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise KdqatError(f"{path}: not valid UTF-8; save the file as UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise KdqatError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    try:
+        if isinstance(data, list):
+            odd = next((i for i, record in enumerate(data) if not isinstance(record, dict)), None)
+            if odd is not None:
+                raise KdqatError(f"{path}: row {odd + 1} is {_kind(data[odd])}, not an object; expected an array of "
+                                 f"records {RECORDS}")
+            return Dataset.from_list(data)
+        if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+            lengths = {name: len(v) for name, v in data.items()}
+            if len(set(lengths.values())) > 1:
+                raise KdqatError(f"{path}: its columns differ in length ({', '.join(f'{k}: {n}' for k, n in lengths.items())})")
+            return Dataset.from_dict(data)
+    except KdqatError:
+        raise
+    except Exception as e:  # pyarrow: a column whose values are of different types
+        raise KdqatError(_read_error(path, e)) from None
+    raise KdqatError(f"{path}: {_kind(data)}; expected an array of records {RECORDS} or an object of "
+                     f"equal-length columns {COLUMNS}")
 
 
 def _read_error(path: Path, error: Exception) -> str:
@@ -86,7 +152,7 @@ def _read_error(path: Path, error: Exception) -> str:
     if match:
         expected, line, found = match.groups()
         return f"{path}:{line}: expected {expected} fields, found {found} (a separator inside an unquoted field?)"
-    if "changed from" in text or "cannot mix" in text.lower():
+    if "changed from" in text or "cannot mix" in text.lower() or "could not convert" in text.lower():
         return f"{path}: a column mixes value types (numbers and strings): {text}"
     if isinstance(causes[-1], UnicodeDecodeError):
         return f"{path}: not valid UTF-8; save the file as UTF-8"

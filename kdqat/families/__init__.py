@@ -14,10 +14,12 @@ if TYPE_CHECKING:
 from kdqat.errors import KdqatError
 from kdqat.families.base import EncoderFamily
 from kdqat.families.bert import BERT
+from kdqat.families.deberta import DEBERTA
 from kdqat.families.distilbert import DISTILBERT
+from kdqat.families.modernbert import MODERNBERT
 from kdqat.families.mpnet import MPNET
 
-FAMILIES: tuple[EncoderFamily, ...] = (BERT, DISTILBERT, MPNET)
+FAMILIES: tuple[EncoderFamily, ...] = (BERT, DISTILBERT, MPNET, DEBERTA, MODERNBERT)
 REGISTRY: dict[str, EncoderFamily] = {model_type: f for f in FAMILIES for model_type in f.model_types}
 
 

@@ -30,6 +30,13 @@ class EncoderFamily:
     # For a family whose self-attention does not call transformers' attention interface: a forward for its
     # self-attention module that does, through kdqat.attention.kdqat_attention (None: the model calls it already).
     attention_forward: Callable | None = None
+    feed_forward_size: str = "intermediate_size"  # the config attribute holding the FFN's inner width
+
+    def dimensions(self, config) -> dict[str, int]:
+        """A config's layers, width, heads, FFN width and vocabulary, under one set of names for every family."""
+        return {"num_hidden_layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
+                "num_attention_heads": config.num_attention_heads,
+                "intermediate_size": getattr(config, self.feed_forward_size), "vocab_size": config.vocab_size}
 
     def use_kdqat_attention(self, model: nn.Module) -> None:
         """Route every self-attention of `model` through the kdqat attention function (quantization points and the

@@ -15,4 +15,5 @@ DISTILBERT = EncoderFamily(
     word_embeddings="embeddings.word_embeddings",
     pooler=None,  # its classifier's pre_classifier Linear is part of the head, left in float like the classifier
     inputs=("input_ids", "attention_mask"),
+    feed_forward_size="hidden_dim",
 )
