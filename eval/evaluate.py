@@ -102,7 +102,11 @@ def _embedding_scores(opts: EvalOptions, data, data_dir: str | None, tokenizer, 
             scores[name]["validation_cosine"] = 100.0 * float(cosines(vectors[first], v).mean())
     out = {"scores": scores, "validation_texts": len(validation),
            "knn": {"train": opts.knn_train, "test": opts.knn_test, "k": opts.knn_k} if opts.knn_train else None}
-    try:
+    from kdqat.glue.data import resolve_data_dir
+
+    try:  # STS-B from a GLUE folder only: an optional score is not worth a round of network retries
+        if resolve_data_dir(data_dir) is None:
+            raise KdqatError("no --data-dir given and GLUE_DIR is unset (give a GLUE folder with STS-B/dev.tsv)")
         a, b, gold = stsb_pairs(data_dir)
     except KdqatError as e:
         out["skipped"] = f"STS-B dev not scored: {e}"

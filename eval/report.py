@@ -11,10 +11,11 @@ from kdqat import layout
 
 
 def read_metrics(run_dir: str | Path) -> dict:
+    from kdqat.options import option_names
     from kdqat.run_config import read_run_config
 
     if (Path(run_dir) / layout.CONFIG).is_file():  # another kdqat's run is refused here as in every command
-        read_run_config(Path(run_dir) / layout.CONFIG)
+        read_run_config(Path(run_dir) / layout.CONFIG, option_names())
     path = Path(run_dir) / layout.METRICS
     try:
         data = json.loads(path.read_text())

@@ -430,6 +430,7 @@ def serve(
     body_timeout_s: float = typer.Option(ServeSettings.body_timeout_s, help="A request whose body has not fully arrived after this many seconds gets 408 and its connection is closed."),
     keep_alive_s: float = typer.Option(ServeOptions.keep_alive_s, help="A connection idle this many seconds (before its first request, or between requests), or whose request headers stop half-way, is closed."),
     workers: int = typer.Option(ServeOptions.workers, help="Server processes on the port, each with its own engine (0: two for onnxruntime or OpenVINO on a CPU with 2+ cores, measured faster; else one)."),
+    served_model_name: list[str] = typer.Option([], help="A name the OpenAI embeddings route also answers to (its \"model\" field; the task's name always works); repeat for several. Listed at GET /v1/models."),
     engine_calls: int = typer.Option(ServeOptions.engine_calls, help="Engine calls at once in each process, each on its share of the cores (0: one per process with several processes; two in a single process on a CPU with 2+ cores; else one)."),
 ) -> None:
     """Serve the exported student over HTTP: POST /v1/predict, GET /health, GET /metrics (Prometheus)."""
@@ -439,7 +440,8 @@ def serve(
 
     # every option is checked before the port is bound
     opts = ServeOptions(run_dir, engine, provider, model, onnx, host, port, keep_alive_s, workers, engine_calls,
-                        ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes, body_timeout_s))
+                        ServeSettings(max_batch_size, max_wait_ms, batching, max_inputs, max_text_bytes, body_timeout_s,
+                                      served_model_names=tuple(served_model_name)))
     layout = serving_layout(engine, provider, workers, engine_calls)
     from kdqat.runtime.workers import ServeSpec, listening_sockets, load_failed, run_server, serve_workers
 
@@ -447,7 +449,7 @@ def serve(
     opts = dataclasses.replace(opts, settings=dataclasses.replace(opts.settings, engine_calls=layout.calls))
     # with several workers this process only supervises them: the libraries (PyTorch, transformers) load in each
     spec = ServeSpec(opts, layout.threads, setup=_quiet_libraries)
-    sockets = listening_sockets(host, port, layout.workers) if layout.workers > 1 else []
+    sockets = listening_sockets(host, port, max(1, layout.workers))  # a taken port: one line, before anything loads
     parallel = [f"{layout.workers} processes" if layout.workers > 1 else "",
                 f"{layout.calls} engine calls at once" if layout.calls > 1 else ""]
     console.print(f"serving {model} of {run_dir} on http://{host}:{port} (engine {engine}, "
@@ -458,7 +460,7 @@ def serve(
         serve_workers(spec, sockets)
         return
     _quiet_libraries()
-    failure = run_server(spec, host=host, port=port)
+    failure = run_server(spec, sockets=sockets, host=host, port=port)
     if failure is not None:  # the model did not load: the server stopped; exit non-zero with the reason
         raise load_failed(failure)
 

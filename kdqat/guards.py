@@ -30,10 +30,12 @@ RATE_OPTION = {"teacher": "--teacher-learning-rate", "student": "--learning-rate
 
 def _resume_hint(checkpoints: str) -> str:
     last = get_last_checkpoint(checkpoints) if Path(checkpoints).is_dir() else None
-    where = f"the last good checkpoint is {last}: rerun to resume from it" if last else "no checkpoint was kept"
     stage = Path(checkpoints).name
     option = RATE_OPTION.get(stage, "--learning-rate")
-    return f"{where}; or start the {stage} stage over with a lower rate: remove {checkpoints} and rerun with a lower {option}"
+    over = f"start the {stage} stage over with a lower rate: remove {checkpoints} and rerun with a lower {option}"
+    if last:
+        return f"the last good checkpoint is {last}: rerun to resume from it, or {over}"
+    return f"no checkpoint of this stage was kept: {over}"
 
 
 def nonfinite_loss_error(loss: torch.Tensor, step: int, checkpoints: str, terms: dict[str, torch.Tensor] | None = None) -> KdqatError:

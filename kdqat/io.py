@@ -21,17 +21,23 @@ def _umask() -> int:
     return mask
 
 
-def check_output(path: str | Path, option: str, folder: bool = False) -> None:
+def check_output(path: str | Path, option: str, folder: bool = False, given: str | Path | None = None) -> None:
     """Refuse, before any work, an output `path` (a file, or a folder when `folder`) that cannot be written: the
-    wrong kind of thing already there, a file where a folder must be made, or no write permission."""
+    wrong kind of thing already there, a file where a folder must be made, or no write permission. `given`: the
+    option's value when `path` is something the command writes inside it (named as such in the message)."""
     path = Path(path)
+    head = f"{option} {given if given is not None else path}:"
+    inside = f" {path}" if given is not None else ""
     if path.exists() and path.is_dir() != folder:
-        raise KdqatError(f"{option} {path}: is a {'file' if folder else 'folder'}; give a {'folder' if folder else 'file'} path")
+        what, kind = ("file", "folder") if folder else ("folder", "file")
+        if given is None:
+            raise KdqatError(f"{head} is a {what}; give a {kind} path")
+        raise KdqatError(f"{head}{inside} is a {what} where kdqat writes a {kind}; remove or rename it")
     existing = next(p for p in (path if folder else path.parent, *path.parents) if p.exists())
     if not existing.is_dir():
-        raise KdqatError(f"{option} {path}: {existing} is a file, not a folder")
+        raise KdqatError(f"{head} {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise KdqatError(f"{option} {path}: {existing} is not writable; choose another place or fix its permissions")
+        raise KdqatError(f"{head} {existing} is not writable; choose another place or fix its permissions")
 
 
 def write_text(path: str | Path, text: str) -> None:

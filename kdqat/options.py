@@ -245,6 +245,11 @@ def _stage_not_started(out: Path, stage: str) -> bool:
     return not layout.checkpoints(out, stage).exists() and not (out / stage / "config.json").exists()
 
 
+def option_names() -> set[str]:
+    """The settings a run's config.json may record (any other is another kdqat's)."""
+    return {f.name for f in dataclasses.fields(TrainOptions)}
+
+
 def check_resumable(out: Path, opts: TrainOptions) -> None:
     """Refuse to continue a run in `out` that was started with other settings."""
     saved_file = out / layout.CONFIG
@@ -252,7 +257,8 @@ def check_resumable(out: Path, opts: TrainOptions) -> None:
         return
     from kdqat.run_config import read_run_config
 
-    saved = read_run_config(saved_file, "rerun with that kdqat version or choose another --output-dir")["options"]
+    saved = read_run_config(saved_file, option_names(),
+                            "rerun with that kdqat version or choose another --output-dir")["options"]
     current = dataclasses.asdict(opts)
     defaults = {f.name: f.default for f in dataclasses.fields(TrainOptions) if f.default is not dataclasses.MISSING}
     # a setting a run's kdqat did not have yet was that setting's default then

@@ -5,7 +5,6 @@ Runs of older versions are read: a setting they lacked was its default then."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -26,8 +25,10 @@ def _release(version: str) -> tuple[int, ...] | None:
         return None
 
 
-def read_run_config(config_file: Path, advice: str = "use that kdqat version, or another folder") -> dict:
-    """The parsed config.json of a run, refused in one line when missing, unreadable or another kdqat's."""
+def read_run_config(config_file: Path, option_names: set[str],
+                    advice: str = "use that kdqat version, or another folder") -> dict:
+    """The parsed config.json of a run, refused in one line when missing, unreadable or another kdqat's
+    (`option_names`: the settings this kdqat's TrainOptions has)."""
     try:
         saved = json.loads(Path(config_file).read_text())
     except FileNotFoundError:
@@ -42,10 +43,7 @@ def read_run_config(config_file: Path, advice: str = "use that kdqat version, or
     if version and (theirs is None or (mine is not None and theirs > mine)):
         raise KdqatError(f"{config_file}: written by {written}, which this kdqat ({__version__}) cannot vouch for; "
                          f"{advice}")
-    from kdqat.options import TrainOptions
-
-    known_options = {f.name for f in dataclasses.fields(TrainOptions)}
-    unknown = sorted(set(saved) - set(KNOWN_KEYS)) + sorted(f"options.{k}" for k in set(saved["options"]) - known_options)
+    unknown = sorted(set(saved) - set(KNOWN_KEYS)) + sorted(f"options.{k}" for k in set(saved["options"]) - option_names)
     if unknown:
         raise KdqatError(f"{config_file}: settings this kdqat ({__version__}) does not know ({', '.join(unknown)}), "
                          f"written by {written}; {advice}")

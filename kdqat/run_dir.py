@@ -46,7 +46,9 @@ def open_run(path: str | Path) -> TrainedRun:
     if not (student / QUANT_CONFIG_FILE).is_file():
         raise KdqatError(f"{path}: not a kdqat run (no student/{QUANT_CONFIG_FILE}); pass the --output-dir of a finished kdqat train")
     config_file = root / layout.CONFIG
-    saved = read_run_config(config_file)  # missing, unreadable or another kdqat's: refused in one line
+    from kdqat.options import option_names
+
+    saved = read_run_config(config_file, option_names())  # missing, unreadable or another kdqat's: one line
     try:
         options = saved["options"]
         task, length = options["task"], int(options["max_seq_length"])

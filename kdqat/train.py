@@ -253,7 +253,7 @@ def train(opts: TrainOptions, callbacks: list[TrainerCallback] | None = None) ->
         return complete
     check_writable(out)
     for name, folder in ((layout.CONFIG, False), (layout.METRICS, False), (layout.LOGS, True), (layout.CHECKPOINTS, True)):
-        check_output(out / name, "--output-dir", folder=folder)
+        check_output(out / name, "--output-dir", folder=folder, given=out)
     check_model_inputs(opts)
     tokenizer = load_tokenizer(opts.teacher or opts.model, "--teacher" if opts.teacher else "--model")
     train_set = tokenize(source.load("train", opts.max_train_samples), tokenizer, opts.max_seq_length)

@@ -21,6 +21,7 @@ class ServeSettings:
     max_text_bytes: int = 16_384  # per text, UTF-8
     body_timeout_s: float = 10.0  # a body not fully received by then: 408, connection closed
     engine_calls: int = 1  # engine calls at once in this process (served_model.serving_layout)
+    served_model_names: tuple[str, ...] = ()  # names the OpenAI route answers to besides the task's (vLLM's option)
 
     def __post_init__(self) -> None:
         for name, value in (("--max-batch-size", self.max_batch_size), ("--max-inputs", self.max_inputs),

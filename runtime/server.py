@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import gc
 import json
 import time
@@ -156,8 +157,9 @@ def _check_size(text: str, where: str, settings: ServeSettings) -> None:
         raise BadRequest(413, "text_too_long", f"{where}: a text of {size} bytes; at most {settings.max_text_bytes}")
 
 
-def check_texts(data, settings: ServeSettings, field: str) -> list[str]:
-    """A string or a non-empty list of strings (the embedding routes' input), within the server's limits."""
+def check_texts(data, settings: ServeSettings, field: str, allow_empty: bool = True) -> list[str]:
+    """A string or a non-empty list of strings (the embedding routes' input), within the server's limits; an empty
+    string is refused unless `allow_empty` (OpenAI and TEI refuse it: it has no content to embed)."""
     if isinstance(data, str):
         data = [data]
     if not isinstance(data, list) or not data:
@@ -168,6 +170,8 @@ def check_texts(data, settings: ServeSettings, field: str) -> list[str]:
         if not isinstance(text, str):
             what = "token ids (send the text itself)" if isinstance(text, (int, list)) else type(text).__name__
             raise BadRequest(422, "shape", f"{field}[{i}]: expected a string, got {what}")
+        if not allow_empty and not text:
+            raise BadRequest(422, "empty_input", f"{field}[{i}]: an empty string; send text to embed")
         _check_size(text, f"{field}[{i}]", settings)
     return data
 
@@ -182,11 +186,24 @@ def _json_object(body: bytes, content_type: str) -> dict:
 ENCODINGS = ("float", "base64")
 
 
-def parse_openai(body: bytes, content_type: str, settings: ServeSettings, dimension: int) -> tuple[list[str], str]:
-    """OpenAI's embeddings request -> (texts, encoding_format)."""
+def _truncate_flag(data: dict) -> bool:
+    if "truncate" in data and not isinstance(data["truncate"], bool):
+        raise BadRequest(422, "shape", "'truncate' must be true or false")
+    return data.get("truncate", False)
+
+
+def parse_openai(body: bytes, content_type: str, settings: ServeSettings, dimension: int,
+                 names: tuple[str, ...]) -> tuple[list[str], str, bool]:
+    """OpenAI's embeddings request -> (texts, encoding_format, truncate). "model", where given, must be one of
+    `names` (404, as OpenAI answers a model it does not have); "truncate": true (a kdqat extension, TEI's name)
+    cuts texts longer than the model's length, which are otherwise refused (400, as OpenAI does)."""
     data = _json_object(body, content_type)
     if "input" not in data:
         raise BadRequest(422, "shape", "missing 'input' (a string or a list of strings)")
+    model = data.get("model")
+    if model is not None and model not in names:
+        raise BadRequest(404, "model_not_found", f"the model {model!r} does not exist here; this server serves "
+                         f"{', '.join(map(repr, names))} (GET /v1/models)")
     encoding = data.get("encoding_format") or "float"
     if encoding not in ENCODINGS:
         raise BadRequest(422, "encoding_format", f"encoding_format {encoding!r} is not one of {', '.join(ENCODINGS)}")
@@ -194,22 +211,21 @@ def parse_openai(body: bytes, content_type: str, settings: ServeSettings, dimens
     if dims is not None and dims != dimension:
         raise BadRequest(422, "dimensions", f"dimensions {dims!r}: this model's embeddings have {dimension} (it cannot "
                          "shorten them)")
-    return check_texts(data["input"], settings, "input"), encoding
+    return check_texts(data["input"], settings, "input", allow_empty=False), encoding, _truncate_flag(data)
 
 
 def parse_tei(body: bytes, content_type: str, settings: ServeSettings, normalized: bool) -> tuple[list[str], bool]:
-    """text-embeddings-inference's /embed request -> (texts, truncate). Without "truncate", long texts are
-    truncated to the model's length; "truncate": false refuses them (413), as TEI does."""
+    """text-embeddings-inference's /embed request -> (texts, truncate). As in TEI, a text longer than the model's
+    length is refused (413) unless "truncate": true."""
     data = _json_object(body, content_type)
     if "inputs" not in data:
         raise BadRequest(422, "shape", "missing 'inputs' (a string or a list of strings)")
-    for key in ("normalize", "truncate"):
-        if key in data and not isinstance(data[key], bool):
-            raise BadRequest(422, "shape", f"{key!r} must be true or false")
+    if "normalize" in data and not isinstance(data["normalize"], bool):
+        raise BadRequest(422, "shape", "'normalize' must be true or false")
     if data.get("normalize", True) != normalized:
         raise BadRequest(422, "normalize", f"this model's embeddings are {'' if normalized else 'not '}normalised in its "
                          f"graph: normalize={str(not normalized).lower()} is not available")
-    return check_texts(data["inputs"], settings, "inputs"), data.get("truncate", True)
+    return check_texts(data["inputs"], settings, "inputs", allow_empty=False), _truncate_flag(data)
 
 
 def _vector(row, encoding: str):
@@ -339,18 +355,36 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
                 "data": [{"object": "embedding", "index": i, "embedding": _vector(v, encoding)} for i, v in enumerate(vectors)],
                 "usage": {"prompt_tokens": used, "total_tokens": used}}
 
-    async def openai_embeddings(scope: Scope, receive: Receive) -> Answer | None:
-        return await handle(scope, receive, lambda body, kind, _: parse_openai(body, kind, settings, state["width"]),
-                            openai_answer, openai=True)
+    def names(model: ServedModel) -> tuple[str, ...]:
+        """What clients may call the model: its task's name and the --served-model-name aliases."""
+        return (model.task, *(n for n in settings.served_model_names if n != model.task))
 
-    def tei_inputs(body: bytes, kind: str, model: ServedModel) -> tuple[list[str], None]:
-        texts, truncate = parse_tei(body, kind, settings, model.normalized)
+    def within_length(model: ServedModel, texts: list[str], truncate: bool, status: int, hint: str) -> None:
         if not truncate:
             longest = max(model.token_counts(texts))
             if longest > model.max_length:
-                raise BadRequest(413, "too_many_tokens", f"an input has {longest} tokens; this model takes "
-                                 f"{model.max_length} (send \"truncate\": true to cut it)")
+                raise BadRequest(status, "context_length_exceeded", f"an input has {longest} tokens; this model takes "
+                                 f"at most {model.max_length} ({hint})")
+
+    def openai_inputs(body: bytes, kind: str, model: ServedModel) -> tuple[list[str], str]:
+        texts, encoding, truncate = parse_openai(body, kind, settings, state["width"], names(model))
+        within_length(model, texts, truncate, 400, 'send "truncate": true to cut it')
+        return texts, encoding
+
+    async def openai_embeddings(scope: Scope, receive: Receive) -> Answer | None:
+        return await handle(scope, receive, openai_inputs, openai_answer, openai=True)
+
+    def tei_inputs(body: bytes, kind: str, model: ServedModel) -> tuple[list[str], None]:
+        texts, truncate = parse_tei(body, kind, settings, model.normalized)
+        within_length(model, texts, truncate, 413, 'send "truncate": true to cut it')
         return texts, None
+
+    async def models(request: Request) -> JSONResponse:
+        """OpenAI's model list: the names this server answers to (empty while the model loads)."""
+        model = state["model"]
+        listed = [] if model is None else [{"id": name, "object": "model", "created": started, "owned_by": "kdqat"}
+                                           for name in names(model)]
+        return JSONResponse({"object": "list", "data": listed})
 
     async def tei_embed(scope: Scope, receive: Receive) -> Answer | None:
         return await handle(scope, receive, tei_inputs, lambda model, tokens, vectors, _: [_vector(v, "float") for v in vectors])
@@ -358,8 +392,10 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
     def wrong_method(scope: Scope) -> Answer:
         return error(405, "method", f"{scope['method']} {scope['path']}: this route takes POST")
 
+    started = int(time.time())
     rest = Starlette(lifespan=lifespan, routes=[Route("/health", health, methods=["GET"]),
-                                                Route("/metrics", prometheus, methods=["GET"])])
+                                                Route("/metrics", prometheus, methods=["GET"]),
+                                                Route("/v1/models", models, methods=["GET"])])
     return PostRoutes(rest, {"/v1/predict": predict, "/v1/embeddings": openai_embeddings, "/embed": tei_embed},
                       wrong_method)
 
@@ -379,6 +415,7 @@ class PostRoutes:
 
     def __init__(self, rest: ASGIApp, handlers: dict[str, Callable], wrong_method: Callable[[Scope], Answer]) -> None:
         self.rest, self.handlers, self.wrong_method = rest, handlers, wrong_method
+        self.worker = str(os.getpid()).encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
@@ -390,7 +427,8 @@ class PostRoutes:
         if answer is None:
             return
         content = orjson.dumps(answer.content)  # an answer of 150 label probabilities per input is the largest JSON work
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()),
+                   (b"x-kdqat-worker", self.worker)]  # which server process answered (one per --workers)
         if not post:
             headers.append((b"allow", b"POST"))
         if answer.close:

@@ -149,7 +149,10 @@ def serve_workers(spec: ServeSpec, sockets: list[socket.socket]) -> None:
         if not failures.empty():
             raise load_failed(failures.get())
         if not requested:
-            raise KdqatError(f"server process {ended.name} ended with status {ended.exitcode}; the server stopped")
+            how = (f"was killed by {signal.Signals(-ended.exitcode).name}" if ended.exitcode is not None and ended.exitcode < 0
+                   else f"ended with status {ended.exitcode}")
+            raise KdqatError(f"server process {ended.name} (pid {ended.pid}) {how}; the server stopped (the other "
+                             "processes answered the requests they held)")
 
 
 def _worker(spec: ServeSpec, board: WorkerBoard, listening: socket.socket, failures, parent: int) -> None:

@@ -356,3 +356,12 @@ def test_bench_estimates_memory_and_refuses_what_does_not_fit(tmp_path, tiny_mod
     run = make_student_run(tmp_path / "run", tiny_model_dir, QuantConfig())
     done = run_cli("bench", run, "--batch-sizes", "100000000", "--seq-lengths", "64", "--no-progress", cwd=tmp_path)
     assert done.returncode == 2 and "needs about" in done.stderr and "GiB is available" in done.stderr, done.stderr
+
+
+def test_a_divergence_with_no_checkpoint_kept_says_what_to_do_in_one_sentence(tmp_path):
+    from kdqat.guards import nonfinite_loss_error
+
+    stage = tmp_path / "checkpoints" / "student"
+    error = nonfinite_loss_error(torch.tensor(float("nan")), 1, str(stage))
+    assert str(error) == (f"the training loss became nan at step 1; no checkpoint of this stage was kept: start the "
+                          f"student stage over with a lower rate: remove {stage} and rerun with a lower --learning-rate")

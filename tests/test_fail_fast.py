@@ -70,11 +70,14 @@ def test_train_outputs_of_the_wrong_kind_are_refused_first(tmp_path, tiny_model_
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "logs").write_text("a file where the logs folder goes")
-    with pytest.raises(KdqatError, match=r"--output-dir .*logs: is a file; give a folder"):
+    run = tmp_path / "run"
+    with pytest.raises(KdqatError, match=rf"^--output-dir {run}: {run / 'logs'} is a file where kdqat writes a folder; "
+                                         "remove or rename it$"):
         train(train_options(tmp_path, tiny_model_dir, glue_dir))
     (tmp_path / "run" / "logs").unlink()
     (tmp_path / "run" / "metrics.json").mkdir()
-    with pytest.raises(KdqatError, match=r"--output-dir .*metrics.json: is a folder; give a file"):
+    with pytest.raises(KdqatError, match=rf"^--output-dir {run}: {run / 'metrics.json'} is a folder where kdqat writes a "
+                                         "file; remove or rename it$"):
         train(train_options(tmp_path, tiny_model_dir, glue_dir))
     assert sorted(os.listdir(tmp_path / "run")) == ["metrics.json"]
 

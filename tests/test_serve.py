@@ -243,19 +243,65 @@ def test_two_worker_processes_share_the_port_the_requests_and_the_metrics(export
         server.stop()
 
 
-def test_a_worker_that_dies_stops_the_whole_server_in_one_line(exported_run):
+def test_a_worker_killed_under_load_loses_only_its_own_requests(exported_run, rte_pairs):
+    """kill -9 of one worker while 8 clients keep it and the other busy (each on its own keep-alive connection, so
+    bound to one worker, named by the x-kdqat-worker header): the only failed requests are ones in flight on the
+    killed worker's connections; the other worker answers everything it held (SIGTERM drain); the supervisor exits 2
+    naming the killed process. Bounded: at most 150 requests per client, 60 s."""
+    import threading
+
     server = Server(exported_run, "--workers", "2")
+    results: list[tuple[int, int | None, float, bool]] = []  # (client, worker pid that answered, started, ok)
+    stop = threading.Event()
+    deadline = time.monotonic() + 60
+
+    def client(number: int) -> None:
+        with httpx.Client(timeout=30) as connection:
+            for i in range(150):
+                if stop.is_set() or time.monotonic() > deadline:
+                    return
+                started = time.monotonic()
+                try:
+                    answer = connection.post(f"{server.url}/v1/predict", json=[rte_pairs[(number + i) % len(rte_pairs)]])
+                    results.append((number, int(answer.headers["x-kdqat-worker"]), started, answer.status_code == 200))
+                except httpx.TransportError:
+                    results.append((number, None, started, False))
+                    return
+
     try:
         server.wait()
-        os.kill(worker_pids(server)[1], signal.SIGKILL)
+        victim, survivor = worker_pids(server)
+        clients = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for t in clients:
+            t.start()
+        while ({r[1] for r in results} != {victim, survivor} or len(results) < 40) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until both workers are busy with their clients' connections
+        stop.set()  # no new request from here on: what fails was in flight
+        killed_at = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        for t in clients:
+            t.join(60)
         status, stderr = failed_start(server, timeout=60)
-        errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-        assert status == 2 and len(errors) == 1 and "Traceback" not in stderr, stderr
-        assert re.fullmatch(r"error: server process kdqat-serve-\d ended with status -9; the server stopped", errors[0])
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", server.port))  # the other worker is gone too: the port is free
     finally:
+        stop.set()
         server.stop()
+    worker_of = {}  # each client's connection: the worker that answered it
+    for number, pid, _, _ in results:
+        if pid is not None:
+            worker_of.setdefault(number, pid)
+    failed = [r for r in results if not r[3]]
+    assert all(r[2] <= killed_at for r in failed)  # every failure had been sent before the kill: it was in flight
+    assert {worker_of[r[0]] for r in failed} <= {victim}, failed  # ...on the killed worker's connections only
+    survivor_requests = [r for r in results if worker_of.get(r[0]) == survivor]
+    assert survivor_requests and all(r[3] for r in survivor_requests)  # the other worker lost nothing
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert status == 2 and len(errors) == 1 and "Traceback" not in stderr, stderr
+    assert re.fullmatch(rf"error: server process kdqat-serve-\d \(pid {victim}\) was killed by SIGKILL; the server "
+                        r"stopped \(the other processes answered the requests they held\)", errors[0]), errors
+    with socket.socket() as probe:  # the other worker is gone too: nothing listens (the clients' closed
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # connections may linger in TIME_WAIT)
+        probe.bind(("127.0.0.1", server.port))
+        probe.listen(1)
 
 
 def test_workers_end_with_their_parent_and_a_taken_port_is_refused(exported_run, tmp_path):
@@ -265,9 +311,11 @@ def test_workers_end_with_their_parent_and_a_taken_port_is_refused(exported_run,
     try:
         server.wait()
         workers = worker_pids(server)
-        done = run_cli("serve", exported_run, "--port", server.port, "--workers", "2", cwd=tmp_path, timeout=60)
-        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-        assert done.stderr.startswith(f"error: --host 127.0.0.1 --port {server.port}: cannot listen there")
+        for one_process in (["--workers", "2"], ["--workers", "1"], ["--engine", "torch"]):  # refused alike, up front
+            done = run_cli("serve", exported_run, "--port", server.port, *one_process, cwd=tmp_path, timeout=60)
+            assert done.returncode == 2 and done.stdout == "", (one_process, done.stdout)  # no "serving ..." line
+            assert done.stderr.strip().splitlines() == [f"error: --host 127.0.0.1 --port {server.port}: cannot listen "
+                                                        "there (Address already in use)"], (one_process, done.stderr)
         server.process.kill()  # no chance to stop them: each worker gets SIGTERM from the kernel
         server.process.wait(10)
         deadline = time.monotonic() + 30
