@@ -21,9 +21,11 @@ def _import_ort():
 
 
 def provider_options(provider: str, cache_dir: Path, input_names: list[str], profile=None) -> dict[str, str]:
-    """Options for onnxruntime's provider. The TensorRT provider on a Q/DQ graph needs INT8 on (FP16 for the
-    float parts), explicit profile shapes (without them it rebuilds its engine for every new batch shape)
-    and an engine and timing cache, kept beside the graph."""
+    """Options for onnxruntime's provider. The TensorRT provider on a Q/DQ graph: no precision flags (with
+    trt_int8_enable or trt_fp16_enable it builds a weakly typed network, deprecated since TensorRT 10.12; with
+    neither, a strongly typed one whose precisions are the graph's Q/DQ and casts, the route of kdqat's own
+    TensorRT engine), explicit profile shapes (without them it rebuilds its engine for every new batch shape) and
+    an engine and timing cache, kept beside the graph (the folder must exist: the provider makes one level only)."""
     if provider != "tensorrt":
         return {}
     from kdqat.runtime.engine import ShapeProfile
@@ -34,8 +36,7 @@ def provider_options(provider: str, cache_dir: Path, input_names: list[str], pro
     def shapes(shape: tuple[int, int]) -> str:
         return ",".join(f"{name}:{shape[0]}x{shape[1]}" for name in input_names)
 
-    return {"trt_int8_enable": "True", "trt_fp16_enable": "True",
-            "trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir),
+    return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache_dir),
             "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache_dir),
             "trt_profile_min_shapes": shapes(low), "trt_profile_opt_shapes": shapes(opt),
             "trt_profile_max_shapes": shapes(high)}
@@ -45,7 +46,9 @@ def trt_cache_dir(path: Path, serialized: bytes) -> Path:
     """Where the TensorRT provider caches engines for this graph: a folder named by the graph's hash. Given the
     model as bytes, the provider keys its cache by the graph's structure alone, so a re-exported graph of the same
     structure (new weights, new scales) would silently reuse the old engine; a folder per content cannot."""
-    return path.parent / "ort_trt_cache" / hashlib.sha256(serialized).hexdigest()[:16]
+    folder = path.parent / "ort_trt_cache" / hashlib.sha256(serialized).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)  # two levels: the provider would make only the last, then not start
+    return folder
 
 
 class OrtEngine:
@@ -85,7 +88,8 @@ class OrtEngine:
             options.intra_op_num_threads = threads
         inputs = [i.name for i in model.graph.input]
         serialized = model.SerializeToString()
-        chosen = (wanted, provider_options(provider, trt_cache_dir(path, serialized), inputs, profile))
+        cache = trt_cache_dir(path, serialized) if provider == "tensorrt" else path.parent
+        chosen = (wanted, provider_options(provider, cache, inputs, profile))
         self.session = ort.InferenceSession(serialized, options, providers=[chosen])
         if self.session.get_providers()[0] != wanted:
             raise KdqatError(f"onnxruntime did not start {wanted} (it fell back to {self.session.get_providers()[0]})")
