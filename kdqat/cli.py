@@ -401,7 +401,10 @@ def doctor(
             ("onnxruntime providers", ", ".join(report["providers"]) or "none"),
             ("OpenVINO", report["openvino"] or "not installed (optional CPU engine: pip install 'kdqat[openvino]')"),
             ("OpenVINO on this CPU", report["openvino_on_cpu"]),
-            ("GPU", report["gpu"] or "none"), ("TensorRT", report["tensorrt"] or "not installed"), ("CPU", report["cpu"])]
+            ("GPU", report["gpu"] or "none"), ("TensorRT", report["tensorrt"] or "not installed"),
+            ("TensorRT library", report["libnvinfer"] or "does not load"),
+            ("CUDA builds", ", ".join(f"{k} {v}" for k, v in sorted(report["cuda_majors"].items())) or "none"),
+            ("CPU", report["cpu"])]
     for name, value in rows:
         table.add_row(name, str(value))
     stdout.print(table)
@@ -605,8 +608,8 @@ def gpu_check_command(
     batch_sizes: str = typer.Option("1,8,32", help="Comma-separated batch sizes of the latency table; the largest is the engines' profile."),
     iterations: int = typer.Option(50, help="Timed calls per latency cell."),
 ) -> None:
-    """The first GPU run, cheap and decisive: TensorRT INT8 engine and its layers, plan reload, TensorRT against the
-    PyTorch student on dev, onnxruntime's TensorRT provider, a latency table. One PASS/FAIL line per check; exit 1
+    """The first GPU run, cheap and decisive: TensorRT INT8 engine and its GEMMs counted, plan reload, TensorRT against
+    the PyTorch student on validation rows, onnxruntime's TensorRT provider, INT8 against FP16 latency. One PASS/FAIL line per check; exit 1
     on any FAIL. Needs the GPU image (kdqat doctor --gpu says what is missing)."""
     from pathlib import Path
 

@@ -55,6 +55,8 @@ def inspect_stack() -> dict:
         report["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
         report["torch_cuda"], report["gpu"] = None, None
+    report["libnvinfer"] = _libnvinfer()
+    report["cuda_majors"] = _cuda_majors(report)
     try:
         import tensorrt
 
@@ -62,6 +64,49 @@ def inspect_stack() -> dict:
     except ImportError:
         report["tensorrt"] = None
     return report
+
+
+def _libnvinfer() -> str | None:
+    """Whether TensorRT's runtime library loads here (onnxruntime lists its TensorRT provider even when it does
+    not): the library's file name, or None."""
+    import ctypes
+
+    for name in ("libnvinfer.so.10", "libnvinfer.so"):
+        try:
+            ctypes.CDLL(name)
+            return name
+        except OSError:
+            continue
+    return None
+
+
+def _major(version: str | None) -> int | None:
+    try:
+        return int(str(version).split(".")[0])
+    except (TypeError, ValueError):
+        return None
+
+
+def _cuda_majors(report: dict) -> dict[str, int]:
+    """The CUDA major version each GPU library was built for, where it says: PyTorch (torch.version.cuda),
+    onnxruntime-gpu (its build info), TensorRT (its wheel's name, tensorrt-cu12 / -cu13)."""
+    majors = {}
+    if (m := _major(report.get("torch_cuda"))) is not None:
+        majors["torch"] = m
+    try:
+        import onnxruntime
+
+        info = onnxruntime.get_build_info() if hasattr(onnxruntime, "get_build_info") else ""
+        for part in str(info).replace(",", " ").split():
+            if part.lower().startswith("cuda_version="):
+                if (m := _major(part.split("=", 1)[1])) is not None:
+                    majors["onnxruntime"] = m
+    except ImportError:
+        pass
+    for cuda in (12, 13):
+        if _version(f"tensorrt-cu{cuda}") or _version(f"tensorrt_cu{cuda}_libs"):
+            majors["tensorrt"] = cuda
+    return majors
 
 
 def problems(report: dict, gpu: bool) -> list[str]:
@@ -80,4 +125,14 @@ def problems(report: dict, gpu: bool) -> list[str]:
                 found.append(f"onnxruntime has no {provider} (install onnxruntime-gpu for CUDA 12, alone)")
         if report["tensorrt"] is None:
             found.append("TensorRT's Python package is not importable (use the GPU image: NVIDIA's TensorRT container)")
+        elif _major(report["tensorrt"]) != 10:
+            found.append(f"TensorRT {report['tensorrt']}: kdqat's engine is written for TensorRT 10 (11 drops its "
+                         "builder flags); install tensorrt-cu12>=10,<11")
+        if "TensorrtExecutionProvider" in report["providers"] and report.get("libnvinfer") is None:
+            found.append("onnxruntime lists TensorrtExecutionProvider but TensorRT's library (libnvinfer.so.10) does "
+                         "not load: the provider would fall back to CUDA; put TensorRT's lib folder on LD_LIBRARY_PATH")
+        majors = report.get("cuda_majors") or {}
+        if len(set(majors.values())) > 1:
+            found.append("the GPU libraries are built for different CUDA majors ("
+                         + ", ".join(f"{k} CUDA {v}" for k, v in sorted(majors.items())) + "): install one CUDA's builds")
     return found

@@ -66,8 +66,15 @@ def tensor_precision(fmt: str) -> str:
 INDEX_PRECISIONS = {"INT64", "INT32", "BOOL"}  # token ids, masks, shapes: they say nothing of a layer's math
 
 
+def _format(tensor: dict) -> str:
+    """A tensor's type as the inspector names it: TensorRT 10's "Format/Datatype", or 11's split "Datatype" and
+    "Format" fields."""
+    joined = tensor.get("Format/Datatype")
+    return str(joined) if joined is not None else f"{tensor.get('Datatype', '')} {tensor.get('Format', '')}".strip()
+
+
 def _precisions(tensors) -> list[str]:
-    return [tensor_precision(str(t.get("Format/Datatype", ""))) for t in tensors or [] if isinstance(t, dict)]
+    return [tensor_precision(_format(t)) for t in tensors or [] if isinstance(t, dict)]
 
 
 def layer_precision(layer: dict) -> str:
@@ -88,7 +95,7 @@ def layer_report(engine_info: dict) -> dict:
     regions) show only their boundary tensors, not the precision of the GEMMs inside: they are listed apart,
     with those boundary precisions, and never counted as broken fusions."""
     counts: dict[str, int] = {}
-    not_int8, myelin = [], []
+    not_int8, myelin, int8_gemms = [], [], 0
     for layer in engine_info.get("Layers", []):
         if not isinstance(layer, dict):
             continue
@@ -98,9 +105,32 @@ def layer_report(engine_info: dict) -> dict:
         if "myelin" in kind.lower():
             myelin.append({"name": layer.get("Name"), "inputs": _precisions(layer.get("Inputs")),
                            "outputs": _precisions(layer.get("Outputs"))})
-        elif precision != "INT8" and any(k in kind.lower() for k in ("gemm", "matrixmultiply", "convolution")):
-            not_int8.append({"name": layer.get("Name"), "type": kind, "precision": precision})
-    return {"layers_by_precision": counts, "matmul_like_layers_not_int8": not_int8, "myelin_regions": myelin}
+        elif any(k in kind.lower() for k in ("gemm", "matrixmultiply", "convolution")):
+            if precision == "INT8":
+                int8_gemms += 1
+            else:
+                not_int8.append({"name": layer.get("Name"), "type": kind, "precision": precision})
+    return {"layers_by_precision": counts, "int8_gemms": int8_gemms, "matmul_like_layers_not_int8": not_int8,
+            "myelin_regions": myelin}
+
+
+def gemm_verdict(report: dict, quantized: int, float_allowed: int) -> str:
+    """Whether an engine runs the student's integer matrix products in INT8, from its layer report: at least
+    `quantized` INT8 GEMMs (the quantized Linears and the two attention products of each layer) and at most
+    `float_allowed` other GEMMs (the float head: a classifier, a pre-classifier). Raises AssertionError where the
+    report shows otherwise, or shows no GEMM at all (only fused regions: it then proves nothing)."""
+    float_gemms = report["matmul_like_layers_not_int8"]
+    if report["int8_gemms"] == 0 and not float_gemms:
+        raise AssertionError(f"the layer report lists no GEMM, only {len(report['myelin_regions'])} fused Myelin "
+                             "region(s): it cannot tell INT8 from float (TensorRT 10.10 or later lists their layers)")
+    if report["int8_gemms"] < quantized:
+        raise AssertionError(f"{report['int8_gemms']} INT8 GEMMs for the student's {quantized} quantized matrix "
+                             f"products; float GEMMs: {[g['name'] for g in float_gemms]}")
+    if len(float_gemms) > float_allowed:
+        raise AssertionError(f"{len(float_gemms)} GEMMs outside INT8 where the student has {float_allowed} float "
+                             f"Linear(s): {[g['name'] for g in float_gemms]}")
+    return f"{report['int8_gemms']} INT8 GEMMs (student: {quantized} quantized products), {len(float_gemms)} float " \
+           f"(its float head: {float_allowed})"
 
 
 def _require_tensorrt():

@@ -10,7 +10,8 @@ from kdqat.runtime.doctor import inspect_stack, problems
 
 COMPLETE = {"onnxruntime_distributions": {"onnxruntime-gpu": "1.23.2"}, "gpu": "NVIDIA H100", "torch_cuda": "12.6",
             "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
-            "tensorrt": "10.11.0"}
+            "tensorrt": "10.11.0", "libnvinfer": "libnvinfer.so.10",
+            "cuda_majors": {"torch": 12, "onnxruntime": 12, "tensorrt": 12}}
 
 
 def test_a_complete_gpu_stack_has_no_problem_and_each_missing_piece_is_named():
@@ -23,6 +24,18 @@ def test_a_complete_gpu_stack_has_no_problem_and_each_missing_piece_is_named():
     found = problems(cpu_only, gpu=True)
     assert found[0] == "no CUDA GPU visible to PyTorch (a CPU build of PyTorch)" and len(found) == 4
     assert any("TensorrtExecutionProvider" in p for p in found) and any("TensorRT's Python package" in p for p in found)
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"libnvinfer": None}, "lists TensorrtExecutionProvider but TensorRT's library (libnvinfer.so.10) does not load"),
+    ({"tensorrt": "11.0.0"}, "TensorRT 11.0.0: kdqat's engine is written for TensorRT 10"),
+    ({"cuda_majors": {"torch": 12, "onnxruntime": 12, "tensorrt": 13}},
+     "built for different CUDA majors (onnxruntime CUDA 12, tensorrt CUDA 13, torch CUDA 12)"),
+])
+def test_doctor_catches_gpu_stacks_where_the_engines_would_fail(change, problem):
+    """Stacks that `kdqat doctor --gpu` used to call OK although checks 1 and 4 of the GPU check fail on them."""
+    found = problems({**COMPLETE, **change}, gpu=True)
+    assert len(found) == 1 and problem in found[0], found
 
 
 def test_doctor_reports_this_machine(tmp_path):

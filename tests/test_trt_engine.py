@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kdqat import KdqatError
@@ -50,6 +51,44 @@ def test_layer_report_counts_precisions_and_flags_float_matmuls():
     report = layer_report(info)
     assert report["layers_by_precision"] == {"INT8": 1, "FP16": 1, "FP32": 1}
     assert report["matmul_like_layers_not_int8"] == [{"name": "ffn", "type": "MatrixMultiply", "precision": "FP32"}]
+    assert report["int8_gemms"] == 1
+
+
+def split_schema(info: dict) -> dict:
+    """The same report as TensorRT 11's inspector writes it: "Datatype" and "Format" apart."""
+    def tensor(t):
+        if not isinstance(t, dict) or "Format/Datatype" not in t:
+            return t
+        kind, _, layout = t["Format/Datatype"].partition(" ")
+        return {**{k: v for k, v in t.items() if k != "Format/Datatype"}, "Datatype": kind, "Format": layout}
+    return {"Layers": [layer if not isinstance(layer, dict) else
+                       {**layer, **{k: [tensor(t) for t in layer[k]] for k in ("Inputs", "Outputs") if k in layer}}
+                       for layer in info["Layers"]]}
+
+
+def gemm(name: str, precision: str) -> dict:
+    return {"Name": name, "LayerType": "MatrixMultiply", "Inputs": [{"Format/Datatype": precision}],
+            "Outputs": [{"Format/Datatype": "Half"}]}
+
+
+@pytest.mark.parametrize("schema", [lambda info: info, split_schema], ids=["tensorrt10", "tensorrt11"])
+def test_the_int8_check_counts_int8_gemms_against_the_students_quantized_products(schema):
+    from kdqat.runtime.trt_engine import gemm_verdict
+
+    # 2 layers: 6 quantized Linears and 2 attention products each = 16, plus the float classifier
+    good = {"Layers": [gemm(f"int8 {i}", "Int8 NC/32HW32") for i in range(16)] + [gemm("classifier", "Half")]}
+    assert gemm_verdict(layer_report(schema(good)), quantized=16, float_allowed=1) == \
+        "16 INT8 GEMMs (student: 16 quantized products), 1 float (its float head: 1)"
+    lost = {"Layers": good["Layers"][:14] + [gemm("ffn 1", "Half"), gemm("ffn 2", "Half"), gemm("classifier", "Half")]}
+    with pytest.raises(AssertionError, match=r"14 INT8 GEMMs for the student's 16 quantized matrix products"):
+        gemm_verdict(layer_report(schema(lost)), quantized=16, float_allowed=1)
+    extra = {"Layers": good["Layers"] + [gemm("stray", "Float")]}
+    with pytest.raises(AssertionError, match=r"2 GEMMs outside INT8 where the student has 1 float Linear"):
+        gemm_verdict(layer_report(schema(extra)), quantized=16, float_allowed=1)
+    only_myelin = {"Layers": [{"Name": "{ForeignNode[all]}", "LayerType": "Myelin", "Inputs": [{"Format/Datatype": "Int64"}],
+                               "Outputs": [{"Format/Datatype": "Half"}]}]}
+    with pytest.raises(AssertionError, match="lists no GEMM, only 1 fused Myelin region"):
+        gemm_verdict(layer_report(schema(only_myelin)), quantized=16, float_allowed=1)
 
 
 @pytest.mark.parametrize("gpu, tensorrt, missing", [
@@ -123,6 +162,7 @@ INSPECTOR = {"Layers": [
 
 def test_layer_precision_comes_from_the_inputs_as_the_engine_explorer_reads_it():
     report = layer_report(INSPECTOR)
+    assert layer_report(split_schema(INSPECTOR))["layers_by_precision"] == {"INT8": 2, "BF16": 1, "FP16": 1, "FP32": 3}
     # the INT8 GEMM with a half output is INT8; BFloat16 is not FP32; a constant is read from its output; token
     # ids are not data: the gather reads as its FP32 output, the Myelin region fed by input_ids as FP32, not INT64
     assert report["layers_by_precision"] == {"INT8": 2, "BF16": 1, "FP16": 1, "FP32": 3}
@@ -184,7 +224,8 @@ def test_gpu_check_reports_every_check_and_fails_without_a_gpu(exported_run, tmp
     verdicts = [line for line in done.stdout.splitlines() if line.startswith(("PASS ", "FAIL "))]
     assert [v.split(":")[0] for v in verdicts] == [
         "FAIL 1. TensorRT INT8 engine from the Q/DQ graph with FP16 float parts", "FAIL 2. the saved plan loads in a new process",
-        "FAIL 3. TensorRT vs the PyTorch student on dev", "FAIL 4. onnxruntime TensorRT provider", "FAIL 5. latency"]
+        "FAIL 3. TensorRT vs the PyTorch student on validation rows", "FAIL 4. onnxruntime TensorRT provider",
+        "FAIL 5. latency, INT8 against FP16"]
     assert "TensorRT" in verdicts[0] and "Traceback" not in done.stdout
 
 
@@ -226,3 +267,43 @@ def test_onnxruntime_opens_the_fp16_graph_for_tensorrt_only(tmp_path, monkeypatc
     for provider in ("cpu", "cuda", "tensorrt"):
         open_engine("ort", StudentSource(tmp_path, deploy, provider))
     assert opened == [("model.onnx", "cpu"), ("model.onnx", "cuda"), ("model.fp16.onnx", "tensorrt")]
+
+
+def test_the_gpu_checks_judge_each_objective_as_export_judges_its_fp16_graph():
+    """Check 3 and 4's comparison: a classifier by its decided predictions (margin 0.5), a regression within 0.25,
+    an embedding by every cosine (>= 0.99); each fails on what that objective cares about (before, an embedding run
+    compared nothing and a regression's argmax of one column always agreed)."""
+    from kdqat.eval.gpu_check import engine_parity
+    from kdqat.objectives import get_objective
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 32))
+    assert engine_parity(get_objective("embedding"), vectors, vectors + 1e-3, "x").startswith("x: examples 300, min_cosine")
+    bent = vectors.copy()
+    bent[7] = -bent[7]  # one text's vector turned around
+    with pytest.raises(AssertionError, match="x: an embedding's cosine similarity to the PyTorch student's is -1.0000"):
+        engine_parity(get_objective("embedding"), vectors, bent, "x")
+    scores = rng.uniform(0, 5, size=(300, 1))
+    engine_parity(get_objective("regression"), scores, scores + 0.2, "x")  # float16 rounding: within 0.25
+    with pytest.raises(AssertionError, match=r"agree on only 0.0%"):
+        engine_parity(get_objective("regression"), scores, scores + 0.3, "x")
+    logits = rng.normal(size=(300, 3)) * 3
+    engine_parity(get_objective("classification"), logits, logits + 0.2, "x")
+    flipped = logits.copy()
+    flipped[:, [0, 1]] = flipped[:, [1, 0]]  # every prediction between the first two classes swaps
+    with pytest.raises(AssertionError, match="x: predictions agree on only"):
+        engine_parity(get_objective("classification"), logits, flipped, "x")
+
+
+def test_the_gpu_check_counts_the_students_quantized_products_and_reads_real_rows(exported_run, glue_dir):
+    from kdqat.eval.gpu_check import student_products, validation_batch
+    from kdqat.run_dir import open_run
+    from kdqat.runtime.torch_engine import TorchEngine
+
+    run = open_run(exported_run)
+    student = TorchEngine.student(run.student).model
+    layers = student.config.num_hidden_layers
+    assert student_products(student) == (6 * layers + 1 + 2 * layers, 1)  # 6 Linears a layer, the pooler; the classifier
+    batch = validation_batch(run, str(glue_dir), 40)
+    assert batch["input_ids"].shape == (40, run.max_seq_length)
+    assert (batch["attention_mask"].sum(1) > 2).all()  # real sentence pairs, not padding
