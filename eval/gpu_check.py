@@ -96,6 +96,23 @@ def student_products(student) -> tuple[int, int]:
     return quantized + attention, float_linears
 
 
+def fp16_baseline(float_graph: Path, profile: ShapeProfile) -> TrtEngine:
+    """TensorRT FP16 of a float graph: with TensorRT 10's FP16 builder flag, else (11 removed it) its float16 form
+    (model.float.fp16.onnx, written once) built strongly typed."""
+    import tensorrt
+
+    if hasattr(tensorrt.BuilderFlag, "FP16"):
+        return TrtEngine.open(float_graph, profile, fp16=True)
+    import onnx
+
+    from kdqat.export.passes import float16_float_parts
+
+    half = float_graph.with_name(float_graph.stem + ".fp16.onnx")
+    if not half.is_file():
+        onnx.save(float16_float_parts(onnx.load(str(float_graph))), str(half))
+    return TrtEngine.open(half, profile)
+
+
 def validation_batch(run, data_dir: str | None, count: int) -> dict[str, np.ndarray]:
     """The first `count` rows of the run's first dev split (an embedding run's validation text), tokenized as the
     student's and padded to the run's length."""
@@ -174,7 +191,7 @@ def gpu_check(run_dir: Path, data_dir: str | None, max_samples: int | None, batc
         int8, fp16 = "TensorRT INT8 (FP16 float parts)", "TensorRT FP16 (the student's float graph)"
         table = {
             int8: int8_or_open(),
-            fp16: TrtEngine.open(float_graph, profile, fp16=True),
+            fp16: fp16_baseline(float_graph, profile),
             "onnxruntime CUDA (Q/DQ graph)": OrtEngine(deploy, "cuda"),
             "PyTorch CUDA teacher fp32": TorchEngine.teacher(run.teacher or run.student, "cuda"),
             "PyTorch CUDA student (fake-quant)": TorchEngine.student(run.student, "cuda"),

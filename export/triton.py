@@ -23,6 +23,8 @@ Every model's inputs and outputs are read from the ONNX graph, so names, types a
 
 from __future__ import annotations
 
+import logging
+
 import json
 import shutil
 from pathlib import Path
@@ -42,6 +44,8 @@ TRITON_TYPES = {onnx.TensorProto.INT64: "TYPE_INT64", onnx.TensorProto.INT32: "T
                 onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16"}
 MODEL_PY = Path(__file__).with_name("triton_tokenizer_model.py")
 
+
+log = logging.getLogger(__name__)
 
 def _tensors(values, what: str) -> list[dict]:
     """Name, Triton type and per-example dims (the batch dimension dropped) of graph inputs or outputs."""
@@ -122,7 +126,13 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, options: Trit
     trt_graph = tensorrt_graph(onnx_dir / DEPLOY)  # model.fp16.onnx where export wrote it
     fp16 = trt_graph.name != DEPLOY
     plan = trt_graph.with_suffix(".plan")
-    kinds = [k for k in names if k != "trt" or plan.is_file()]
+    plan_record = json.loads(plan.with_suffix(".plan.json").read_text()) if plan.is_file() else None
+    plan_skipped = None if plan_record is None else plan_misfit(plan_record.get("profile", {}), length)
+    if plan_skipped is not None:
+        log.warning("%s: not put into the repository: %s; build one for it with %s_build_trt_plan.sh", plan,
+                    plan_skipped, task)
+        plan_record = None
+    kinds = [k for k in names if k != "trt" or plan_record is not None]
     ours = _recorded_models(out)
     for kind in kinds:
         _check_model_folder(out / names[kind], ours)
@@ -139,9 +149,7 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, options: Trit
         (model / "config.pbtxt").write_text(_model_config(names["student"], "onnxruntime", max_batch_size, graph_inputs,
                                                           graph_outputs, device, max_queue_delay_us))
         write_json(model / MODEL_MARKER, {"task": task, "from": source})
-    plan_record = None
-    if plan.is_file():
-        plan_record = json.loads(plan.with_suffix(".plan.json").read_text())
+    if plan_record is not None:
         with atomic_dir(out / names["trt"]) as trt:
             (trt / "1").mkdir(parents=True)
             shutil.copyfile(plan, trt / "1" / "model.plan")
@@ -181,7 +189,8 @@ def write_triton_repository(onnx_dir: str | Path, out: str | Path, options: Trit
               "max_batch_size": max_batch_size, "device": device, "from": source, "build_trt_plan": script.name,
               **({"tensorrt_plan": {"tensorrt": plan_record.get("tensorrt"), "gpu": plan_record.get("gpu"),
                                     "serve_with": "the Triton release whose TensorRT is this version"}}
-                 if plan_record else {})}
+                 if plan_record else {}),
+              **({"tensorrt_plan_left_out": plan_skipped} if plan_skipped else {})}
     _record(out, record)
     return record
 
@@ -263,6 +272,20 @@ def _is_pair(task: str) -> bool:
     from kdqat.glue.tasks import get_task
 
     return get_task(task).text_b is not None
+
+
+def plan_misfit(profile: dict, length: int) -> str | None:
+    """Why a plan's optimization profile cannot serve the repository's requests (None: it can). The tokenizer model
+    pads every request to `length` tokens and the dynamic batcher sends batches from 1 up: a plan must take batch 1
+    and sequences of `length` (a plan that `kdqat bench --seq-lengths 64` built loads in Triton and refuses every
+    request)."""
+    min_batch, min_seq, max_seq = profile.get("min_batch", 1), profile.get("min_seq"), profile.get("max_seq")
+    if min_batch > 1:
+        return f"its profile starts at batch {min_batch}; the dynamic batcher sends batches from 1"
+    if min_seq is None or max_seq is None or not min_seq <= length <= max_seq:
+        return (f"its profile takes sequences of {min_seq}-{max_seq} tokens; the tokenizer model pads every request to "
+                f"{length}")
+    return None
 
 
 def check_target(out: Path, onnx_dir: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -184,6 +185,9 @@ def build_engine(trt, onnx_path: Path, profile: ShapeProfile, timing_cache: Path
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise KdqatError(f"{onnx_path}: TensorRT's ONNX parser refused the graph: {errors}")
     config = builder.create_builder_config()
+    if fp16 and not hasattr(trt.BuilderFlag, "FP16"):
+        raise KdqatError(f"TensorRT {trt.__version__} has no FP16 builder flag (removed in 11): build the float16 "
+                         "form of the graph strongly typed instead (kdqat.eval.gpu_check does)")
     if fp16 or not strongly_typed:  # precision flags are refused on a strongly typed network
         if not fp16:
             config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ define the INT8 parts; no calibrator is given
@@ -258,7 +262,7 @@ class TrtEngine:
         if rebuild or stale_reason(saved, current) is not None or not plan_path.is_file():
             plan = build_engine(trt, onnx_path, profile, timing_cache_path(onnx_path.parent, trt.__version__, gpu),
                                 fp16=fp16)
-            tmp = plan_path.with_name(f".{plan_path.name}.tmp")
+            tmp = plan_path.with_name(f".{plan_path.name}.{os.getpid()}.tmp")  # two builders never share one
             tmp.write_bytes(plan)
             tmp.replace(plan_path)
             engine = cls(trt, plan, profile)

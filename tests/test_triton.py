@@ -112,13 +112,32 @@ def test_a_built_tensorrt_plan_becomes_a_tensorrt_model(exported_run, tmp_path):
     onnx_dir = tmp_path / "onnx"
     shutil.copytree(exported_run / "onnx", onnx_dir)
     (onnx_dir / "model.fp16.plan").write_bytes(b"plan bytes")  # TrtEngine.open's plan of model.fp16.onnx
-    (onnx_dir / "model.fp16.plan.json").write_text(json.dumps({"profile": {"max_batch": 8}}))
+    profile = {"min_batch": 1, "opt_batch": 8, "max_batch": 8, "min_seq": 1, "opt_seq": 32, "max_seq": 32}
+    (onnx_dir / "model.fp16.plan.json").write_text(json.dumps({"profile": profile}))
     record = write_triton_repository(onnx_dir, tmp_path / "repo", TritonOptions(max_batch_size=32, device="gpu"))
     trt = config(tmp_path / "repo" / "rte_student_trt")
     assert trt.platform == "tensorrt_plan" and trt.max_batch_size == 8  # not beyond the engine's profile
     assert (tmp_path / "repo" / "rte_student_trt" / "1" / "model.plan").read_bytes() == b"plan bytes"
     assert config(tmp_path / "repo" / "rte_student").instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
     assert record["models"]["trt"] == "rte_student_trt"
+
+
+@pytest.mark.parametrize("profile, reason", [
+    ({"min_batch": 1, "max_batch": 8, "min_seq": 64, "max_seq": 64}, "takes sequences of 64-64 tokens; the tokenizer "
+                                                                     "model pads every request to 32"),
+    ({"min_batch": 4, "max_batch": 8, "min_seq": 1, "max_seq": 32}, "starts at batch 4"),
+])
+def test_a_plan_whose_profile_cannot_serve_the_requests_is_left_out(exported_run, tmp_path, caplog, profile, reason):
+    """A plan built for other lengths (kdqat bench --seq-lengths 64) would load in Triton and refuse every request."""
+    onnx_dir = tmp_path / "onnx"
+    shutil.copytree(exported_run / "onnx", onnx_dir)
+    (onnx_dir / "model.fp16.plan").write_bytes(b"plan bytes")
+    (onnx_dir / "model.fp16.plan.json").write_text(json.dumps({"profile": profile}))
+    with caplog.at_level("WARNING", logger="kdqat.export.triton"):
+        record = write_triton_repository(onnx_dir, tmp_path / "repo", TritonOptions(max_batch_size=32, device="gpu"))
+    assert "trt" not in record["models"] and not (tmp_path / "repo" / "rte_student_trt").exists()
+    assert reason in caplog.text and "rte_build_trt_plan.sh" in caplog.text
+    assert (tmp_path / "repo" / "rte_build_trt_plan.sh").is_file()  # the way to build a fitting one
 
 
 def test_the_repository_replaces_only_its_own_earlier_self(exported_run, tmp_path):
