@@ -656,6 +656,47 @@ def assemble_model_command(
                  f"from {len(record['parts'])} parts of {record['archive']} (record: {output}/kdqat-assembly.json)")
 
 
+@app.command("debug")
+def debug_command(
+    run_dir: str = typer.Argument(..., help="An exported kdqat train output folder."),
+    engine: str = typer.Option("ort", help="The engine compared with the PyTorch student: ort (onnxruntime, CPU) or openvino."),
+    onnx: Optional[str] = typer.Option(None, help="The graph to run (default RUN_DIR/onnx/model.onnx)."),
+    data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR for a GLUE run's validation rows (default: the run's, else GLUE_DIR; random token ids where none is found)."),
+    samples: int = typer.Option(16, help="Validation rows run through both."),
+    tolerance: float = typer.Option(1.0, help="Quantization steps two correct implementations may differ by at a point (a rounding boundary)."),
+    show: int = typer.Option(12, help="Points listed around the first divergence (all when none)."),
+) -> None:
+    """Where an engine parts from the PyTorch student: every activation quantization point of both, compared in
+    order in units of its step; prints the first point (and layer) beyond --tolerance. Exit 1 where one is found."""
+    _quiet_libraries()
+    from kdqat.eval.debug import debug_run
+
+    if samples <= 0:
+        raise KdqatError(f"--samples {samples}: must be positive")
+    result = debug_run(run_dir, engine, onnx, data_dir, samples, tolerance)
+    points, first = result["points"], result["first_divergence"]
+    start = 0 if first is None else max(0, points.index(first) - show // 2)
+    shown = points[start:start + show] if first is not None else points
+    table = Table(title=f"{result['engine']} against the PyTorch student, {result['inputs']} ({len(points)} points)")
+    for column in ("point", "layer", "step", "max |diff| (steps)", "mean (steps)"):
+        table.add_column(column)
+    for p in shown:
+        style = "bold red" if p is first else None
+        table.add_row(p.name, "" if p.layer is None else str(p.layer), f"{p.step:.4g}", f"{p.max_steps:.2f}",
+                      f"{p.mean_steps:.3f}", style=style)
+    stdout.print(table)
+    if result["missing_in_engine"]:
+        stdout.print(f"not in the graph: {', '.join(result['missing_in_engine'])}")
+    stdout.print(f"outputs: max |diff| {result['output_max_abs_diff']:.3g}")
+    if first is None:
+        stdout.print(f"no divergence: every point within {tolerance:g} step(s)")
+        return
+    where = "outside the encoder layers" if first.layer is None else f"layer {first.layer}"
+    stdout.print(f"first divergence: {first.name} ({where}): max |diff| {first.max_steps:.2f} steps "
+                 f"(step {first.step:.4g}); the points before it agree within {tolerance:g}")
+    raise typer.Exit(1)
+
+
 @app.command("isa-mask", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def isa_mask_command(
     ctx: typer.Context,
