@@ -77,8 +77,9 @@ def evaluate_run(opts: EvalOptions, console: Console | None = None) -> dict:
             classes = class_report(task, logits[names[-1]], labels) if task.source != "glue" else {}
             if classes:  # per class, for the engine's student
                 record["classes"] = classes
-            if len(names) == 2:
-                record["agreement"] = objective.compare(logits[names[0]], logits[names[1]]).to_dict()
+            if len(names) == 2:  # an engine running float parts in float16 is judged as export judges that graph
+                fp16 = getattr(models[names[1]], "float16_parts", False)
+                record["agreement"] = objective.compare(logits[names[0]], logits[names[1]], fp16=fp16).to_dict()
             result["splits"][split] = record
     write_json(path, {**result, "options": asdict(opts)})
     return {**result, "file": str(path)}

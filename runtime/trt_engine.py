@@ -223,6 +223,7 @@ class TrtEngine:
     """A deserialized engine run with PyTorch CUDA tensors as device buffers."""
 
     name = "trt"
+    float16_parts = False  # set by open() for a graph whose float parts are float16 (model.fp16.onnx)
 
     def __init__(self, trt, plan: bytes, profile: ShapeProfile) -> None:
         import torch
@@ -267,8 +268,10 @@ class TrtEngine:
             tmp.replace(plan_path)
             engine = cls(trt, plan, profile)
             write_json(record_path, {**current, "layers": engine.layers})
-            return engine
-        return cls(trt, plan_path.read_bytes(), profile)
+        else:
+            engine = cls(trt, plan_path.read_bytes(), profile)
+        engine.float16_parts = fp16 or onnx_path.name.endswith(".fp16.onnx")
+        return engine
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         torch = self.torch

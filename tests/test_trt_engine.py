@@ -307,3 +307,25 @@ def test_the_gpu_check_counts_the_students_quantized_products_and_reads_real_row
     batch = validation_batch(run, str(glue_dir), 40)
     assert batch["input_ids"].shape == (40, run.max_seq_length)
     assert (batch["attention_mask"].sum(1) > 2).all()  # real sentence pairs, not padding
+
+
+def test_kdqat_eval_judges_an_engine_with_float16_parts_by_the_fp16_margins(exported_run, glue_dir, monkeypatch):
+    """TensorRT runs model.fp16.onnx: its agreement with PyTorch is judged with export's FP16 margin (0.5), not the
+    float32 one, which float16 rounding alone would fail (an onnxruntime engine marked as such stands in here)."""
+    import kdqat.eval.evaluate as evaluate
+    from kdqat.eval.options import EvalOptions
+    from kdqat.parity import FP16_DECIDED_MARGIN
+
+    real = evaluate.open_engine
+
+    def marked(name, source):
+        engine = real(name, source)
+        if name == "ort":
+            engine.float16_parts = True
+        return engine
+
+    monkeypatch.setattr(evaluate, "open_engine", marked)
+    result = evaluate.evaluate_run(EvalOptions(str(exported_run), "ort", data_dir=str(glue_dir), max_samples=16,
+                                               progress=False))
+    (split,) = result["splits"].values()
+    assert split["agreement"]["margin"] == FP16_DECIDED_MARGIN
