@@ -7,8 +7,9 @@ output (node names carry the module path, so each point is matched by name). Poi
 PyTorch runs them, in units of that point's quantization step: two correct implementations differ by at most one
 step (a value at a rounding boundary), so the first point beyond `tolerance` steps is where they part.
 
-Exposing a point keeps onnxruntime and OpenVINO from fusing across it: the engine runs the same graph with more
-outputs, not its fastest form. TensorRT is not covered yet (it needs its network's outputs marked at build time).
+Exposing a point keeps the engine from fusing across it: it runs the same graph with more outputs, not its fastest
+form. TensorRT builds an engine of the exposed FP16 graph (model.fp16.onnx, as its engines are built), whose
+extra graph outputs its ONNX parser marks as network outputs; that path has never run (no GPU here).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import onnx
 
 from kdqat.errors import KdqatError
 
-ENGINES = ("ort", "openvino")
+ENGINES = ("ort", "openvino", "trt")
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def exposed_graph(graph: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, st
     return exposed, outputs
 
 
-def engine_points(engine: str, graph: onnx.ModelProto, batch: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def engine_points(engine: str, graph: onnx.ModelProto, batch: dict[str, np.ndarray],
+                  profile=None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Run the exposed graph on `engine`; (point name -> values, the graph's own first output)."""
     exposed, outputs = exposed_graph(graph)
     names = [graph.graph.output[0].name, *outputs.values()]
@@ -107,6 +109,11 @@ def engine_points(engine: str, graph: onnx.ModelProto, batch: dict[str, np.ndarr
             compiled = openvino.Core().compile_model(str(path), "CPU")
             result = compiled(feeds)
             values = [result[compiled.output(name)] for name in names]
+        elif engine == "trt":
+            from kdqat.runtime.trt_engine import TrtEngine
+
+            result = TrtEngine.open(path, profile).run_all(feeds)
+            values = [result[name] for name in names]
         else:
             raise KdqatError(f"--engine {engine!r}: kdqat debug compares {', '.join(ENGINES)}")
     by_output = dict(zip(names, values))
@@ -158,10 +165,18 @@ def debug_run(run_dir: str, engine: str = "ort", onnx_path: str | None = None, d
     except KdqatError:
         vocab = student.config.vocab_size
         batch, inputs = random_batch(samples, run.max_seq_length, vocab, 0, low=min(1000, vocab // 2)), "random token ids"
+    profile = None
+    if engine == "trt":  # TensorRT's engines are built from the FP16 form; one profile for this batch
+        from kdqat.layout import tensorrt_graph
+        from kdqat.runtime.engine import ShapeProfile
+
+        path = tensorrt_graph(path)
+        rows, length = next(iter(batch.values())).shape
+        profile = ShapeProfile(1, rows, rows, 1, length, length)
     graph = onnx.load(str(path))
     batch = {name: batch[name] for name in (i.name for i in graph.graph.input)}
     reference, torch_output = torch_points(to_qdq(student), batch)
-    candidate, engine_output = engine_points(engine, graph, batch)
+    candidate, engine_output = engine_points(engine, graph, batch, profile)
     points = compare_points(reference, candidate, family_of(student).layers)
     if not points:
         raise KdqatError(f"{path}: none of the student's {len(reference)} quantization points is in the graph by name "

@@ -659,7 +659,7 @@ def assemble_model_command(
 @app.command("debug")
 def debug_command(
     run_dir: str = typer.Argument(..., help="An exported kdqat train output folder."),
-    engine: str = typer.Option("ort", help="The engine compared with the PyTorch student: ort (onnxruntime, CPU) or openvino."),
+    engine: str = typer.Option("ort", help="The engine compared with the PyTorch student: ort (onnxruntime, CPU), openvino, or trt (TensorRT, from model.fp16.onnx; never run here: no GPU)."),
     onnx: Optional[str] = typer.Option(None, help="The graph to run (default RUN_DIR/onnx/model.onnx)."),
     data_dir: Optional[str] = typer.Option(None, help="GLUE_DIR for a GLUE run's validation rows (default: the run's, else GLUE_DIR; random token ids where none is found)."),
     samples: int = typer.Option(16, help="Validation rows run through both."),

@@ -274,6 +274,10 @@ class TrtEngine:
         return engine
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.run_all(batch)[self.outputs[0]]
+
+    def run_all(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output of the engine by name (kdqat debug marks its quantization points as outputs)."""
         torch = self.torch
         shape = batch["input_ids"].shape
         self.profile.check(shape)
@@ -290,7 +294,7 @@ class TrtEngine:
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise KdqatError("TensorRT failed to run the engine")
         self.stream.synchronize()
-        return buffers[self.outputs[0]].float().cpu().numpy()
+        return {name: buffers[name].float().cpu().numpy() for name in self.outputs}
 
 
 __all__ = ["TrtEngine", "engine_record", "layer_report", "stale_reason"]
