@@ -125,6 +125,9 @@ def train(
     teacher_learning_rate: float = typer.Option(TrainOptions.teacher_learning_rate, help="Teacher fine-tuning learning rate."),
     teacher_epochs: Optional[float] = typer.Option(TrainOptions.teacher_epochs, help="Teacher fine-tuning epochs (default 6 on CoLA and STS-B, measured best on the default model; 3 on the others)."),
     teacher_optimizer: str = typer.Option(TrainOptions.teacher_optimizer, help="Teacher optimizer: adamw or bertadam."),
+    teacher_patience: Optional[int] = typer.Option(TrainOptions.teacher_patience, help="Stop the teacher after this many dev evaluations without a gain above --min-improvement (default: train to its epochs)."),
+    patience: Optional[int] = typer.Option(TrainOptions.patience, help="The same for the student (default: train to its epochs)."),
+    min_improvement: float = typer.Option(TrainOptions.min_improvement, help="The dev gain, in metric points, that counts as an improvement for --teacher-patience / --patience."),
     teacher_only: bool = typer.Option(TrainOptions.teacher_only, "--teacher-only", help="Stop after fine-tuning the teacher (metrics.json then holds its scores)."),
     seed: int = typer.Option(TrainOptions.seed, help="Random seed (data order, dropout, head initialisation)."),
     max_train_samples: Optional[int] = typer.Option(None, help="Use only the first N training examples."),
@@ -149,7 +152,8 @@ def train(
         weight_scale=weight_scale, recipe=recipe, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
         max_seq_length=max_seq_length, learning_rate=learning_rate, optimizer=optimizer,
         teacher_learning_rate=teacher_learning_rate, teacher_epochs=teacher_epochs,
-        teacher_optimizer=teacher_optimizer, teacher_only=teacher_only, seed=seed,
+        teacher_optimizer=teacher_optimizer, teacher_patience=teacher_patience, patience=patience,
+        min_improvement=min_improvement, teacher_only=teacher_only, seed=seed,
         max_train_samples=max_train_samples, max_eval_samples=max_eval_samples, eval_steps=eval_steps, keep=keep,
         keep_checkpoints=keep_checkpoints, logging_steps=logging_steps, progress=_progress(progress))
     result = run_train(opts)

@@ -109,6 +109,9 @@ class TrainOptions:
     teacher_learning_rate: float = 1e-4  # docs/results/glue.md: best on average over RTE / CoLA / STS-B
     teacher_epochs: float | None = None  # None: TEACHER_TASK_EPOCHS, else TEACHER_EPOCHS
     teacher_optimizer: str = "adamw"
+    teacher_patience: int | None = None  # stop the teacher after N evaluations without a dev gain (kdqat.stopping)
+    patience: int | None = None  # the same for the student
+    min_improvement: float = 0.0  # the dev gain (metric points) that counts as one
     teacher_only: bool = False
     warmup: float = 0.1
     weight_decay: float = 0.01
@@ -203,7 +206,8 @@ class TrainOptions:
         def bad(name: str, rule: str) -> KdqatError:
             return KdqatError(f"--{name.replace('_', '-')} {getattr(self, name)}: {rule}")
 
-        positive = ["batch_size", "logging_steps", "eval_steps", "save_total_limit", "max_train_samples", "max_eval_samples"]
+        positive = ["batch_size", "logging_steps", "eval_steps", "save_total_limit", "max_train_samples", "max_eval_samples",
+                    "teacher_patience", "patience"]
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise bad(name, "must be positive")
@@ -218,6 +222,8 @@ class TrainOptions:
             for name in ("epochs", "teacher_epochs"):
                 if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                     raise bad(name, "must be positive (or give --max-steps)")
+        if not (math.isfinite(self.min_improvement) and self.min_improvement >= 0):
+            raise bad("min_improvement", "must be >= 0 (metric points)")
         if not 0.0 <= self.warmup < 1.0:
             raise bad("warmup", "must be a fraction of the steps in [0, 1)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):

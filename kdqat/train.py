@@ -46,6 +46,7 @@ from kdqat.distill import DistillationTrainer
 from kdqat.cpu_memory import keep_freed_memory
 from kdqat.errors import KdqatError
 from kdqat.checkpoints import MarkComplete, resumable
+from kdqat.stopping import StoppingRule, StopWhenLearned, stop_reason
 from kdqat.guards import DivergenceGuard, FiniteLossTrainer, require_finite
 from kdqat.io import atomic_dir, check_output, write_json
 from kdqat.embedding import SentenceEmbedder
@@ -129,8 +130,12 @@ def _dev_metrics(record: dict) -> dict[str, float]:
 
 def eval_history(trainer: Trainer, task: TaskSpec) -> list[dict]:
     """Step and metrics of every dev evaluation so far, from the Trainer's log (survives resumption)."""
+    return history_of(trainer.state.log_history, task)
+
+
+def history_of(log_history: list[dict], task: TaskSpec) -> list[dict]:
     by_step: dict[int, dict[str, float]] = {}
-    for rec in trainer.state.log_history:  # one record per dev split (MNLI has two) at each evaluation
+    for rec in log_history:  # one record per dev split (MNLI has two) at each evaluation
         metrics = _dev_metrics(rec)
         if metrics:
             by_step.setdefault(rec["step"], {}).update(metrics)
@@ -204,6 +209,27 @@ def stage_summary(trainer: Trainer, task: TaskSpec, kept_step: int | None, histo
 TEACHER_SUMMARY = "kdqat_training.json"  # in teacher/: how the teacher was fine-tuned, read by later runs
 
 
+def stopping(opts: TrainOptions, task: TaskSpec, stage: str) -> tuple[StoppingRule, StopWhenLearned]:
+    """A stage's stopping rule (--teacher-patience / --patience, --min-improvement) and the callback applying it."""
+    rule = StoppingRule(opts.teacher_patience if stage == "teacher" else opts.patience, opts.min_improvement,
+                        objective_of(task).greater_is_better(task.metric))
+    metric = task.primary_metric
+    return rule, StopWhenLearned(rule, lambda log_history: [h["dev"][metric] for h in history_of(log_history, task)])
+
+
+def report_stop(opts: TrainOptions, task: TaskSpec, stage: str, rule: StoppingRule, history: list[dict]) -> dict:
+    """Why a stage ended: recorded in its summary and said in one line."""
+    epochs, option = (opts.teacher_epochs, "--teacher-epochs") if stage == "teacher" else (opts.epochs, "--epochs")
+    budget = f"{opts.max_steps} steps" if opts.max_steps > 0 else f"{epochs:g} epochs"
+    more = "a larger --max-steps" if opts.max_steps > 0 else f"{option} {2 * epochs:g}"
+    reason = stop_reason(rule, history, task.primary_metric, budget, more)
+    if reason.get("still_improving"):
+        log.warning("%s: %s", stage, reason["line"])
+    else:
+        log.info("%s: %s", stage, reason["line"])
+    return reason
+
+
 def train_teacher(opts: TrainOptions, task: TaskSpec, out: Path, train_set: Dataset, dev: dict[str, Dataset], tokenizer) -> PreTrainedModel:
     """Fine-tune the float model on hard labels into out/teacher (skipped if it is already there)."""
     target = out / layout.TEACHER
@@ -211,9 +237,11 @@ def train_teacher(opts: TrainOptions, task: TaskSpec, out: Path, train_set: Data
         log.warning("using the teacher already in %s", target)
         return checked_teacher(target, task)
     model = objective_of(task).start_model(opts.model, task)
+    rule, stop_when_learned = stopping(opts, task, "teacher")
     trainer = FiniteLossTrainer(
         model=model,
-        callbacks=[JsonlLog(layout.stage_log(out, "teacher"), "teacher"), DivergenceGuard(), MarkComplete()],
+        callbacks=[JsonlLog(layout.stage_log(out, "teacher"), "teacher"), DivergenceGuard(), MarkComplete(),
+                   stop_when_learned],
         **trainer_kwargs(opts, out, "teacher", task, opts.teacher_learning_rate, opts.teacher_epochs,
                          opts.teacher_optimizer, train_set, dev, tokenizer),
     )
@@ -224,7 +252,8 @@ def train_teacher(opts: TrainOptions, task: TaskSpec, out: Path, train_set: Data
     require_finite(model, "the fine-tuned teacher")
     if trainer.is_world_process_zero():
         summary = {"learning_rate": opts.teacher_learning_rate, "epochs": opts.teacher_epochs,
-                   "optimizer": opts.teacher_optimizer, "seed": opts.seed, **stage_summary(trainer, task, kept)}
+                   "optimizer": opts.teacher_optimizer, "seed": opts.seed, **stage_summary(trainer, task, kept),
+                   "stopped": report_stop(opts, task, "teacher", rule, eval_history(trainer, task))}
         with atomic_dir(target) as tmp:
             trainer.save_model(str(tmp))
             tokenizer.save_pretrained(tmp)
@@ -303,13 +332,14 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
 
     student = initial_student(opts, given_init or teacher)
     objective.configure_student(student, opts)
+    rule, stop_when_learned = stopping(opts, task, "student")
     trainer = DistillationTrainer(
         model=student,
         teacher=teacher,
         loss_weights=opts.loss_weights,
         prediction=functools.partial(objective.prediction_loss, embedding_loss=opts.embedding_loss),
         callbacks=[JsonlLog(layout.stage_log(out, "student"), "student"), DivergenceGuard(), MarkComplete(),
-                   *(callbacks or [])],
+                   stop_when_learned, *(callbacks or [])],
         **trainer_kwargs(opts, out, "student", task, opts.learning_rate, opts.epochs, opts.optimizer,
                          train_set, dev, tokenizer),
     )
@@ -334,6 +364,7 @@ def _run_stages(opts: TrainOptions, task: TaskSpec, out: Path, tokenizer, train_
             "act_scale": opts.act_scale,
             "last": last,
             **stage_summary(trainer, task, kept, history),
+            "stopped": report_stop(opts, task, "student", rule, history),
         },
     }
     if trainer.is_world_process_zero():
