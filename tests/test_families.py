@@ -22,6 +22,7 @@ from transformers import (
     ModernBertModel,
     RobertaConfig,
     RobertaForSequenceClassification,
+    RobertaModel,
 )
 
 from conftest import batch, run_cli, tiny_classifier
@@ -129,7 +130,10 @@ def test_train_refuses_an_unknown_family_before_writing_anything(tmp_path, glue_
     assert not (tmp_path / "run").exists()
 
 
-ENCODERS = {  # a tiny encoder of each family beyond BERT's layout, as a pretrained folder would hold it
+ENCODERS = {  # a tiny encoder of each family, as a pretrained folder would hold it (RoBERTa for BERT's layout, which
+    # the default model covers everywhere else; two token types, as the default tokenizer gives pairs)
+    "roberta": lambda: RobertaModel(RobertaConfig(**{**SHAPE, "vocab_size": 30522, "max_position_embeddings": 130,
+                                                     "type_vocab_size": 2})),
     "distilbert": lambda: DistilBertModel(DistilBertConfig(**{**DISTILBERT_SHAPE, "vocab_size": 30522,
                                                               "max_position_embeddings": 128})),
     "mpnet": lambda: MPNetModel(MPNetConfig(**{**SHAPE, "vocab_size": 30522, "max_position_embeddings": 130})),
@@ -142,7 +146,7 @@ ENCODERS = {  # a tiny encoder of each family beyond BERT's layout, as a pretrai
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
 def test_a_run_of_each_family_trains_exports_checks_and_serves(tmp_path, glue_dir, name):
-    """DistilBERT, MPNet, DeBERTa and ModernBERT (no token type ids) through every stage: train, export with its parity gate, the
+    """RoBERTa (BERT's layout), DistilBERT, MPNet, DeBERTa and ModernBERT (the last four without token type ids) through every stage: train, export with its parity gate, the
     TensorRT rules, eval and one served request; the graph takes the inputs the family names."""
     import json
 
