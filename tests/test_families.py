@@ -146,7 +146,8 @@ ENCODERS = {  # a tiny encoder of each family, as a pretrained folder would hold
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
 def test_a_run_of_each_family_trains_exports_checks_and_serves(tmp_path, glue_dir, name):
-    """RoBERTa (BERT's layout), DistilBERT, MPNet, DeBERTa and ModernBERT (the last four without token type ids) through every stage: train, export with its parity gate, the
+    """RoBERTa (BERT's layout), DistilBERT, MPNet, DeBERTa and ModernBERT (the last four without token type ids)
+    through every stage: train, export with its parity gate, the
     TensorRT rules, eval and one served request; the graph takes the inputs the family names."""
     import json
 

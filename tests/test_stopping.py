@@ -27,7 +27,10 @@ def test_patience_counts_evaluations_since_a_gain_above_the_minimum():
 def test_the_callback_reads_the_history_a_resumed_trainer_carries():
     """The count is the history's, not the callback's: a fresh callback after a resume stops at the same point."""
     rule = StoppingRule(patience=2)
-    values = lambda log: [r["eval_dev_accuracy"] for r in log if "eval_dev_accuracy" in r]
+
+    def values(log: list[dict]) -> list[float]:
+        return [r["eval_dev_accuracy"] for r in log if "eval_dev_accuracy" in r]
+
     log = [{"eval_dev_accuracy": v} for v in (70.0, 75.0, 74.0)] + [{"loss": 0.3}]
     control = SimpleNamespace(should_training_stop=False)
     StopWhenLearned(rule, values).on_evaluate(None, SimpleNamespace(log_history=log), control)
