@@ -229,7 +229,8 @@ def truncate(path):
     ("checkpoint-2/model.safetensors", r"checkpoint-2/model.safetensors: damaged or truncated .*delete .*checkpoint-2 to resume from .*checkpoint-1"),
     ("checkpoint-2/optimizer.pt", r"checkpoint-2/optimizer.pt: damaged or truncated .*delete .*checkpoint-2 to resume from .*checkpoint-1"),
 ])
-def test_a_damaged_checkpoint_names_the_one_to_delete(tmp_path, tiny_model_dir, glue_dir, damaged, message):
+def interrupted_at_step_3(tmp_path, tiny_model_dir, glue_dir):
+    """A run whose student stage was interrupted at step 3 (checkpoints 1 and 2 written); its options."""
     class Interrupt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == 3 and "student" in args.output_dir:
@@ -238,6 +239,11 @@ def test_a_damaged_checkpoint_names_the_one_to_delete(tmp_path, tiny_model_dir, 
     opts = options(tmp_path, tiny_model_dir, glue_dir, max_steps=4, save_total_limit=3)
     with pytest.raises(KeyboardInterrupt):
         train(opts, callbacks=[Interrupt()])
+    return opts
+
+
+def test_a_damaged_checkpoint_names_the_one_to_delete(tmp_path, tiny_model_dir, glue_dir, damaged, message):
+    opts = interrupted_at_step_3(tmp_path, tiny_model_dir, glue_dir)
     truncate(tmp_path / "run" / "checkpoints" / "student" / damaged)
     with pytest.raises(KdqatError, match=message):
         train(opts)
@@ -255,14 +261,7 @@ def test_a_checkpoint_cut_off_while_written_is_removed_and_the_run_resumes_from_
 
     from kdqat.checkpoints import COMPLETE
 
-    class Interrupt(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 3 and "student" in args.output_dir:
-                raise KeyboardInterrupt
-
-    opts = options(tmp_path, tiny_model_dir, glue_dir, max_steps=4, save_total_limit=3)
-    with pytest.raises(KeyboardInterrupt):
-        train(opts, callbacks=[Interrupt()])
+    opts = interrupted_at_step_3(tmp_path, tiny_model_dir, glue_dir)
     stage = tmp_path / "run" / "checkpoints" / "student"
     assert all((stage / f"checkpoint-{n}" / COMPLETE).is_file() for n in (1, 2))
     shutil.copytree(stage / "checkpoint-2", stage / "checkpoint-3")  # checkpoint-3, as the kill left it
