@@ -225,10 +225,6 @@ def truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("damaged, message", [
-    ("checkpoint-2/model.safetensors", r"checkpoint-2/model.safetensors: damaged or truncated .*delete .*checkpoint-2 to resume from .*checkpoint-1"),
-    ("checkpoint-2/optimizer.pt", r"checkpoint-2/optimizer.pt: damaged or truncated .*delete .*checkpoint-2 to resume from .*checkpoint-1"),
-])
 def interrupted_at_step_3(tmp_path, tiny_model_dir, glue_dir):
     """A run whose student stage was interrupted at step 3 (checkpoints 1 and 2 written); its options."""
     class Interrupt(TrainerCallback):
@@ -242,6 +238,10 @@ def interrupted_at_step_3(tmp_path, tiny_model_dir, glue_dir):
     return opts
 
 
+@pytest.mark.parametrize("damaged, message", [
+    ("checkpoint-2/model.safetensors", r"checkpoint-2/model.safetensors: damaged or truncated .*delete .*checkpoint-2 to resume from .*checkpoint-1"),
+    ("checkpoint-2/optimizer.pt", r"checkpoint-2/optimizer.pt: damaged or truncated .*delete .*checkpoint-2 to resume from .*checkpoint-1"),
+])
 def test_a_damaged_checkpoint_names_the_one_to_delete(tmp_path, tiny_model_dir, glue_dir, damaged, message):
     opts = interrupted_at_step_3(tmp_path, tiny_model_dir, glue_dir)
     truncate(tmp_path / "run" / "checkpoints" / "student" / damaged)
