@@ -8,7 +8,8 @@ projected relative-position table) and a position-to-content term (K against it)
 is its forward through kdqat's: the content score, the softmax and probs.V are kdqat's quantized ones; the two
 position terms join the additive padding mask as a bias. Their position side is a constant of the weights (the
 position table through the layer's projections, ternary where the projections are, with no activation
-quantizer: the table is not an activation), and their product with the 8-bit-free Q and K stays in float.
+quantizer: the table is not an activation); their products with Q and K (taken before Q's and K's 8-bit
+quantizers) run in float. The `ternarybert` preset's L_att compares the content scores only.
 """
 
 from __future__ import annotations
