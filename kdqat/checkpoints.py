@@ -43,8 +43,10 @@ def resumable(folder: Path) -> Path | None:
     for index in range(len(found) - 1, -1, -1):
         checkpoint = found[index]
         previous = found[index - 1] if index else None
-        if (checkpoint / COMPLETE).is_file() or (not marked and _whole(checkpoint, previous)):
-            check_checkpoint(checkpoint, previous)
+        if (checkpoint / COMPLETE).is_file():
+            check_checkpoint(checkpoint, previous)  # marked complete, yet damaged since: refused by name
+            return checkpoint
+        if not marked and _whole(checkpoint, previous):
             return checkpoint
         shutil.rmtree(checkpoint)
         log.warning("%s was cut off while it was written (no completion mark): removed it; %s", checkpoint,

@@ -15,10 +15,8 @@ KNOWN_KEYS = ("kdqat_version", "torch", "options", "task_spec")  # what kdqat tr
 
 
 def _release(version: str) -> tuple[int, ...] | None:
-    try:
-        from packaging.version import InvalidVersion, Version
-    except ImportError:  # pragma: no cover - packaging comes with transformers
-        return None
+    from packaging.version import InvalidVersion, Version  # packaging comes with transformers
+
     try:
         return Version(version).release
     except InvalidVersion:
@@ -39,8 +37,8 @@ def read_run_config(config_file: Path, option_names: set[str],
         raise KdqatError(f"{config_file}: unreadable or not written by kdqat train")
     version = saved.get("kdqat_version")
     written = f"kdqat {version}" if version else "a kdqat that recorded no version"
-    mine, theirs = _release(__version__), _release(str(version)) if version else None
-    if version and (theirs is None or (mine is not None and theirs > mine)):
+    theirs = _release(str(version)) if version else None
+    if version and (theirs is None or theirs > _release(__version__)):
         raise KdqatError(f"{config_file}: written by {written}, which this kdqat ({__version__}) cannot vouch for; "
                          f"{advice}")
     unknown = sorted(set(saved) - set(KNOWN_KEYS)) + sorted(f"options.{k}" for k in set(saved["options"]) - option_names)

@@ -359,16 +359,17 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
         """What clients may call the model: its task's name and the --served-model-name aliases."""
         return (model.task, *(n for n in settings.served_model_names if n != model.task))
 
-    def within_length(model: ServedModel, texts: list[str], truncate: bool, status: int, hint: str) -> None:
+    def within_length(model: ServedModel, texts: list[str], truncate: bool, status: int) -> None:
+        """Refuse a text over the model's length unless the request asked to truncate (OpenAI: 400, TEI: 413)."""
         if not truncate:
             longest = max(model.token_counts(texts))
             if longest > model.max_length:
                 raise BadRequest(status, "context_length_exceeded", f"an input has {longest} tokens; this model takes "
-                                 f"at most {model.max_length} ({hint})")
+                                 f"at most {model.max_length} (send \"truncate\": true to cut it)")
 
     def openai_inputs(body: bytes, kind: str, model: ServedModel) -> tuple[list[str], str]:
         texts, encoding, truncate = parse_openai(body, kind, settings, state["width"], names(model))
-        within_length(model, texts, truncate, 400, 'send "truncate": true to cut it')
+        within_length(model, texts, truncate, 400)
         return texts, encoding
 
     async def openai_embeddings(scope: Scope, receive: Receive) -> Answer | None:
@@ -376,7 +377,7 @@ def create_app(load: Callable[[], ServedModel], settings: ServeSettings = ServeS
 
     def tei_inputs(body: bytes, kind: str, model: ServedModel) -> tuple[list[str], None]:
         texts, truncate = parse_tei(body, kind, settings, model.normalized)
-        within_length(model, texts, truncate, 413, 'send "truncate": true to cut it')
+        within_length(model, texts, truncate, 413)
         return texts, None
 
     async def models(request: Request) -> JSONResponse:
